@@ -1,0 +1,147 @@
+"""Small I/O helpers shared by every stage: atomic writes, VOC palette PNGs, image loading.
+
+Every file a stage produces goes through :func:`atomic_write`, so a crash never leaves a
+truncated file under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from smaf.errors import DataError
+
+#: Label value for "ignore" (object boundaries, unlabelled pixels) in VOC masks.
+IGNORE_INDEX = 255
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
+
+    The temporary file keeps the final suffix (so PIL/numpy pick the right format) and lives in
+    the same directory (so the rename is atomic on POSIX). On any exception it is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
+    )
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def voc_palette(num_entries: int = 256) -> list[int]:
+    """The PASCAL VOC colour map as a flat ``[r0, g0, b0, r1, ...]`` list of 768 ints.
+
+    Label ``i`` gets the colour whose bits are spread from ``i`` (the devkit's ``labelcolormap``);
+    255 (ignore) comes out as (224, 224, 192).
+    """
+    palette = []
+    for i in range(num_entries):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+_PALETTE = voc_palette()
+
+
+def save_mask(path: str | os.PathLike[str], mask: np.ndarray) -> None:
+    """Write an ``[H, W]`` label map (values 0..254 and 255) as a VOC palette PNG, atomically."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"mask must be 2-D [H, W], got shape {mask.shape}")
+    if mask.size and (mask.min() < 0 or mask.max() > 255):
+        raise ValueError(f"mask values must be in 0..255, got {mask.min()}..{mask.max()}")
+    img = Image.fromarray(mask.astype(np.uint8), mode="P")
+    img.putpalette(_PALETTE)
+    with atomic_write(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def save_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 95) -> None:
+    """Write a uint8 ``[H, W, 3]`` RGB image (JPEG or PNG by suffix), atomically."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    fmt = "JPEG" if Path(path).suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    with atomic_write(path) as tmp:
+        Image.fromarray(image, mode="RGB").save(tmp, format=fmt, quality=quality)
+
+
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as uint8 RGB ``[H, W, 3]``; a missing or corrupt file is a DataError."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(
+            f"image not found: {path}. Check the dataset root and the split list."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot read image {path} ({exc}). The file is corrupt or truncated: "
+            "re-download or re-extract the dataset."
+        ) from None
+
+
+def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a label PNG as uint8 ``[H, W]`` of raw palette indices (no colour conversion)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("P", "L"):
+                raise DataError(
+                    f"mask {path} has mode {img.mode!r}; expected a palette ('P') or grey ('L') "
+                    "PNG of class indices, as in VOC's SegmentationClass."
+                )
+            return np.asarray(img, dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(
+            f"mask not found: {path}. Check the dataset root and the split list."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot read mask {path} ({exc}). The file is corrupt or truncated: "
+            "re-download or re-extract the dataset."
+        ) from None
+
+
+def read_id_list(path: str | os.PathLike[str]) -> list[str]:
+    """Read a split list (one image id per line; blank lines ignored; extra columns dropped)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise DataError(f"split list not found: {path}.") from None
+    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
+    # train_aug lists in the wild sometimes hold "/JPEGImages/<id>.jpg /SegmentationClassAug/..".
+    return [Path(i).stem if "/" in i else i for i in ids]
+
+
+def write_id_list(path: str | os.PathLike[str], ids: list[str]) -> None:
+    """Write a split list atomically, one id per line."""
+    with atomic_write(path) as tmp:
+        Path(tmp).write_text("".join(f"{i}\n" for i in ids))

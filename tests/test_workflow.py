@@ -1,0 +1,69 @@
+"""The workflow itself: the tiny demo DAG runs, reruns nothing when nothing changed, lints clean."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from workflow_utils import TINY_CONFIG, snakemake
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir, "--cores", "2", "--resources", "gpu=1", config=TINY_CONFIG)
+    return workdir
+
+
+@pytest.mark.slow
+def test_demo_dataset_stage(finished_run):
+    info = json.loads((finished_run / "results/synthetic/data/dataset.json").read_text())
+    assert info["images"] == {"train_aug": 12, "train": 4, "val": 4}
+    root = finished_run / "resources/synthetic/VOC2012"
+    assert len(list((root / "JPEGImages").glob("*.jpg"))) == 12 + 4 + 2
+    assert len(list((root / "SegmentationClass").glob("*.png"))) == 12 + 4
+    assert len(list((root / "SALImages").glob("*.png"))) == 12 + 4 + 2
+    assert (finished_run / "logs/synthetic/prepare_dataset.log").read_text()
+
+
+@pytest.mark.slow
+def test_nothing_to_be_done_after_a_finished_run(finished_run):
+    proc = snakemake(finished_run, "-n", config=TINY_CONFIG)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_changed_generator_setting_reruns_the_dataset_stage(finished_run):
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["datasets"]["synthetic"]["synthetic"]["seed"] = 1
+    proc = snakemake(finished_run, "-n", "--rerun-triggers", "params", config=config)
+    out = proc.stdout + proc.stderr
+    assert "synthetic_dataset" in out and "prepare_dataset" in out
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"datasets": {"synthetic": {"num_classes": "six"}}}, "num_classes"),
+        ({"datasets": {"synthetic": {"synthetic": {"min_area": 2.0}}}}, "min_area"),
+        ({"datasets": {"synthetic": {"source": "imagenet"}}}, "source"),
+    ],
+)
+def test_invalid_config_rejected_before_any_job(tmp_path, override, key):
+    proc = snakemake(tmp_path, "-n", config=override, check=False)
+    assert proc.returncode != 0
+    assert key in proc.stdout + proc.stderr
+    assert not (tmp_path / "resources").exists()
+
+
+def test_unknown_dataset_name_is_a_clear_error(tmp_path):
+    proc = snakemake(tmp_path, "-n", config={"dataset": "coco"}, check=False)
+    assert proc.returncode != 0
+    assert "dataset 'coco' is not declared under `datasets:`" in proc.stdout + proc.stderr
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    proc = snakemake(tmp_path, "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Congratulations, your workflow is in a good condition" in out

@@ -1,0 +1,55 @@
+"""Run the Snakemake workflow of this checkout in a scratch directory (used by the tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO_ROOT / "Snakefile"
+
+#: The smallest synthetic dataset on which every stage still runs.
+TINY_CONFIG = {
+    "datasets": {
+        "synthetic": {
+            "synthetic": {"n_train_aug": 12, "n_train": 4, "n_val": 4, "n_test": 2},
+        }
+    }
+}
+
+
+def snakemake(
+    workdir: Path, *args: str, config: dict | None = None, check: bool = True, timeout: int = 1200
+):
+    """Run ``snakemake`` on this repo's Snakefile in ``workdir``; return the CompletedProcess.
+
+    ``config`` (if given) is written to ``workdir/test-config.yaml`` and passed with
+    ``--configfile`` so it overrides the repo's config.yaml key by key.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+    ]
+    if config is not None:
+        cfg_path = workdir / "test-config.yaml"
+        cfg_path.write_text(yaml.safe_dump(config))
+        cmd += ["--configfile", str(cfg_path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc

@@ -1,0 +1,118 @@
+# Helpers and input functions shared by the rules. No rules here.
+import re
+from pathlib import Path
+
+from smaf.errors import ConfigError
+
+DATASET = config["dataset"]
+if DATASET not in config["datasets"]:
+    raise ConfigError(
+        f"config: dataset '{DATASET}' is not declared under `datasets:` "
+        f"(declared: {', '.join(sorted(config['datasets']))}). Fix `dataset:` or add the entry."
+    )
+#: Split roles every dataset provides (the values name the dataset's own split lists).
+SPLIT_ROLES = ("train_aug", "train", "val")
+
+
+wildcard_constraints:
+    dataset="|".join(re.escape(d) for d in config["datasets"]),
+    split="|".join(SPLIT_ROLES),
+
+
+def dataset_cfg(wildcards):
+    """The `datasets:` entry of the dataset in the wildcards."""
+    return config["datasets"][wildcards.dataset]
+
+
+def dataset_field(key, default=None):
+    """Input function giving field `key` of the dataset's `datasets:` entry."""
+
+    def get(wildcards):
+        return dataset_cfg(wildcards).get(key, default)
+
+    return get
+
+
+def dataset_saliency_dir(wildcards):
+    """Saliency folder of a dataset (synthetic: generated beside the images)."""
+    ds = dataset_cfg(wildcards)
+    if ds["source"] == "synthetic":
+        return f"resources/{wildcards.dataset}/VOC2012/SALImages"
+    return ds.get("saliency_dir")
+
+
+def dataset_root(wildcards):
+    """VOC2012-layout folder of a dataset (generated, downloaded or user-provided)."""
+    ds = dataset_cfg(wildcards)
+    if ds["source"] == "synthetic":
+        return f"resources/{wildcards.dataset}/VOC2012"
+    return ds["root"]
+
+
+def dataset_inputs(wildcards):
+    """What must exist before a dataset can be indexed: its generator's or download's output."""
+    ds = dataset_cfg(wildcards)
+    if ds["source"] == "synthetic":
+        return {"root": f"resources/{wildcards.dataset}/VOC2012"}
+    inputs = {}
+    if ds.get("download", False):
+        inputs["root"] = f"resources/{wildcards.dataset}/VOCtrainval.extracted"
+        aug = ds.get("aug_source", "none")
+        if aug != "none":
+            inputs["aug"] = (
+                f"resources/{wildcards.dataset}/SegmentationClassAug.{aug}.extracted"
+            )
+    return inputs
+
+
+def download_field(key):
+    """Input function giving field `key` (url, md5, sha256) of the `downloads:` entry."""
+
+    def get(wildcards):
+        return config["downloads"][wildcards.file].get(key)
+
+    return get
+
+
+def manual_field(key):
+    """Input function giving field `key` (path, instructions) of the `manual:` entry."""
+
+    def get(wildcards):
+        return config["manual"][wildcards.item][key]
+
+    return get
+
+
+def voc_extract_dest(wildcards):
+    """Where VOCtrainval is unpacked so that the configured root is <dest>/VOCdevkit/VOC2012."""
+    root = Path(dataset_cfg(wildcards)["root"])
+    if root.parts[-2:] != ("VOCdevkit", "VOC2012"):
+        raise ConfigError(
+            f"datasets.{wildcards.dataset}.root must end in VOCdevkit/VOC2012 when "
+            f"download: true (got {root})."
+        )
+    return str(root.parent.parent)
+
+
+def aug_extract_dest(wildcards):
+    """Parent of the configured SegmentationClassAug folder (the zip holds that folder)."""
+    return str(Path(dataset_cfg(wildcards)["aug_mask_dir"]).parent)
+
+
+def aug_mask_dir(wildcards):
+    """SegmentationClassAug folder of a dataset, or None."""
+    ds = dataset_cfg(wildcards)
+    return ds.get("aug_mask_dir") if ds.get("aug_source", "none") != "none" else None
+
+
+def synthetic_params(wildcards):
+    """Generator settings of a synthetic dataset (plus its class count)."""
+    ds = dataset_cfg(wildcards)
+    return {**ds.get("synthetic", {}), "num_classes": ds["num_classes"]}
+
+
+def final_targets():
+    """Everything `rule all` builds for the configured dataset."""
+    return [
+        f"results/{DATASET}/data/dataset.json",
+    ]

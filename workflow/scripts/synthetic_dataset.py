@@ -1,0 +1,13 @@
+"""Generate the synthetic VOC-format dataset (rule synthetic_dataset)."""
+
+from smaf.data.synthetic import write_dataset
+from smaf.runner import run_logged
+
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+
+run_logged(
+    snakemake.log[0],
+    write_dataset,
+    dict(snakemake.params.generator),
+    snakemake.output[0],
+)
