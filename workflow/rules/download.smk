@@ -17,6 +17,7 @@ rule download:
         url=download_field("url"),
         md5=download_field("md5"),
         sha256=download_field("sha256"),
+        key="{file}",
         retries=3,
     script:
         "../scripts/download.py"

@@ -1,0 +1,16 @@
+"""Snakemake glue: unpack SBD's benchmark.tgz and convert its class masks to SegmentationClassAug PNGs."""
+
+# No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.download import extract_and_convert_sbd
+from smaf.runner import run_logged
+
+snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
+
+run_logged(
+    snakemake.log[0],
+    extract_and_convert_sbd,
+    snakemake.input.archive,
+    workdir=snakemake.params.workdir,
+    out_dir=snakemake.params.out_dir,
+    marker=snakemake.output.marker,
+)
