@@ -51,3 +51,6 @@ def run_logged(
     except SmafError as exc:
         log.error("%s", exc)
         raise SystemExit(1) from None
+    except Exception:
+        log.exception("unexpected error (a bug in SMAF, please report it with this log)")
+        raise

@@ -14,8 +14,13 @@ if DATASET not in config["datasets"]:
 SPLIT_ROLES = ("train_aug", "train", "val")
 
 
+#: Training-loop keys shared by every training stage (config `train:`).
+TRAIN_KEYS = ("device", "amp", "seed", "checkpoint_every", "log_every")
+
+
 wildcard_constraints:
     dataset="|".join(re.escape(d) for d in config["datasets"]),
+    experiment="|".join(re.escape(e) for e in config["experiments"]),
     split="|".join(SPLIT_ROLES),
 
 
@@ -111,8 +116,68 @@ def synthetic_params(wildcards):
     return {**ds.get("synthetic", {}), "num_classes": ds["num_classes"]}
 
 
+def deep_merge(base, override):
+    """`base` with `override` merged in, key by key (dicts recursively; others replaced)."""
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def experiment_cfg(wildcards, section):
+    """Config section `section` with the overrides of experiment `{experiment}` applied."""
+    overrides = config["experiments"][wildcards.experiment] or {}
+    return deep_merge(config[section], overrides.get(section, {}))
+
+
+def experiment_field(section, key):
+    """Input function giving `key` of `section` for the experiment in the wildcards."""
+
+    def get(wildcards):
+        return experiment_cfg(wildcards, section)[key]
+
+    return get
+
+
+def stage_params(section):
+    """Input function: a training stage's section plus the shared `train:` loop keys."""
+
+    def get(wildcards):
+        return {**{k: config["train"][k] for k in TRAIN_KEYS}, **config[section]}
+
+    return get
+
+
+def experiment_stage_params(section):
+    """Like stage_params, with the experiment's overrides of `section` applied."""
+
+    def get(wildcards):
+        shared = {k: config["train"][k] for k in TRAIN_KEYS}
+        return {**shared, **experiment_cfg(wildcards, section)}
+
+    return get
+
+
+def self_train_inputs(wildcards):
+    """Dataset index, the pretrained model and (offline teacher) the teacher's maps."""
+    base = f"results/{wildcards.dataset}"
+    inputs = {
+        "info": f"{base}/data/dataset.json",
+        "split": f"{base}/data/splits/train_aug.txt",
+        "labels": f"{base}/data/cls_labels.csv",
+        "model": f"{base}/pretrain/model.pt",
+    }
+    if experiment_cfg(wildcards, "self_train")["teacher"] == "offline":
+        inputs["teacher"] = f"{base}/{wildcards.experiment}/teacher_maps"
+    return inputs
+
+
 def final_targets():
     """Everything `rule all` builds for the configured dataset."""
     return [
         f"results/{DATASET}/data/dataset.json",
+        *(f"results/{DATASET}/{e}/self_train/model.pt" for e in config["experiments"]),
     ]

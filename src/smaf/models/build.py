@@ -146,4 +146,6 @@ def build_classifier(cfg: ModelConfig) -> Classifier:
     if cfg.pretrained is not None:
         load_imagenet_weights(backbone, cfg.pretrained)
     head = HEADS[cfg.head](backbone.out_channels, cfg.num_classes, cfg.freeze_bn)
-    return Classifier(backbone, head, cfg.num_classes)
+    model = Classifier(backbone, head, cfg.num_classes)
+    model.config = cfg  # what built it: saved with the weights (smaf.models.checkpoint)
+    return model

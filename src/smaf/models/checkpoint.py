@@ -1,0 +1,65 @@
+"""Self-describing model files: the weights plus everything needed to rebuild the network.
+
+A stage's final model (``results/.../model.pt``) holds ``{'model': state_dict,
+'model_config': ModelConfig fields, 'meta': {...}}`` and is read with ``weights_only=True``,
+so a file holding arbitrary pickled objects is refused instead of executed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from smaf.errors import SmafError
+from smaf.io import atomic_write
+from smaf.models.build import Classifier, ModelConfig, build_classifier
+from smaf.models.convert_mxnet import load_state_dict_checked
+
+
+def save_model(path: str | os.PathLike[str], model: Classifier, meta: dict[str, Any]) -> None:
+    """Write the model atomically; ``meta`` holds plain values (class names, stage, steps).
+
+    ``model`` must come from :func:`~smaf.models.build.build_classifier` (it carries its
+    ``ModelConfig`` as ``model.config``).
+    """
+    config = asdict(model.config)
+    config["pretrained"] = None  # the weights are in the file; do not reload ImageNet ones
+    state = {"model": model.state_dict(), "model_config": config, "meta": dict(meta)}
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_model(
+    path: str | os.PathLike[str], *, num_classes: int | None = None, **overrides: Any
+) -> tuple[Classifier, dict[str, Any]]:
+    """Rebuild the classifier saved at ``path``; return ``(model, meta)`` (model on the CPU).
+
+    Args:
+        num_classes: if given, the file must be for this many classes (clear error otherwise).
+        overrides: ModelConfig fields to change when rebuilding (e.g. ``head='smaf'`` is not
+            allowed to differ, but ``freeze_bn`` may).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SmafError(f"model file not found: {path}. Run the stage that produces it.") from None
+    except Exception as exc:
+        raise SmafError(
+            f"cannot read model file {path} ({type(exc).__name__}: {exc}). It is corrupt or not a "
+            "SMAF model file (only tensors and plain values are accepted); delete it and rerun "
+            "the stage that produces it."
+        ) from None
+    if not isinstance(state, dict) or not {"model", "model_config"} <= set(state):
+        raise SmafError(f"{path} is not a SMAF model file (no 'model' / 'model_config' entries).")
+    config = {**state["model_config"], **overrides}
+    if num_classes is not None and config["num_classes"] != num_classes:
+        raise SmafError(
+            f"{path} was trained for {config['num_classes']} classes but this dataset has "
+            f"{num_classes}. Use weights made for this dataset (delete the file to retrain)."
+        )
+    model = build_classifier(ModelConfig(**config))
+    load_state_dict_checked(model, state["model"], path)
+    return model, dict(state.get("meta", {}))

@@ -1,0 +1,161 @@
+"""Stage 2: pretraining the classifier with image-level labels (EPS, or plain CAM as baseline).
+
+``method: eps`` — EPS (Lee et al., CVPR'21): a C+1-channel CAM whose extra channel is the
+background, trained with ``L_cls + L_sal`` (saliency loss with τ and λ; see
+:func:`smaf.losses.eps_saliency_loss`). ``method: cam`` — classification loss only (Eq. 3), the
+"any WSSS model" baseline.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from smaf.errors import ConfigError
+from smaf.io import atomic_write
+from smaf.losses import classification_loss, eps_saliency_loss
+from smaf.models.build import ModelConfig, build_classifier
+from smaf.models.checkpoint import save_model
+from smaf.stages.common import WeakTrainSet, dataclass_from, read_dataset_info
+from smaf.train import LoopConfig, OptimConfig, build_optimizer, fit, loop_identity
+from smaf.transforms import AugmentConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    """Method-specific settings of the pretraining stage (config ``pretrain.*``)."""
+
+    method: str = "eps"  # 'eps' (classification + saliency loss) | 'cam' (classification only)
+    tau: float = 0.4  # EPS overlap threshold (the released script's value; argparse default 0.5)
+    lam: float = 0.5  # EPS λ: weight of the foreground term of the predicted saliency
+    saliency_resize: str = "nearest"  # how EPS resizes the saliency to the CAM size
+
+    def __post_init__(self) -> None:
+        if self.method not in ("eps", "cam"):
+            raise ConfigError(f"pretrain.method must be 'eps' or 'cam', got {self.method!r}")
+        if not 0 <= self.tau <= 1 or not 0 <= self.lam <= 1:
+            raise ConfigError(
+                f"pretrain.tau and pretrain.lam must be in [0, 1], got {self.tau}, {self.lam}"
+            )
+
+
+def split_stage_config(params: dict[str, Any], section: str):
+    """Split a stage's flat config dict into (loop, optim, augment, rest) dataclasses/dicts."""
+    p = dict(params)
+    augment = dataclass_from(AugmentConfig, p.pop("augment", {}), f"{section}.augment")
+    optim_keys = {"lr", "weight_decay", "momentum", "poly_power"}
+    optim = dataclass_from(OptimConfig, {k: p.pop(k) for k in list(p) if k in optim_keys}, section)
+    loop_keys = set(LoopConfig.__dataclass_fields__)
+    loop = dataclass_from(LoopConfig, {k: p.pop(k) for k in list(p) if k in loop_keys}, section)
+    return loop, optim, augment, p
+
+
+def write_history(path: str | os.PathLike[str], history: list[dict[str, float]]) -> None:
+    """Loss history as CSV (one row per step), atomically."""
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def eps_step(cfg: PretrainConfig):
+    """The per-micro-batch loss of the pretraining method."""
+
+    def step(model, batch, device) -> dict[str, torch.Tensor]:
+        x = batch["image"].to(device, non_blocking=True)  # [B, 3, S, S]
+        y = batch["labels"].to(device, non_blocking=True)  # [B, C]
+        out = model(x)
+        l_cls = classification_loss(out["logits"].float(), y)
+        if cfg.method == "cam":
+            return {"loss": l_cls, "cls": l_cls}
+        sal = batch["saliency"].to(device, non_blocking=True)[:, None]  # [B, 1, S, S]
+        l_sal, _ = eps_saliency_loss(
+            out["cam"].float(),
+            sal,
+            y,
+            tau=cfg.tau,
+            lam=cfg.lam,
+            saliency_resize=cfg.saliency_resize,
+        )
+        return {"loss": l_cls + l_sal, "cls": l_cls, "sal": l_sal}
+
+    return step
+
+
+def pretrain(
+    *,
+    dataset_info: str | os.PathLike[str],
+    split_file: str | os.PathLike[str],
+    labels_csv: str | os.PathLike[str],
+    saliency_dir: str | os.PathLike[str] | None,
+    model: dict[str, Any],
+    params: dict[str, Any],
+    out_model: str | os.PathLike[str],
+    out_history: str | os.PathLike[str],
+    state_dir: str | os.PathLike[str],
+    num_workers: int = 0,
+) -> None:
+    """Train the pretraining classifier on ``split_file`` and write it to ``out_model``.
+
+    Args:
+        dataset_info: the dataset stage's ``dataset.json`` (root, classes).
+        model: ``ModelConfig`` fields (``num_classes`` is taken from the dataset).
+        params: the ``pretrain`` config section (method, loss, optimiser, loop, augment keys).
+        state_dir: checkpoint folder outside the rule's outputs (resume after a kill).
+    """
+    info = read_dataset_info(dataset_info)
+    loop, optim, augment, rest = split_stage_config(params, "pretrain")
+    loop.num_workers = num_workers
+    cfg = dataclass_from(PretrainConfig, rest, "pretrain")
+    model_cfg = dataclass_from(ModelConfig, {**model, "num_classes": info["num_classes"]}, "model")
+    if cfg.method == "eps" and model_cfg.head == "cam":
+        raise ConfigError(
+            "pretrain.method 'eps' needs a background channel: set model.head to 'eps' or 'smaf'."
+        )
+    dataset = WeakTrainSet(
+        info["root"],
+        split_file,
+        labels_csv,
+        info["num_classes"],
+        augment,
+        saliency_dir=saliency_dir if cfg.method == "eps" else None,
+    )
+    torch.manual_seed(loop.seed)  # the head's initialisation
+    net = build_classifier(model_cfg)
+    optimizer = build_optimizer(net.param_groups(), optim)
+    log.info(
+        "pretrain (%s): %d images, %d classes, %s, %d iterations of batch %d",
+        cfg.method,
+        len(dataset),
+        info["num_classes"],
+        model_cfg.backbone,
+        loop.iterations,
+        loop.batch_size,
+    )
+    full_config = {
+        "model": asdict(model_cfg),
+        "pretrain": asdict(cfg),
+        "loop": loop_identity(loop),
+        "optim": asdict(optim),
+        "augment": asdict(augment),
+        "split": Path(split_file).name,
+    }
+    history = fit(net, optimizer, dataset, eps_step(cfg), loop, optim, state_dir, full_config)
+    write_history(out_history, history)
+    meta = {
+        "stage": "pretrain",
+        "method": cfg.method,
+        "class_names": info["class_names"],
+        "iterations": loop.iterations,
+    }
+    save_model(out_model, net.cpu(), meta)  # written last: its presence means done
+    log.info("wrote %s", out_model)

@@ -1,0 +1,198 @@
+"""Stage 3: SMAF self-training (paper Sec. 3, Eq. 1–9).
+
+The student starts from the pretrained (EPS) model and learns, at a single scale, the fused
+multi-scale attention of the frozen teacher (the same initial model):
+
+* ``teacher: offline`` (the released code): the teacher's fused maps were computed once over
+  train_aug (:mod:`smaf.stages.teacher`) and arrive with the batch, cropped like the image.
+* ``teacher: online`` (the paper's Fig. 2): the frozen teacher runs the multi-scale + flip
+  inference on the student's own (augmented) batch at every step.
+
+Target: fused maps resized to ``crop / target_stride`` (released: a quarter of the crop),
+denoised with the image label, then reactivated with background ``thr`` (Eq. 8) — or not
+(``reactivation: false``, Table 5). Student: CAM logits upsampled to the target size; with a
+background channel, softmax over C+1 (released code), else ReLU + per-class max normalisation
+(Eq. 2). Loss ``w_cls · L_cls + α · L_mac`` (Eq. 1; released: w_cls = 0, α = 100).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from smaf.cam import CAMConfig, attention
+from smaf.errors import ConfigError
+from smaf.fusion import denoise, fuse_scales, multiscale_maps, reactivate
+from smaf.losses import smaf_loss
+from smaf.models.build import Classifier
+from smaf.models.checkpoint import load_model, save_model
+from smaf.stages.common import WeakTrainSet, dataclass_from, read_dataset_info
+from smaf.stages.pretrain import split_stage_config, write_history
+from smaf.train import build_optimizer, fit, loop_identity, resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SelfTrainConfig:
+    """SMAF-specific settings (config ``self_train.*``); Tables 3–5 are values of these."""
+
+    teacher: str = "offline"  # 'offline' (released: maps precomputed once) | 'online' (paper)
+    # Multi-scale inference of the teacher (scales 0.5/1/1.5/2 + flips in the paper).
+    teacher_cam: dict[str, Any] = field(default_factory=dict)
+    thr: float = 0.2  # background score of the reactivation (Eq. 8)
+    alpha: float = 100.0  # weight of L_mac (Eq. 1)
+    w_cls: float = 0.0  # weight of L_cls (Eq. 1: 1; the released code comments it out: 0)
+    reactivation: bool = True  # Eq. 8 on (F') or off (F), Table 5
+    target_stride: int = 4  # target size = crop / target_stride (released: 0.25 × 448 = 112)
+
+    def __post_init__(self) -> None:
+        if self.teacher not in ("offline", "online"):
+            raise ConfigError(
+                f"self_train.teacher must be 'offline' or 'online', got {self.teacher!r}"
+            )
+        if not self.thr > 0:
+            raise ConfigError(f"self_train.thr must be > 0, got {self.thr}")
+        if self.alpha < 0 or self.w_cls < 0 or self.target_stride < 1:
+            raise ConfigError("self_train: alpha and w_cls must be >= 0 and target_stride >= 1")
+
+
+def student_maps(model: Classifier, cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Student attention at the target size: softmax over C+1, or normalised ReLU CAM (Eq. 2)."""
+    cam = F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False)
+    if model.has_background:
+        return torch.softmax(cam, dim=1)  # [B, C+1, h, w]
+    m = F.relu(cam)  # [B, C, h, w]
+    return m / (m.amax(dim=(2, 3), keepdim=True) + 1e-5)
+
+
+def make_target(
+    fused: torch.Tensor, labels: torch.Tensor, cfg: SelfTrainConfig, with_background: bool
+):
+    """Denoised (and reactivated) teacher target matching :func:`student_maps`'s channels."""
+    fused = denoise(fused, labels)  # [B, C, h, w]
+    if cfg.reactivation:
+        target = reactivate(fused, cfg.thr)  # [B, C+1, h, w], background at index 0
+        return target if with_background else target[:, 1:]
+    return fused
+
+
+def smaf_step(cfg: SelfTrainConfig, teacher: Classifier | None, cam_cfg: CAMConfig):
+    """The per-micro-batch SMAF loss (offline when ``teacher`` is None)."""
+
+    def step(model, batch, device) -> dict[str, torch.Tensor]:
+        x = batch["image"].to(device, non_blocking=True)  # [B, 3, S, S]
+        y = batch["labels"].to(device, non_blocking=True)  # [B, C]
+        size = (x.shape[-2] // cfg.target_stride, x.shape[-1] // cfg.target_stride)
+        if teacher is None:
+            fused = batch["teacher"].to(device, non_blocking=True)  # [B, C, S, S]
+            fused = F.interpolate(fused, size=size, mode="bilinear", align_corners=False)
+        else:
+            with torch.no_grad():
+                maps = multiscale_maps(
+                    lambda t: attention(teacher, t),
+                    x,
+                    cam_cfg.scales,
+                    cam_cfg.flip,
+                    mode=cam_cfg.resize_mode,
+                    antialias=cam_cfg.resize_mode == "bicubic",
+                )
+                fused = fuse_scales(maps, size, eps=cam_cfg.eps)
+                valid = batch["valid"].to(device)[:, None].float()  # padding is background
+                fused = fused * F.interpolate(valid, size=size, mode="nearest")
+        out = model(x)
+        pred = student_maps(model, out["cam"], size)
+        target = make_target(fused.float(), y, cfg, model.has_background)
+        if model.has_background and not cfg.reactivation:
+            pred = pred[:, 1:]  # compare the K class channels only (Eq. 7)
+        return smaf_loss(pred, target, out["logits"].float(), y, alpha=cfg.alpha, w_cls=cfg.w_cls)
+
+    return step
+
+
+def self_train(
+    *,
+    dataset_info: str | os.PathLike[str],
+    split_file: str | os.PathLike[str],
+    labels_csv: str | os.PathLike[str],
+    init_model: str | os.PathLike[str],
+    teacher_dir: str | os.PathLike[str] | None,
+    params: dict[str, Any],
+    out_model: str | os.PathLike[str],
+    out_history: str | os.PathLike[str],
+    state_dir: str | os.PathLike[str],
+    num_workers: int = 0,
+) -> None:
+    """Self-train the student initialised from ``init_model``; write it to ``out_model``.
+
+    Args:
+        teacher_dir: offline teacher maps (required for ``teacher: offline``).
+        params: the ``self_train`` config section.
+    """
+    info = read_dataset_info(dataset_info)
+    loop, optim, augment, rest = split_stage_config(params, "self_train")
+    loop.num_workers = num_workers
+    cfg = dataclass_from(SelfTrainConfig, rest, "self_train")
+    cam_cfg = dataclass_from(CAMConfig, cfg.teacher_cam, "self_train.teacher_cam")
+    if cfg.teacher == "offline" and teacher_dir is None:
+        raise ConfigError(
+            "self_train.teacher 'offline' needs the teacher maps (rule teacher_maps)."
+        )
+    student, meta = load_model(init_model, num_classes=info["num_classes"])
+    teacher = None
+    if cfg.teacher == "online":
+        teacher = copy.deepcopy(student).eval().to(resolve_device(loop.device))
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    dataset = WeakTrainSet(
+        info["root"],
+        split_file,
+        labels_csv,
+        info["num_classes"],
+        augment,
+        teacher_dir=teacher_dir if cfg.teacher == "offline" else None,
+    )
+    optimizer = build_optimizer(student.param_groups(), optim)
+    log.info(
+        "self-training (%s teacher, scales %s, flip %s, thr %g, reactivation %s, α %g, w_cls %g): "
+        "%d images, %d iterations of batch %d",
+        cfg.teacher,
+        cam_cfg.scales,
+        cam_cfg.flip,
+        cfg.thr,
+        cfg.reactivation,
+        cfg.alpha,
+        cfg.w_cls,
+        len(dataset),
+        loop.iterations,
+        loop.batch_size,
+    )
+    full_config = {
+        "self_train": asdict(cfg),
+        "teacher_cam": asdict(cam_cfg),
+        "loop": loop_identity(loop),
+        "optim": asdict(optim),
+        "augment": asdict(augment),
+        "init_model": str(init_model),
+    }
+    history = fit(
+        student,
+        optimizer,
+        dataset,
+        smaf_step(cfg, teacher, cam_cfg),
+        loop,
+        optim,
+        state_dir,
+        full_config,
+    )
+    write_history(out_history, history)
+    save_model(
+        out_model, student.cpu(), {**meta, "stage": "self_train", "iterations": loop.iterations}
+    )
+    log.info("wrote %s", out_model)

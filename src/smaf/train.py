@@ -1,0 +1,384 @@
+"""The training loop shared by every training stage (EPS pretraining, SMAF self-training, DeepLab).
+
+What it guarantees:
+
+* **Resumable and deterministic.** Samples come from an endless stream: position ``p`` of the
+  stream is image ``perm_e[p mod N]`` of epoch ``e = p // N`` (``perm_e`` seeded by
+  ``(seed, e)``), augmented with a generator seeded by ``(seed, p)``. A run resumed at step
+  ``s`` therefore sees exactly the batches an uninterrupted run would, and the checkpoint
+  restores model, optimizer and every RNG state (dropout), so the next loss is the same.
+* **Checkpoints outside the rule's outputs.** Every ``checkpoint_every`` steps (and on
+  SIGTERM, e.g. SLURM preemption) a self-describing checkpoint is written atomically to a
+  state folder Snakemake does not own, so a failed or killed job's rerun picks it up. A
+  checkpoint made with a different configuration is ignored (and said so in the log).
+* **PolyOptimizer semantics** of PSA/EPS/SMAF: SGD whose group ``i`` has
+  ``lr = base_lr · lr_mult_i · (1 − step/iterations)^power`` and
+  ``weight_decay = wd · weight_decay_mult_i``; ``momentum`` is a config key because the
+  released code's effective momentum is 5e-4.
+* bf16 autocast on CUDA, progress lines (step, losses, lr, images/s, ETA), a clear error on
+  a NaN/inf loss naming the step and the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from smaf.errors import ConfigError, SmafError
+from smaf.io import atomic_write
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint.pt"
+
+
+@dataclass
+class OptimConfig:
+    """SGD with poly learning-rate decay (PSA/EPS/SMAF's PolyOptimizer)."""
+
+    lr: float = 0.01  # base learning rate (group multipliers ×1/×2/×10/×20 on top)
+    weight_decay: float = 5e-4  # applied to groups with weight_decay_mult 1
+    momentum: float = 0.9  # the released EPS/SMAF code effectively uses 5e-4 (a quirk)
+    poly_power: float = 0.9  # lr · (1 − step/iterations)^poly_power, updated every step
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ConfigError(
+                f"optimizer: need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got {asdict(self)}"
+            )
+
+
+@dataclass
+class LoopConfig:
+    """How long and how to train (shared keys of every training stage)."""
+
+    iterations: int = 20000  # optimizer steps
+    batch_size: int = 8  # images per optimizer step (split over grad_accum micro-batches)
+    grad_accum: int = 1  # micro-batches per step (DeepLab: batch 10 as 5 × 2)
+    checkpoint_every: int = 1000  # steps between checkpoints in the state folder
+    log_every: int = 50  # steps between progress lines
+    seed: int = 0  # seeds torch / numpy / python and the sample stream
+    device: str = "auto"  # 'auto' (CUDA if available) | 'cpu' | 'cuda' | 'cuda:1' ...
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    num_workers: int = 0  # DataLoader worker processes (the rule's threads - 1)
+
+    def __post_init__(self) -> None:
+        if self.iterations < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ConfigError("training: iterations, batch_size and grad_accum must be >= 1")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"training: batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
+        if self.checkpoint_every < 1 or self.log_every < 1:
+            raise ConfigError("training: checkpoint_every and log_every must be >= 1")
+
+
+def loop_identity(loop: LoopConfig) -> dict[str, Any]:
+    """The loop settings that define *what* is trained (for checkpoint fingerprints).
+
+    Device, workers and logging/checkpoint cadence may change between a run and its resume
+    (e.g. resumed on another node) without changing the result.
+    """
+    skip = {"device", "num_workers", "log_every", "checkpoint_every"}
+    return {k: v for k, v in asdict(loop).items() if k not in skip}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``'auto'`` → CUDA when available, else CPU; anything else as given (checked)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            f"device {name!r} requested but CUDA is not available; use 'auto' or 'cpu'."
+        )
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - for third-party code using the global RNG
+    torch.manual_seed(seed)
+
+
+def build_optimizer(param_groups: Sequence[dict[str, Any]], cfg: OptimConfig) -> torch.optim.SGD:
+    """SGD over groups carrying ``lr_mult`` / ``weight_decay_mult`` (empty groups dropped)."""
+    groups = []
+    for g in param_groups:
+        if not g["params"]:
+            continue
+        groups.append(
+            {
+                "params": list(g["params"]),
+                "lr": cfg.lr * g.get("lr_mult", 1.0),
+                "weight_decay": cfg.weight_decay * g.get("weight_decay_mult", 1.0),
+                "lr_mult": g.get("lr_mult", 1.0),
+                "name": g.get("name", ""),
+            }
+        )
+    if not groups:
+        raise SmafError("the model has no trainable parameters (everything is frozen).")
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def poly_lr(base_lr: float, step: int, iterations: int, power: float) -> float:
+    """``base_lr · (1 − step/iterations)^power`` (step counted from 0)."""
+    return base_lr * (1.0 - step / iterations) ** power
+
+
+def set_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, step: int, iterations: int) -> float:
+    """Apply the poly schedule to every group; return the base lr of this step."""
+    lr = poly_lr(cfg.lr, step, iterations, cfg.poly_power)
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g["lr_mult"]
+    return lr
+
+
+class SampleStream(torch.utils.data.Sampler):
+    """Endless stream of ``(dataset index, augmentation seed)`` from stream position ``start``.
+
+    Position ``p``: epoch ``p // n``, index ``perm(seed, epoch)[p % n]``, seed ``(seed, p)``
+    folded to 63 bits. Stateless, so resuming only needs the position.
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0) -> None:
+        if n < 1:
+            raise SmafError("the training split is empty.")
+        self.n, self.seed, self.start = n, seed, start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        p = self.start
+        epoch, perm = -1, None
+        while True:
+            if p // self.n != epoch:
+                epoch = p // self.n
+                perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            aug_seed = int(
+                np.random.SeedSequence([self.seed, p]).generate_state(2, np.uint64)[0] >> 1
+            )
+            yield int(perm[p % self.n]), aug_seed
+            p += 1
+
+
+def _rng_state() -> dict[str, Any]:
+    # Only torch's generators carry state between steps (dropout): augmentation draws from
+    # per-sample generators seeded by the stream position, never from global numpy/python RNGs.
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """Canonical JSON of a config, stored in checkpoints to refuse resuming a different run."""
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def save_checkpoint(
+    path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict
+) -> None:
+    """Write a self-describing checkpoint atomically (loadable with ``weights_only=True``)."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "rng": _rng_state(),
+        "config": config_fingerprint(config),
+        "torch_version": str(torch.__version__),
+    }
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``weights_only=True`` (no arbitrary pickles); clear error if bad."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SmafError(
+            f"cannot read checkpoint {path} ({type(exc).__name__}: {exc}). It is corrupt or not a "
+            "SMAF checkpoint (only tensors and plain values are accepted); delete it to start over."
+        ) from None
+
+
+class _Preempted(Exception):
+    pass
+
+
+StepFn = Callable[[nn.Module, dict[str, Any], torch.device], dict[str, torch.Tensor]]
+
+
+def fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: torch.utils.data.Dataset,
+    step_fn: StepFn,
+    loop: LoopConfig,
+    optim: OptimConfig,
+    state_dir: str | Path | None,
+    config: dict[str, Any],
+    *,
+    collate_fn: Callable | None = None,
+    stop_after: int | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``loop.iterations`` steps; return the per-step loss history.
+
+    Args:
+        dataset: indexed by ``(index, aug_seed)`` tuples (see :class:`SampleStream`).
+        step_fn: ``(model, batch, device) -> {'loss': scalar, other named scalars}``; called
+            once per micro-batch under autocast; the loop does backward/step.
+        state_dir: where checkpoints live (``None``: no checkpoints, e.g. in tests).
+        config: the stage's full configuration; stored in checkpoints, which are only resumed
+            when it is identical.
+        stop_after: stop (without the final step count) after this step, as if killed.
+            Used by the resume tests.
+
+    Returns:
+        One dict per step (``step``, ``lr``, each loss), including steps before a resume when
+        they were recorded in the state folder.
+    """
+    device = resolve_device(loop.device)
+    model.to(device)
+    seed_everything(loop.seed)
+    if state_dir is not None:
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+    ckpt_path = Path(state_dir) / CHECKPOINT_NAME if state_dir is not None else None
+    history_path = Path(state_dir) / "history.jsonl" if state_dir is not None else None
+    start, history = 0, []
+    if ckpt_path is not None and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("config") != config_fingerprint(config):
+            log.warning("ignoring %s: it was made with a different configuration", ckpt_path)
+        else:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            _set_rng_state(ckpt["rng"])
+            start = int(ckpt["step"])
+            history = _read_history(history_path, start)
+            log.info("resuming from %s at step %d of %d", ckpt_path, start, loop.iterations)
+    if start == 0 and history_path is not None and history_path.exists():
+        history_path.unlink()
+
+    micro = loop.batch_size // loop.grad_accum
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=micro,
+        sampler=SampleStream(len(dataset), loop.seed, start * loop.batch_size),
+        num_workers=loop.num_workers,
+        collate_fn=collate_fn,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        # Its own generator, so creating the iterator does not consume the global torch RNG.
+        generator=torch.Generator().manual_seed(loop.seed),
+    )
+    amp = loop.amp and device.type == "cuda"
+    stop = {"flag": False}
+    previous_handler = signal.getsignal(signal.SIGTERM)
+
+    def _on_sigterm(signum, frame):  # SLURM preemption / scancel: checkpoint, then exit
+        stop["flag"] = True
+
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (e.g. some test runners): no preemption handling
+        previous_handler = None
+    last_ckpt = "none" if start == 0 else f"{ckpt_path} (step {start})"
+
+    model.train()
+    batches = iter(loader)
+    t0, images_done = time.perf_counter(), 0
+    try:
+        for step in range(start, loop.iterations):
+            lr = set_lr(optimizer, optim, step, loop.iterations)
+            optimizer.zero_grad(set_to_none=True)
+            totals: dict[str, float] = {}
+            for _ in range(loop.grad_accum):
+                batch = next(batches)
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    losses = step_fn(model, batch, device)
+                loss = losses["loss"]
+                if not torch.isfinite(loss.detach()).all():
+                    raise SmafError(
+                        f"the loss became {loss.item()} at step {step + 1}; last good checkpoint: "
+                        f"{last_ckpt}. Lower the learning rate or check the inputs, then rerun "
+                        "(it resumes from that checkpoint)."
+                    )
+                (loss / loop.grad_accum).backward()
+                for k, v in losses.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / loop.grad_accum
+            optimizer.step()
+            images_done += loop.batch_size
+            record = {"step": step + 1, "lr": lr, **totals}
+            history.append(record)
+            if history_path is not None:
+                with open(history_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            done = step + 1
+            if done % loop.log_every == 0 or done == loop.iterations or done == start + 1:
+                elapsed = time.perf_counter() - t0
+                rate = images_done / max(elapsed, 1e-9)
+                eta = (loop.iterations - done) * loop.batch_size / max(rate, 1e-9)
+                parts = " ".join(f"{k}={v:.4f}" for k, v in totals.items())
+                log.info(
+                    "step %d/%d %s lr=%.2e %.1f img/s ETA %s",
+                    done,
+                    loop.iterations,
+                    parts,
+                    lr,
+                    rate,
+                    _fmt_time(eta),
+                )
+            if ckpt_path is not None and (done % loop.checkpoint_every == 0 or stop["flag"]):
+                if done < loop.iterations:
+                    save_checkpoint(ckpt_path, model, optimizer, done, config)
+                    last_ckpt = f"{ckpt_path} (step {done})"
+            if stop["flag"]:
+                log.warning("SIGTERM received: checkpoint written at step %d; exiting", done)
+                raise _Preempted
+            if stop_after is not None and done >= stop_after:
+                break
+    except _Preempted:
+        raise SystemExit(143) from None
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+        del batches
+    return history
+
+
+def _read_history(path: Path | None, upto: int) -> list[dict[str, float]]:
+    """History lines up to step ``upto`` (lines after a checkpoint are redone on resume)."""
+    if path is None or not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["step"] <= upto]
+    with atomic_write(path) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h:d}:{m:02d}:{s:02d}"

@@ -1,0 +1,157 @@
+"""Training-time augmentation shared by every training stage, deterministic in a per-sample seed.
+
+EPS/SMAF's recipe: colour jitter, random resize of the long side, horizontal flip, ImageNet
+normalisation, random crop (padding with zeros when the image is smaller than the crop).
+Everything that is spatially aligned with the image (saliency, offline teacher maps, masks)
+gets the **same** geometric transform, with its own fill value for the padded area.
+
+All randomness comes from the ``numpy.random.Generator`` the caller passes in (the training
+loop seeds it from the sample's position in the stream), so a resumed run sees exactly the
+crops an uninterrupted run would have seen, whatever the number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+
+from smaf.models.resnet38d import IMAGENET_MEAN, IMAGENET_STD
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation settings (config keys ``augment.*`` of each training stage)."""
+
+    crop_size: int = 448  # square training crop (px); EPS/SMAF: 448, DeepLab: 321
+    resize_long: tuple[int, int] = (256, 512)  # random long side range (px), inclusive
+    hflip: bool = True  # random horizontal flip with probability 0.5
+    # brightness, contrast, saturation, hue jitter (torchvision ColorJitter semantics);
+    # None disables it (the offline teacher maps never see colour jitter anyway).
+    color_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)
+
+    def __post_init__(self) -> None:
+        self.resize_long = tuple(self.resize_long)
+        if self.color_jitter is not None:
+            self.color_jitter = tuple(self.color_jitter)
+        if self.crop_size < 8 or not 8 <= self.resize_long[0] <= self.resize_long[1]:
+            raise ValueError(
+                f"augment: need crop_size >= 8 and 8 <= resize_long[0] <= resize_long[1], "
+                f"got crop_size={self.crop_size}, resize_long={self.resize_long}"
+            )
+
+
+def normalize(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 ``[H, W, 3]`` RGB → float32 ``[3, H, W]`` with ImageNet mean/std (RGB/255)."""
+    t = torch.as_tensor(np.array(image)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (t - mean) / std
+
+
+def color_jitter(image: torch.Tensor, rng: np.random.Generator, strength) -> torch.Tensor:
+    """Colour jitter of a uint8 ``[3, H, W]`` tensor, factors drawn from ``rng`` in random order."""
+    b, c, s, h = strength
+    ops = [
+        (TF.adjust_brightness, rng.uniform(max(0.0, 1 - b), 1 + b)) if b > 0 else None,
+        (TF.adjust_contrast, rng.uniform(max(0.0, 1 - c), 1 + c)) if c > 0 else None,
+        (TF.adjust_saturation, rng.uniform(max(0.0, 1 - s), 1 + s)) if s > 0 else None,
+        (TF.adjust_hue, rng.uniform(-h, h)) if h > 0 else None,
+    ]
+    ops = [op for op in ops if op is not None]
+    for i in rng.permutation(len(ops)):
+        fn, factor = ops[i]
+        image = fn(image, float(factor))
+    return image
+
+
+class Augmented(NamedTuple):
+    """One augmented training sample."""
+
+    image: torch.Tensor  # float32 [3, S, S], normalised; zeros in the padded area
+    extras: dict[str, torch.Tensor]  # each [K, S, S] (or [S, S]) in its own dtype
+    valid: torch.Tensor  # bool [S, S]: True where the crop shows the image (not padding)
+
+
+def _resize(t: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize ``[K, H, W]`` (or ``[H, W]``) to ``size``; ``nearest`` keeps integer labels."""
+    squeeze = t.dim() == 2
+    x = t[None, None] if squeeze else t[None]
+    dtype = x.dtype
+    if mode == "nearest":
+        out = F.interpolate(x.float(), size=size, mode="nearest").to(dtype)
+    else:
+        out = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
+        out = out.to(dtype) if dtype.is_floating_point else out.round().clamp(0, 255).to(dtype)
+    return out[0, 0] if squeeze else out[0]
+
+
+def train_augment(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+    extras: dict[str, tuple[np.ndarray | torch.Tensor, str, float]] | None = None,
+) -> Augmented:
+    """Augment one sample.
+
+    Args:
+        image: uint8 ``[H, W, 3]`` RGB.
+        rng: the sample's random generator (all randomness comes from it).
+        cfg: augmentation settings.
+        extras: ``name -> (array, mode, fill)`` for maps aligned with the image: ``array`` is
+            ``[H, W]`` or ``[K, H, W]``; ``mode`` is ``'bilinear'`` (saliency, attention maps)
+            or ``'nearest'`` (label masks); ``fill`` is the value of the padded area (0 for
+            maps, 255 = ignore for masks).
+
+    Returns:
+        The crop, the extras cropped the same way, and the mask of real (unpadded) pixels.
+    """
+    extras = extras or {}
+    img = torch.tensor(image).permute(2, 0, 1)  # uint8 [3, H, W] (a copy: inputs may be read-only)
+    if cfg.color_jitter is not None:
+        img = color_jitter(img, rng, cfg.color_jitter)
+
+    h, w = img.shape[1:]
+    long_side = int(rng.integers(cfg.resize_long[0], cfg.resize_long[1] + 1))
+    scale = long_side / max(h, w)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    img = TF.resize(img, list(size), antialias=True)  # bilinear on uint8, like PIL
+    maps = {k: _resize(torch.as_tensor(a), size, mode) for k, (a, mode, _) in extras.items()}
+
+    if cfg.hflip and rng.random() < 0.5:
+        img = img.flip(-1)
+        maps = {k: m.flip(-1) for k, m in maps.items()}
+
+    x = normalize(img.permute(1, 2, 0).numpy())  # [3, h, w]
+    s = cfg.crop_size
+    top_img, top_out, ch = _crop_offsets(size[0], s, rng)
+    left_img, left_out, cw = _crop_offsets(size[1], s, rng)
+    src = (slice(top_img, top_img + ch), slice(left_img, left_img + cw))
+    dst = (slice(top_out, top_out + ch), slice(left_out, left_out + cw))
+
+    out_img = torch.zeros(3, s, s)
+    out_img[:, dst[0], dst[1]] = x[:, src[0], src[1]]
+    valid = torch.zeros(s, s, dtype=torch.bool)
+    valid[dst] = True
+    out_maps = {}
+    for k, m in maps.items():
+        fill = extras[k][2]
+        canvas = torch.full((*m.shape[:-2], s, s), fill, dtype=m.dtype)
+        canvas[..., dst[0], dst[1]] = m[..., src[0], src[1]]
+        out_maps[k] = canvas
+    return Augmented(out_img, out_maps, valid)
+
+
+def _crop_offsets(length: int, crop: int, rng: np.random.Generator) -> tuple[int, int, int]:
+    """(offset in the image, offset in the crop, extent) along one axis, EPS-style.
+
+    A longer image is cropped at a random offset; a shorter one is placed at a random offset
+    inside the zero-padded crop.
+    """
+    if length >= crop:
+        return int(rng.integers(0, length - crop + 1)), 0, crop
+    return 0, int(rng.integers(0, crop - length + 1)), length

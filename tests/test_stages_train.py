@@ -1,0 +1,202 @@
+"""EPS pretraining, the offline teacher and SMAF self-training, end to end on a tiny dataset."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from smaf.cam import load_maps
+from smaf.data.prepare import prepare_dataset
+from smaf.data.synthetic import SyntheticConfig, write_dataset
+from smaf.errors import ConfigError
+from smaf.models.checkpoint import load_model
+from smaf.stages.pretrain import pretrain
+from smaf.stages.self_train import SelfTrainConfig, make_target, self_train, student_maps
+from smaf.stages.teacher import teacher_maps
+
+MODEL = {
+    "backbone": "resnet38d",
+    "width": 0.125,
+    "head": "smaf",
+    "freeze_bn": False,
+    "freeze_stem": False,
+}
+LOOP = {"iterations": 3, "batch_size": 2, "checkpoint_every": 2, "log_every": 1, "device": "cpu"}
+AUG = {
+    "crop_size": 48,
+    "resize_long": [48, 64],
+    "hflip": True,
+    "color_jitter": [0.3, 0.3, 0.3, 0.1],
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("stages")
+    root = tmp / "VOC2012"
+    write_dataset(
+        SyntheticConfig(n_train_aug=6, n_train=3, n_val=2, n_test=1, min_size=40, max_size=56), root
+    )
+    idx = tmp / "index"
+    prepare_dataset(
+        root=root,
+        splits={r: r for r in ("train_aug", "train", "val")},
+        num_classes=6,
+        out_splits={r: idx / f"{r}.txt" for r in ("train_aug", "train", "val")},
+        out_labels=idx / "cls_labels.csv",
+        out_info=idx / "dataset.json",
+    )
+    return {
+        "root": root,
+        "info": idx / "dataset.json",
+        "split": idx / "train_aug.txt",
+        "labels": idx / "cls_labels.csv",
+        "tmp": tmp,
+    }
+
+
+@pytest.fixture(scope="module")
+def eps_model(data):
+    out = data["tmp"] / "pretrain"
+    pretrain(
+        dataset_info=data["info"],
+        split_file=data["split"],
+        labels_csv=data["labels"],
+        saliency_dir=data["root"] / "SALImages",
+        model=MODEL,
+        params={"method": "eps", **LOOP, "augment": AUG},
+        out_model=out / "model.pt",
+        out_history=out / "history.csv",
+        state_dir=out / "state",
+    )
+    return out
+
+
+def test_pretrain_writes_a_loadable_model_and_history(eps_model):
+    model, meta = load_model(eps_model / "model.pt", num_classes=6)
+    assert meta["stage"] == "pretrain" and meta["method"] == "eps"
+    assert meta["class_names"][0] == "background"
+    assert model.has_background and model.config.width == 0.125
+    rows = list(csv.DictReader(open(eps_model / "history.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert {"loss", "cls", "sal", "lr"} <= set(rows[0])
+
+
+def test_cam_pretraining_baseline(data, tmp_path):
+    pretrain(
+        dataset_info=data["info"],
+        split_file=data["split"],
+        labels_csv=data["labels"],
+        saliency_dir=None,
+        model={**MODEL, "head": "cam"},
+        params={"method": "cam", **LOOP, "augment": AUG},
+        out_model=tmp_path / "m.pt",
+        out_history=tmp_path / "h.csv",
+        state_dir=tmp_path / "state",
+    )
+    model, _ = load_model(tmp_path / "m.pt")
+    assert not model.has_background
+
+
+def test_invalid_config_eps_needs_a_background_channel(data, tmp_path):
+    with pytest.raises(ConfigError, match="needs a background channel"):
+        pretrain(
+            dataset_info=data["info"],
+            split_file=data["split"],
+            labels_csv=data["labels"],
+            saliency_dir=data["root"] / "SALImages",
+            model={**MODEL, "head": "cam"},
+            params={"method": "eps", **LOOP, "augment": AUG},
+            out_model=tmp_path / "m.pt",
+            out_history=tmp_path / "h.csv",
+            state_dir=tmp_path / "s",
+        )
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_invalid_config_unknown_key_is_named(data, tmp_path):
+    with pytest.raises(ConfigError, match="unknown key.*lerning_rate"):
+        pretrain(
+            dataset_info=data["info"],
+            split_file=data["split"],
+            labels_csv=data["labels"],
+            saliency_dir=None,
+            model=MODEL,
+            params={"lerning_rate": 1, **LOOP},
+            out_model=tmp_path / "m.pt",
+            out_history=tmp_path / "h.csv",
+            state_dir=tmp_path / "s",
+        )
+
+
+@pytest.mark.parametrize("teacher", ["offline", "online"])
+def test_self_train(data, eps_model, tmp_path, teacher):
+    cam = {"scales": [0.5, 1.0], "flip": True}
+    teacher_dir = None
+    if teacher == "offline":
+        teacher_dir = tmp_path / "teacher"
+        stats = teacher_maps(
+            dataset_info=data["info"],
+            split_file=data["split"],
+            labels_csv=data["labels"],
+            model_path=eps_model / "model.pt",
+            cam=cam,
+            out_dir=teacher_dir,
+            device="cpu",
+        )
+        assert stats["images"] == 6
+        files = sorted(teacher_dir.glob("*.npz"))
+        assert len(files) == 6
+        maps = load_maps(files[0])
+        assert maps.shape[0] == 6 and maps.max() <= 1.0 and maps.min() >= 0.0
+    out = tmp_path / "smaf"
+    self_train(
+        dataset_info=data["info"],
+        split_file=data["split"],
+        labels_csv=data["labels"],
+        init_model=eps_model / "model.pt",
+        teacher_dir=teacher_dir,
+        params={"teacher": teacher, "teacher_cam": cam, "w_cls": 1.0, **LOOP, "augment": AUG},
+        out_model=out / "model.pt",
+        out_history=out / "history.csv",
+        state_dir=out / "state",
+    )
+    student, meta = load_model(out / "model.pt", num_classes=6)
+    assert meta["stage"] == "self_train"
+    rows = list(csv.DictReader(open(out / "history.csv")))
+    assert len(rows) == 3 and float(rows[0]["mac"]) > 0
+    init, _ = load_model(eps_model / "model.pt")
+    changed = any(
+        not torch.equal(a, b)
+        for a, b in zip(student.state_dict().values(), init.state_dict().values(), strict=True)
+    )
+    assert changed
+
+
+def test_make_target_hand_case():
+    """Reactivation with thr 0.2 after denoising, background first (Eq. 8)."""
+    fused = torch.tensor([[[[0.1]], [[0.5]], [[0.9]]]])  # [1, 3, 1, 1]
+    labels = torch.tensor([[1.0, 1.0, 0.0]])  # class 3 absent → zeroed
+    target = make_target(fused, labels, SelfTrainConfig(thr=0.2), with_background=True)
+    np.testing.assert_allclose(target.flatten().numpy(), [0.2 / 0.5, 0.1 / 0.5, 1.0, 0.0])
+    off = make_target(fused, labels, SelfTrainConfig(reactivation=False), with_background=True)
+    np.testing.assert_allclose(off.flatten().numpy(), [0.1, 0.5, 0.0])
+
+
+def test_student_maps_softmax_and_normalised_relu():
+    class WithBg:
+        has_background = True
+
+    class NoBg:
+        has_background = False
+
+    cam = torch.tensor([[[[0.0, 1.0]], [[1.0, 0.0]]]])  # [1, 2, 1, 2]
+    p = student_maps(WithBg(), cam, (1, 2))
+    np.testing.assert_allclose(p.sum(1).numpy(), 1.0, rtol=1e-6)
+    m = student_maps(NoBg(), cam * 4 - 1, (1, 2))  # ReLU then / max per channel
+    np.testing.assert_allclose(
+        m.flatten().numpy(), [0.0, 3 / (3 + 1e-5), 3 / (3 + 1e-5), 0.0], rtol=1e-6
+    )

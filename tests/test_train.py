@@ -1,0 +1,162 @@
+"""The shared training loop: poly schedule, sample stream, checkpoints, resume, NaN, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from smaf.errors import SmafError
+from smaf.models.build import ModelConfig, build_classifier
+from smaf.train import (
+    LoopConfig,
+    OptimConfig,
+    SampleStream,
+    build_optimizer,
+    fit,
+    load_checkpoint,
+    poly_lr,
+    set_lr,
+)
+
+
+class ToySet(torch.utils.data.Dataset):
+    """Random images whose content depends only on (index, aug seed), like WeakTrainSet."""
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, item):
+        index, seed = item
+        g = np.random.default_rng(seed)
+        image = torch.from_numpy(g.normal(size=(3, 32, 32)).astype(np.float32)) + index
+        labels = torch.zeros(3)
+        labels[index % 3] = 1
+        return {"image": image, "labels": labels}
+
+
+def step_fn(model, batch, device):
+    out = model(batch["image"].to(device))
+    loss = torch.nn.functional.multilabel_soft_margin_loss(
+        out["logits"], batch["labels"].to(device)
+    )
+    return {"loss": loss}
+
+
+def make(seed=0):
+    torch.manual_seed(seed)
+    model = build_classifier(
+        ModelConfig(width=0.125, head="eps", num_classes=3, freeze_bn=False, freeze_stem=False)
+    )
+    optim_cfg = OptimConfig(lr=0.05, momentum=0.9)
+    return model, build_optimizer(model.param_groups(), optim_cfg), optim_cfg
+
+
+LOOP = LoopConfig(iterations=6, batch_size=2, checkpoint_every=3, log_every=1, device="cpu")
+CONFIG = {"test": 1}
+
+
+def test_poly_lr_hand_values():
+    assert poly_lr(0.01, 0, 100, 0.9) == pytest.approx(0.01)
+    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_lr(0.01, 100, 100, 0.9) == 0.0
+
+
+def test_optimizer_groups_get_multipliers_and_no_decay_on_biases():
+    model, opt, cfg = make()
+    set_lr(opt, cfg, 10, 100)
+    base = poly_lr(cfg.lr, 10, 100, cfg.poly_power)
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert by_name["backbone_weight"]["lr"] == pytest.approx(base)
+    assert by_name["head_weight"]["lr"] == pytest.approx(10 * base)
+    assert by_name["backbone_other"]["weight_decay"] == 0.0  # BN affine: no weight decay
+    assert by_name["head_weight"]["weight_decay"] == pytest.approx(cfg.weight_decay)
+    assert opt.defaults["momentum"] == cfg.momentum
+
+
+def test_released_momentum_quirk_is_a_config_value():
+    model, _, _ = make()
+    opt = build_optimizer(model.param_groups(), OptimConfig(momentum=5e-4))
+    assert all(g["momentum"] == 5e-4 for g in opt.param_groups)
+
+
+def test_sample_stream_is_deterministic_and_covers_each_epoch():
+    s = SampleStream(5, seed=3)
+    it = iter(s)
+    first = [next(it) for _ in range(10)]
+    assert sorted(i for i, _ in first[:5]) == list(range(5))  # epoch 0 is a permutation
+    assert sorted(i for i, _ in first[5:]) == list(range(5))
+    assert len({seed for _, seed in first}) == 10  # a fresh augmentation seed per position
+    resumed = iter(SampleStream(5, seed=3, start=7))
+    assert [next(resumed) for _ in range(3)] == first[7:10]
+
+
+def test_resume_after_kill_gives_the_same_next_losses(tmp_path):
+    """Stopping after a checkpoint and resuming reproduces the uninterrupted run exactly."""
+    model, opt, cfg = make()
+    full = fit(model, opt, ToySet(), step_fn, LOOP, cfg, None, CONFIG)
+
+    state = tmp_path / "state"
+    model, opt, cfg = make()
+    fit(model, opt, ToySet(), step_fn, LOOP, cfg, state, CONFIG, stop_after=4)  # "killed" at 4
+    assert load_checkpoint(state / "checkpoint.pt")["step"] == 3  # the last checkpoint
+    model, opt, cfg = make(seed=123)  # a fresh process: different init, restored from disk
+    resumed = fit(model, opt, ToySet(), step_fn, LOOP, cfg, state, CONFIG)
+    assert [r["step"] for r in resumed] == list(range(1, 7))
+    for a, b in zip(full, resumed, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7), (a, b)
+
+
+def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path, caplog):
+    model, opt, cfg = make()
+    fit(model, opt, ToySet(), step_fn, LOOP, cfg, tmp_path, CONFIG, stop_after=3)
+    model, opt, cfg = make()
+    history = fit(model, opt, ToySet(), step_fn, LOOP, cfg, tmp_path, {"test": 2})
+    assert history[0]["step"] == 1
+    assert "different configuration" in caplog.text
+
+
+def test_checkpoint_is_loaded_weights_only(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned > " + str(tmp_path / "pwned"),))
+
+    torch.save({"step": 1, "evil": Evil()}, tmp_path / "checkpoint.pt")
+    with pytest.raises(SmafError, match="not a SMAF checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.pt")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_nan_loss_stops_with_the_step_and_last_checkpoint(tmp_path):
+    def nan_at_5(model, batch, device):
+        out = step_fn(model, batch, device)
+        nan_at_5.calls += 1
+        if nan_at_5.calls == 5:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    nan_at_5.calls = 0
+    model, opt, cfg = make()
+    with pytest.raises(
+        SmafError, match=r"loss became nan at step 5; last good checkpoint: .*step 3"
+    ):
+        fit(model, opt, ToySet(), nan_at_5, LOOP, cfg, tmp_path, CONFIG)
+
+
+def test_sigterm_writes_a_checkpoint_then_exits(tmp_path):
+    def term_at_2(model, batch, device):
+        term_at_2.calls += 1
+        if term_at_2.calls == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return step_fn(model, batch, device)
+
+    term_at_2.calls = 0
+    model, opt, cfg = make()
+    with pytest.raises(SystemExit) as exc:
+        fit(model, opt, ToySet(), term_at_2, LOOP, cfg, tmp_path, CONFIG)
+    assert exc.value.code == 143
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back

@@ -1,0 +1,74 @@
+# Training stages: EPS (or CAM) pretraining, the offline teacher's maps, SMAF self-training.
+# Checkpoints go to results/<dataset>/state/..., outside the declared outputs, so a killed
+# job's rerun resumes instead of starting over.
+
+
+rule pretrain:
+    input:
+        info="results/{dataset}/data/dataset.json",
+        split="results/{dataset}/data/splits/train_aug.txt",
+        labels="results/{dataset}/data/cls_labels.csv",
+    output:
+        model="results/{dataset}/pretrain/model.pt",
+        history="results/{dataset}/pretrain/history.csv",
+    params:
+        model=config["model"],
+        pretrain=stage_params("pretrain"),
+        saliency_dir=dataset_saliency_dir,
+        state_dir="results/{dataset}/state/pretrain",
+    log:
+        "logs/{dataset}/pretrain.log",
+    benchmark:
+        "benchmarks/{dataset}/pretrain.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/smaf.yaml"
+    script:
+        "../scripts/pretrain.py"
+
+
+rule teacher_maps:
+    input:
+        info="results/{dataset}/data/dataset.json",
+        split="results/{dataset}/data/splits/train_aug.txt",
+        labels="results/{dataset}/data/cls_labels.csv",
+        model="results/{dataset}/pretrain/model.pt",
+    output:
+        directory("results/{dataset}/{experiment}/teacher_maps"),
+    params:
+        cam=experiment_field("self_train", "teacher_cam"),
+        device=config["train"]["device"],
+    log:
+        "logs/{dataset}/{experiment}/teacher_maps.log",
+    benchmark:
+        "benchmarks/{dataset}/{experiment}/teacher_maps.tsv"
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/smaf.yaml"
+    script:
+        "../scripts/teacher_maps.py"
+
+
+rule self_train:
+    input:
+        unpack(self_train_inputs),
+    output:
+        model="results/{dataset}/{experiment}/self_train/model.pt",
+        history="results/{dataset}/{experiment}/self_train/history.csv",
+    params:
+        self_train=experiment_stage_params("self_train"),
+        state_dir="results/{dataset}/state/{experiment}/self_train",
+    log:
+        "logs/{dataset}/{experiment}/self_train.log",
+    benchmark:
+        "benchmarks/{dataset}/{experiment}/self_train.tsv"
+    threads: 2
+    resources:
+        gpu=1,
+    conda:
+        "../../envs/smaf.yaml"
+    script:
+        "../scripts/self_train.py"

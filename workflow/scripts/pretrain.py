@@ -1,0 +1,22 @@
+"""Snakemake glue: EPS (or CAM) pretraining (rule pretrain)."""
+
+# No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.runner import run_logged
+from smaf.stages.pretrain import pretrain
+
+snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
+
+run_logged(
+    snakemake.log[0],
+    pretrain,
+    dataset_info=snakemake.input.info,
+    split_file=snakemake.input.split,
+    labels_csv=snakemake.input.labels,
+    saliency_dir=snakemake.params.saliency_dir,
+    model=snakemake.params.model,
+    params=snakemake.params.pretrain,
+    out_model=snakemake.output.model,
+    out_history=snakemake.output.history,
+    state_dir=snakemake.params.state_dir,
+    num_workers=max(0, snakemake.threads - 1),
+)

@@ -1,0 +1,22 @@
+"""Snakemake glue: SMAF self-training (rule self_train)."""
+
+# No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.runner import run_logged
+from smaf.stages.self_train import self_train
+
+snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
+
+run_logged(
+    snakemake.log[0],
+    self_train,
+    dataset_info=snakemake.input.info,
+    split_file=snakemake.input.split,
+    labels_csv=snakemake.input.labels,
+    init_model=snakemake.input.model,
+    teacher_dir=snakemake.input.get("teacher"),
+    params=snakemake.params.self_train,
+    out_model=snakemake.output.model,
+    out_history=snakemake.output.history,
+    state_dir=snakemake.params.state_dir,
+    num_workers=max(0, snakemake.threads - 1),
+)

@@ -1,0 +1,19 @@
+"""Snakemake glue: the offline teacher's fused multi-scale maps (rule teacher_maps)."""
+
+# No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.runner import run_logged
+from smaf.stages.teacher import teacher_maps
+
+snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
+
+run_logged(
+    snakemake.log[0],
+    teacher_maps,
+    dataset_info=snakemake.input.info,
+    split_file=snakemake.input.split,
+    labels_csv=snakemake.input.labels,
+    model_path=snakemake.input.model,
+    cam=snakemake.params.cam,
+    out_dir=snakemake.output[0],
+    device=snakemake.params.device,
+)
