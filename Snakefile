@@ -24,6 +24,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/seeds.smk"
+include: "workflow/rules/crf.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

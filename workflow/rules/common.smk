@@ -127,10 +127,15 @@ def deep_merge(base, override):
     return out
 
 
+def experiment_section(experiment, section):
+    """Config section `section` with the overrides of experiment `experiment` applied."""
+    overrides = config["experiments"][experiment] or {}
+    return deep_merge(config[section], overrides.get(section, {}))
+
+
 def experiment_cfg(wildcards, section):
     """Config section `section` with the overrides of experiment `{experiment}` applied."""
-    overrides = config["experiments"][wildcards.experiment] or {}
-    return deep_merge(config[section], overrides.get(section, {}))
+    return experiment_section(wildcards.experiment, section)
 
 
 def experiment_field(section, key):
@@ -175,9 +180,84 @@ def self_train_inputs(wildcards):
     return inputs
 
 
+# ------------------------------------------ seeds, CRF and evaluation (seeds/crf/evaluate.smk)
+#: Classifiers whose seeds are made: the EPS model (pretrain) and the SMAF model (self_train).
+CLASSIFIERS = ("eps", "smaf")
+#: What is evaluated of each classifier: its CAM seeds and their CRF refinement.
+SEED_STAGES = ("seed", "crf")
+
+
+def classifier_model(wildcards):
+    """Trained classifier behind {model}: eps = EPS pretraining, smaf = SMAF self-training."""
+    if wildcards.model == "eps":
+        return f"results/{wildcards.dataset}/pretrain/model.pt"
+    return f"results/{wildcards.dataset}/{wildcards.experiment}/self_train/model.pt"
+
+
+def crf_method_params(wildcards):
+    """Settings of the experiment's CRF method: section `crf.labels` or `crf.probs`."""
+    crf = experiment_cfg(wildcards, "crf")
+    return crf[crf["method"]]
+
+
+def eval_predictions(wildcards):
+    """Label PNG folder scored by the evaluate rule, i.e. the seeds ({stage}=seed) or their CRF."""
+    kind = "seeds" if wildcards.stage == "seed" else "crf"
+    return f"results/{wildcards.dataset}/{wildcards.experiment}/{kind}/{wildcards.model}_{wildcards.split}"
+
+
+def eval_meta(wildcards):
+    """Fields the evaluate rule copies into its record (the columns of results/summary.csv)."""
+    return {
+        "dataset": wildcards.dataset,
+        "experiment": wildcards.experiment,
+        "model": wildcards.model,
+        "stage": f"{wildcards.model}_{wildcards.stage}",
+        "split": wildcards.split,
+    }
+
+
+def dataset_has_aug_masks(dataset):
+    """Whether `dataset` has SegmentationClassAug masks (downloaded, converted or present)."""
+    ds = config["datasets"][dataset]
+    if ds["source"] == "synthetic":
+        return False  # the generator writes SegmentationClass only
+    if ds.get("aug_source", "none") != "none":
+        return True  # the workflow downloads / converts them
+    if ds.get("aug_mask_dir"):
+        return Path(ds["aug_mask_dir"]).is_dir()
+    return Path(ds["root"], "SegmentationClassAug").is_dir()
+
+
+def evaluation_targets(dataset, experiment):
+    """Evaluation records of one experiment: models x {seed, crf} x splits x available gts."""
+    ev = experiment_section(experiment, "evaluation")
+    gts = [
+        g
+        for g in ev["gt"]
+        if g != "SegmentationClassAug" or dataset_has_aug_masks(dataset)
+    ]
+    return expand(
+        "results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.json",
+        dataset=dataset,
+        experiment=experiment,
+        model=ev["models"],
+        stage=SEED_STAGES,
+        split=ev["splits"],
+        gt=gts,
+    )
+
+
+def summary_inputs(wildcards):
+    """Every evaluation record of the configured dataset, over all experiments."""
+    return [
+        f for name in config["experiments"] for f in evaluation_targets(DATASET, name)
+    ]
+
+
 def final_targets():
     """Everything `rule all` builds for the configured dataset."""
     return [
         f"results/{DATASET}/data/dataset.json",
-        *(f"results/{DATASET}/{e}/self_train/model.pt" for e in config["experiments"]),
+        "results/summary.csv",
     ]

@@ -1,0 +1,289 @@
+"""Stage 7 (seeds / CRF part): score a folder of label PNGs against a split's ground truth.
+
+One confusion matrix over the C+1 labels (pixels whose ground truth is 255 ignored), IoU =
+TP / (TP + FP + FN), mIoU over the classes with a non-empty union (:mod:`smaf.metrics`). The
+ground truth is either VOC's ``SegmentationClass`` (Table 2 of the paper: VOC train) or the
+SBD-derived ``SegmentationClassAug``, whose boundaries are coarser and carry no 255 band, so
+the same predictions score differently: both are reported, under separate names.
+
+Outputs of one evaluation: a per-class CSV (one row per class plus a ``mean`` row) and a JSON
+record; :func:`write_summary` gathers the records into ``results/summary.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smaf.errors import ConfigError, DataError
+from smaf.io import atomic_write, load_mask, read_id_list
+from smaf.metrics import ConfusionMeter
+
+log = logging.getLogger(__name__)
+
+#: Ground-truth folders an evaluation can use (the folder names of the VOC layout).
+GT_KINDS = ("SegmentationClass", "SegmentationClassAug")
+#: Columns of ``results/summary.csv``, in order (extra record fields follow them).
+SUMMARY_COLUMNS = (
+    "dataset",
+    "experiment",
+    "stage",
+    "split",
+    "gt",
+    "miou",
+    "pixel_acc",
+    "mean_acc",
+    "fwiou",
+    "n_images",
+    "model",
+    "path",
+)
+_SORT = ["dataset", "experiment", "stage", "split", "gt"]
+
+
+def gt_mask_dir(
+    root: str | os.PathLike[str],
+    gt: str = "SegmentationClass",
+    aug_mask_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Folder of the ground-truth masks ``gt`` (``aug_mask_dir`` overrides the Aug location)."""
+    if gt not in GT_KINDS:
+        raise ConfigError(f"evaluation gt must be one of {', '.join(GT_KINDS)}, got {gt!r}")
+    if gt == "SegmentationClassAug" and aug_mask_dir is not None:
+        return Path(aug_mask_dir)
+    return Path(root) / gt
+
+
+def has_aug_masks(
+    root: str | os.PathLike[str] | None, aug_mask_dir: str | os.PathLike[str] | None = None
+) -> bool:
+    """Whether ``SegmentationClassAug`` masks exist (``aug_mask_dir``, else under ``root``)."""
+    if aug_mask_dir is not None:
+        return Path(aug_mask_dir).is_dir()
+    return root is not None and (Path(root) / "SegmentationClassAug").is_dir()
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def evaluate_split(
+    pred_dir: str | os.PathLike[str],
+    root: str | os.PathLike[str],
+    split_file: str | os.PathLike[str],
+    num_classes: int,
+    gt: str = "SegmentationClass",
+    aug_mask_dir: str | os.PathLike[str] | None = None,
+    class_names: Sequence[str] | None = None,
+    *,
+    out_csv: str | os.PathLike[str] | None = None,
+    out_json: str | os.PathLike[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+    log_every: int = 500,
+) -> dict[str, Any]:
+    """Score ``pred_dir/<id>.png`` for every id of ``split_file`` against the ground truth.
+
+    Args:
+        pred_dir: folder of uint8 ``[H, W]`` label PNGs with values 0..C.
+        root: the ``VOC2012``-layout folder.
+        split_file: one image id per line; every id needs a prediction and a mask.
+        num_classes: foreground classes C (the confusion matrix is ``[C+1, C+1]``).
+        gt: ``'SegmentationClass'`` or ``'SegmentationClassAug'``.
+        aug_mask_dir: where ``SegmentationClassAug`` lives when not under ``root``.
+        class_names: C+1 names, background first (default ``class_0 .. class_C``).
+        out_csv: per-class table: columns ``class, iou, precision, recall, gt_pixels,
+            pred_pixels, tp, pixel_acc``; one row per class then a ``mean`` row (iou = mIoU,
+            precision / recall = their class means, pixel counts summed, pixel_acc set).
+        out_json: the returned record as JSON (NaN written as null).
+        meta: extra fields copied into the record (dataset, experiment, model, stage, ...).
+        log_every: progress line every this many images.
+
+    Returns:
+        The record: ``meta`` fields, ``split``, ``gt``, ``path`` (= ``pred_dir``),
+        ``n_images``, ``miou``, ``pixel_acc``, ``mean_acc``, ``fwiou`` (fractions in [0, 1]) and
+        ``iou`` (``{class name: IoU or None}``).
+
+    Raises:
+        DataError: missing predictions or masks, size mismatches, labels outside 0..C.
+    """
+    names = list(class_names) if class_names is not None else None
+    if names is None:
+        names = ["background", *(f"class_{k}" for k in range(1, num_classes + 1))]
+    if len(names) != num_classes + 1:
+        raise ConfigError(f"{len(names)} class names for C+1 = {num_classes + 1} labels")
+    pred_dir = Path(pred_dir)
+    mask_dir = gt_mask_dir(root, gt, aug_mask_dir)
+    if not mask_dir.is_dir():
+        raise DataError(
+            f"ground-truth folder not found: {mask_dir}. "
+            + (
+                "SegmentationClassAug is optional: set the dataset's aug_source / aug_mask_dir, "
+                "or drop it from evaluation.gt."
+                if gt == "SegmentationClassAug"
+                else "Check the dataset root."
+            )
+        )
+    ids = read_id_list(split_file)
+    if not ids:
+        raise DataError(f"split list {split_file} is empty.")
+    for folder, what in ((pred_dir, "predictions"), (mask_dir, f"{gt} masks")):
+        have = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        missing = [i for i in ids if f"{i}.png" not in have]
+        if missing:
+            raise DataError(
+                f"{len(missing)} of {len(ids)} {what} are missing from {folder} (first: "
+                f"{missing[0]}.png)."
+            )
+
+    meter = ConfusionMeter(num_classes + 1)
+    for n, image_id in enumerate(ids, 1):
+        pred = load_mask(pred_dir / f"{image_id}.png")  # [H, W] 0..C
+        mask = load_mask(mask_dir / f"{image_id}.png")  # [H, W] 0..C, 255
+        if pred.shape != mask.shape:
+            raise DataError(
+                f"prediction {pred_dir / image_id}.png is {pred.shape} but its {gt} mask is "
+                f"{mask.shape} (H, W); predictions must be at full image resolution."
+            )
+        try:
+            meter.update(pred, mask)
+        except ValueError as exc:
+            raise DataError(f"image {image_id}: {exc}") from None
+        if n % log_every == 0:
+            log.info("evaluate: %d/%d images", n, len(ids))
+
+    s = meter.scores()
+    conf = meter.conf.astype(np.float64)
+    tp = np.diag(conf)
+    gt_px = conf.sum(1)
+    pred_px = conf.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(pred_px > 0, tp / pred_px, np.nan)
+        recall = np.where(gt_px > 0, tp / gt_px, np.nan)
+    table = pd.DataFrame(
+        {
+            "class": names,
+            "iou": s["iou"],
+            "precision": precision,
+            "recall": recall,
+            "gt_pixels": gt_px.astype(np.int64),
+            "pred_pixels": pred_px.astype(np.int64),
+            "tp": tp.astype(np.int64),
+            "pixel_acc": np.nan,
+        }
+    )
+    mean_row = {
+        "class": "mean",
+        "iou": s["miou"],
+        "precision": float(np.nanmean(precision)) if np.isfinite(precision).any() else np.nan,
+        "recall": s["mean_acc"],
+        "gt_pixels": int(gt_px.sum()),
+        "pred_pixels": int(pred_px.sum()),
+        "tp": int(tp.sum()),
+        "pixel_acc": s["pixel_acc"],
+    }
+    table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
+
+    record: dict[str, Any] = {
+        **dict(meta or {}),
+        "split": (meta or {}).get("split", Path(split_file).stem),
+        "gt": gt,
+        "path": str(pred_dir),
+        "n_images": len(ids),
+        "miou": _nan_to_none(s["miou"]),
+        "pixel_acc": _nan_to_none(s["pixel_acc"]),
+        "mean_acc": _nan_to_none(s["mean_acc"]),
+        "fwiou": _nan_to_none(s["fwiou"]),
+        "iou": {n: _nan_to_none(v) for n, v in zip(names, s["iou"], strict=True)},
+    }
+    if out_csv is not None:
+        with atomic_write(out_csv) as tmp:
+            table.to_csv(tmp, index=False, float_format="%.6f")
+    if out_json is not None:
+        with atomic_write(out_json) as tmp:
+            tmp.write_text(json.dumps(record, indent=2))
+    log.info(
+        "evaluate %s vs %s (%d images): mIoU %.2f %%, pixel acc %.2f %%",
+        pred_dir,
+        gt,
+        len(ids),
+        100 * s["miou"],
+        100 * s["pixel_acc"],
+    )
+    return record
+
+
+def evaluate_from_info(
+    pred_dir: str | os.PathLike[str],
+    dataset_info: str | os.PathLike[str],
+    split_file: str | os.PathLike[str],
+    gt: str,
+    out_csv: str | os.PathLike[str],
+    out_json: str | os.PathLike[str],
+    *,
+    aug_mask_dir: str | os.PathLike[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate_split` with root, C and class names read from ``dataset.json``."""
+    try:
+        info = json.loads(Path(dataset_info).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{dataset_info} not found: run the prepare_dataset rule first.") from None
+    return evaluate_split(
+        pred_dir,
+        info["root"],
+        split_file,
+        int(info["num_classes"]),
+        gt,
+        aug_mask_dir,
+        info.get("class_names"),
+        out_csv=out_csv,
+        out_json=out_json,
+        meta=meta,
+    )
+
+
+def write_summary(
+    rows_or_files: Iterable[Mapping[str, Any] | str | os.PathLike[str]],
+    out_csv: str | os.PathLike[str],
+) -> pd.DataFrame:
+    """Gather evaluation records (dicts or JSON files of them) into one sorted CSV.
+
+    Columns: :data:`SUMMARY_COLUMNS` (``dataset, experiment, stage, split, gt, miou, ...``;
+    missing fields left empty), rows sorted by dataset, experiment, stage, split, gt. The
+    per-class ``iou`` dicts stay in the JSON files. Written atomically.
+
+    Returns:
+        The table written.
+    """
+    records = []
+    for item in rows_or_files:
+        if isinstance(item, Mapping):
+            records.append(dict(item))
+            continue
+        try:
+            records.append(json.loads(Path(item).read_text()))
+        except FileNotFoundError:
+            raise DataError(f"evaluation record not found: {item}.") from None
+        except ValueError as exc:
+            raise DataError(f"evaluation record {item} is not valid JSON ({exc}).") from None
+    rows = [{k: v for k, v in r.items() if k != "iou"} for r in records]
+    df = pd.DataFrame(rows)
+    for col in SUMMARY_COLUMNS:
+        if col not in df.columns:
+            df[col] = pd.NA
+    extra = [c for c in df.columns if c not in SUMMARY_COLUMNS]
+    df = df[[*SUMMARY_COLUMNS, *extra]]
+    if len(df):
+        df = df.sort_values(_SORT, kind="stable", na_position="last").reset_index(drop=True)
+    with atomic_write(out_csv) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6f")
+    log.info("summary: %d evaluations -> %s", len(df), out_csv)
+    return df

@@ -1,0 +1,170 @@
+"""Seed / CRF evaluation: hand-computed scores, the per-class CSV and JSON record, the summary
+table, the SegmentationClassAug switch, and the real VOC subset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from smaf.data.voc import VOC_CLASSES
+from smaf.errors import ConfigError, DataError
+from smaf.io import load_mask, read_id_list, save_mask, write_id_list
+from smaf.stages.evaluate import (
+    SUMMARY_COLUMNS,
+    evaluate_split,
+    has_aug_masks,
+    write_summary,
+)
+
+NAMES = ["background", "cat", "dog"]
+
+
+@pytest.fixture()
+def hand(tmp_path):
+    """Two 2x2 masks (C = 2, 255 = ignore) and predictions with a known confusion matrix."""
+    root = tmp_path / "VOC2012"
+    gts = {"a": [[0, 1], [2, 255]], "b": [[0, 0], [2, 2]]}
+    preds = {"a": [[0, 1], [1, 0]], "b": [[0, 2], [2, 2]]}
+    for i in gts:
+        save_mask(root / "SegmentationClass" / f"{i}.png", np.array(gts[i], np.uint8))
+        save_mask(tmp_path / "pred" / f"{i}.png", np.array(preds[i], np.uint8))
+    write_id_list(tmp_path / "split.txt", ["a", "b"])
+    return tmp_path, root
+
+
+def test_scores_by_hand_and_outputs(hand):
+    tmp, root = hand
+    # Valid pixels (gt, pred): (0,0) (1,1) (2,1) | (0,0) (0,2) (2,2) (2,2).
+    # IoU bg = 2 / (3 + 2 - 2), cat = 1 / (1 + 2 - 1), dog = 2 / (3 + 3 - 2).
+    record = evaluate_split(
+        tmp / "pred",
+        root,
+        tmp / "split.txt",
+        2,
+        class_names=NAMES,
+        out_csv=tmp / "eval.csv",
+        out_json=tmp / "eval.json",
+        meta={"dataset": "toy", "experiment": "default", "model": "eps", "stage": "eps_seed"},
+    )
+    assert record["iou"] == pytest.approx({"background": 2 / 3, "cat": 0.5, "dog": 0.5})
+    assert record["miou"] == pytest.approx((2 / 3 + 0.5 + 0.5) / 3)
+    assert record["pixel_acc"] == pytest.approx(5 / 7)
+    assert record["n_images"] == 2 and record["split"] == "split"
+    assert record["stage"] == "eps_seed" and record["gt"] == "SegmentationClass"
+    assert json.loads((tmp / "eval.json").read_text()) == record  # floats round-trip exactly
+
+    table = pd.read_csv(tmp / "eval.csv")
+    assert list(table.columns) == [
+        "class",
+        "iou",
+        "precision",
+        "recall",
+        "gt_pixels",
+        "pred_pixels",
+        "tp",
+        "pixel_acc",
+    ]
+    assert list(table["class"]) == [*NAMES, "mean"]
+    np.testing.assert_allclose(table["iou"], [2 / 3, 0.5, 0.5, record["miou"]], atol=1e-6)
+    assert list(table["gt_pixels"]) == [3, 1, 3, 7]
+    assert list(table["pred_pixels"]) == [2, 2, 3, 7]
+    assert list(table["tp"]) == [2, 1, 2, 5]
+    assert table["pixel_acc"].iloc[-1] == pytest.approx(5 / 7, abs=1e-6)
+    assert table["pixel_acc"].iloc[:-1].isna().all()
+
+
+def test_ground_truth_against_itself_and_aug_switch(hand):
+    tmp, root = hand
+    record = evaluate_split(root / "SegmentationClass", root, tmp / "split.txt", 2)
+    assert record["miou"] == 1.0 and record["pixel_acc"] == 1.0
+    assert list(record["iou"]) == ["background", "class_1", "class_2"]
+
+    # SegmentationClassAug: absent -> one clear error; present -> used instead.
+    assert not has_aug_masks(root)
+    with pytest.raises(DataError, match="SegmentationClassAug"):
+        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2, gt="SegmentationClassAug")
+    aug = tmp / "aug"
+    for i in ("a", "b"):
+        save_mask(aug / f"{i}.png", load_mask(tmp / "pred" / f"{i}.png"))
+    assert has_aug_masks(root, aug)
+    record = evaluate_split(
+        tmp / "pred", root, tmp / "split.txt", 2, gt="SegmentationClassAug", aug_mask_dir=aug
+    )
+    assert record["miou"] == 1.0 and record["gt"] == "SegmentationClassAug"
+    with pytest.raises(ConfigError, match="gt must be"):
+        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2, gt="SegmentationObject")
+
+
+def test_bad_predictions(hand):
+    tmp, root = hand
+    (tmp / "pred" / "b.png").unlink()
+    with pytest.raises(DataError, match="1 of 2 predictions are missing"):
+        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2)
+    save_mask(tmp / "pred" / "b.png", np.array([[0, 3], [0, 0]], np.uint8))  # 3 > C
+    with pytest.raises(DataError, match="image b"):
+        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2)
+    save_mask(tmp / "pred" / "b.png", np.zeros((3, 2), np.uint8))
+    with pytest.raises(DataError, match="full image resolution"):
+        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2)
+
+
+def test_write_summary_gathers_and_sorts(tmp_path):
+    base = {"dataset": "voc", "split": "train", "gt": "SegmentationClass", "n_images": 3}
+    records = [
+        {**base, "experiment": "default", "stage": "smaf_seed", "model": "smaf", "miou": 0.6},
+        {**base, "experiment": "default", "stage": "eps_crf", "model": "eps", "miou": 0.7},
+        {**base, "experiment": "abl", "stage": "eps_seed", "model": "eps", "miou": 0.5},
+        {**base, "experiment": "default", "stage": "eps_crf", "model": "eps", "miou": 0.65}
+        | {"gt": "SegmentationClassAug", "iou": {"background": 0.9}},
+    ]
+    files = []
+    for k, r in enumerate(records[:2]):
+        files.append(tmp_path / f"r{k}.json")
+        files[-1].write_text(json.dumps(r))
+    out = tmp_path / "results" / "summary.csv"
+    df = write_summary([*files, *records[2:]], out)
+    back = pd.read_csv(out)
+    assert list(back.columns[: len(SUMMARY_COLUMNS)]) == list(SUMMARY_COLUMNS)
+    assert "iou" not in back.columns
+    assert list(zip(back["experiment"], back["stage"], back["gt"], strict=True)) == [
+        ("abl", "eps_seed", "SegmentationClass"),
+        ("default", "eps_crf", "SegmentationClass"),
+        ("default", "eps_crf", "SegmentationClassAug"),
+        ("default", "smaf_seed", "SegmentationClass"),
+    ]
+    np.testing.assert_allclose(back["miou"], [0.5, 0.7, 0.65, 0.6])
+    assert len(df) == 4 and [p.name for p in out.parent.iterdir()] == ["summary.csv"]
+    with pytest.raises(DataError, match="not found"):
+        write_summary([tmp_path / "missing.json"], out)
+
+
+@pytest.mark.voc
+def test_real_voc_ground_truth_and_all_background(voc_mini_root, tmp_path):
+    ids = read_id_list(voc_mini_root / "ImageSets" / "Segmentation" / "subset_train.txt")[:20]
+    split = tmp_path / "split.txt"
+    write_id_list(split, ids)
+    record = evaluate_split(
+        voc_mini_root / "SegmentationClass", voc_mini_root, split, 20, class_names=VOC_CLASSES
+    )
+    assert record["miou"] == 1.0 and record["pixel_acc"] == 1.0 and record["n_images"] == 20
+
+    # All background: IoU(bg) = bg pixels / valid pixels, every class present in the ground
+    # truth gets 0, classes absent from both are left out of the mean.
+    bg = valid = 0
+    present: set[int] = set()
+    for i in ids:
+        gt = load_mask(voc_mini_root / "SegmentationClass" / f"{i}.png")
+        save_mask(tmp_path / "bg" / f"{i}.png", np.zeros_like(gt))
+        valid += int((gt != 255).sum())
+        bg += int((gt == 0).sum())
+        present |= set(np.unique(gt[(gt != 0) & (gt != 255)]).tolist())
+    record = evaluate_split(tmp_path / "bg", voc_mini_root, split, 20, class_names=VOC_CLASSES)
+    assert record["iou"]["background"] == pytest.approx(bg / valid)
+    assert record["miou"] == pytest.approx(bg / valid / (1 + len(present)))
+    assert record["pixel_acc"] == pytest.approx(bg / valid)
+    for k in range(1, 21):
+        expected = 0.0 if k in present else None
+        assert record["iou"][VOC_CLASSES[k]] == expected

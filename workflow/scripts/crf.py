@@ -1,0 +1,24 @@
+"""Dense-CRF refinement of one seeds folder (rule crf)."""
+
+from smaf.runner import run_logged
+from smaf.stages.crf_stage import refine_seeds
+
+# Everything below runs only in the main process. The CRF workers are spawned processes that
+# re-run this file (the original, without Snakemake's preamble) as `__mp_main__`: touching
+# `snakemake` at the top level would kill them at start-up, and multiprocessing.Pool would
+# then respawn them forever.
+if __name__ == "__main__":
+    snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+    run_logged(
+        snakemake.log[0],
+        refine_seeds,
+        snakemake.params.root,
+        snakemake.input.split,
+        snakemake.input.seeds,
+        snakemake.output[0],
+        snakemake.params.num_classes,
+        method=snakemake.params.method,
+        params=snakemake.params.settings,
+        processes=snakemake.threads,
+        work_dir=snakemake.params.work_dir,
+    )

@@ -1,0 +1,24 @@
+"""CAM seeds and fused maps of one trained classifier on one split (rule seeds)."""
+
+from smaf.runner import run_logged
+from smaf.stages.seeds import make_seeds
+
+snakemake = snakemake  # noqa: F821  (injected by Snakemake)
+p = snakemake.params
+
+run_logged(
+    snakemake.log[0],
+    make_seeds,
+    snakemake.input.model,
+    p.root,
+    snakemake.input.split,
+    snakemake.input.labels,
+    snakemake.output[0],
+    {"scales": p.scales, "flip": p.flip, "resize_mode": p.resize_mode, "eps": p.eps},
+    p.thr,
+    p.num_classes,
+    device=p.device,
+    work_dir=p.work_dir,
+    amp=p.amp,
+    num_threads=snakemake.threads,
+)
