@@ -151,7 +151,8 @@ def smaf_loss(
     """SMAF self-training loss ``L = w_cls * L_cls + alpha * L_mac`` (Eq. 1).
 
     The paper uses ``w_cls = 1`` and ``alpha = 100``; the released code comments ``L_cls`` out,
-    i.e. ``w_cls = 0`` (then ``logits`` / ``labels`` may be omitted and ``cls`` is 0).
+    i.e. ``w_cls = 0`` (then ``logits`` / ``labels`` may be omitted; ``cls`` is still reported when
+    they are given, and 0 otherwise).
 
     Args:
         pred_maps: student maps ``M_o`` ``[B, K, H, W]`` already at the target size (the
@@ -167,12 +168,11 @@ def smaf_loss(
         graph, detach the others before logging.
     """
     mac = mac_loss(pred_maps, target_maps.detach())  # Eq. 7 / 9
-    if w_cls != 0:
-        if logits is None or labels is None:
-            raise ValueError("w_cls != 0 needs logits and labels for the classification loss")
-        cls = classification_loss(logits, labels)  # Eq. 3
-        total = w_cls * cls + alpha * mac
+    if logits is not None and labels is not None:
+        cls = classification_loss(logits, labels)  # Eq. 3 (logged even when w_cls = 0)
+    elif w_cls != 0:
+        raise ValueError("w_cls != 0 needs logits and labels for the classification loss")
     else:
         cls = pred_maps.new_zeros(())
-        total = alpha * mac
+    total = alpha * mac + w_cls * cls if w_cls != 0 else alpha * mac
     return {"loss": total, "cls": cls, "mac": mac}

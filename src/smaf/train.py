@@ -107,6 +107,20 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def use_threads(threads: int | None) -> int:
+    """Use ``threads`` CPU threads for torch ops; return the DataLoader workers to start.
+
+    Snakemake gives a job ``threads`` cores; torch would otherwise start one thread per core of
+    the machine, and oversubscribed OpenMP threads spin and slow everything down. ``None``
+    leaves torch as it is and loads data in the main process.
+    """
+    if threads is None:
+        return 0
+    threads = max(1, int(threads))
+    torch.set_num_threads(threads)
+    return threads - 1
+
+
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (CPU and CUDA)."""
     random.seed(seed)

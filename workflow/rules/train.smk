@@ -11,20 +11,20 @@ rule pretrain:
     output:
         model="results/{dataset}/pretrain/model.pt",
         history="results/{dataset}/pretrain/history.csv",
+    log:
+        "logs/{dataset}/pretrain.log",
+    benchmark:
+        "benchmarks/{dataset}/pretrain.tsv"
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 2
+    resources:
+        gpu=1,
     params:
         model=config["model"],
         pretrain=stage_params("pretrain"),
         saliency_dir=dataset_saliency_dir,
         state_dir="results/{dataset}/state/pretrain",
-    log:
-        "logs/{dataset}/pretrain.log",
-    benchmark:
-        "benchmarks/{dataset}/pretrain.tsv"
-    threads: 2
-    resources:
-        gpu=1,
-    conda:
-        "../../envs/smaf.yaml"
     script:
         "../scripts/pretrain.py"
 
@@ -37,17 +37,17 @@ rule teacher_maps:
         model="results/{dataset}/pretrain/model.pt",
     output:
         directory("results/{dataset}/{experiment}/teacher_maps"),
-    params:
-        cam=experiment_field("self_train", "teacher_cam"),
-        device=config["train"]["device"],
     log:
         "logs/{dataset}/{experiment}/teacher_maps.log",
     benchmark:
         "benchmarks/{dataset}/{experiment}/teacher_maps.tsv"
-    resources:
-        gpu=1,
     conda:
         "../../envs/smaf.yaml"
+    resources:
+        gpu=1,
+    params:
+        cam=experiment_field("self_train", "teacher_cam"),
+        device=config["train"]["device"],
     script:
         "../scripts/teacher_maps.py"
 
@@ -58,17 +58,17 @@ rule self_train:
     output:
         model="results/{dataset}/{experiment}/self_train/model.pt",
         history="results/{dataset}/{experiment}/self_train/history.csv",
-    params:
-        self_train=experiment_stage_params("self_train"),
-        state_dir="results/{dataset}/state/{experiment}/self_train",
     log:
         "logs/{dataset}/{experiment}/self_train.log",
     benchmark:
         "benchmarks/{dataset}/{experiment}/self_train.tsv"
+    conda:
+        "../../envs/smaf.yaml"
     threads: 2
     resources:
         gpu=1,
-    conda:
-        "../../envs/smaf.yaml"
+    params:
+        self_train=experiment_stage_params("self_train"),
+        state_dir="results/{dataset}/state/{experiment}/self_train",
     script:
         "../scripts/self_train.py"

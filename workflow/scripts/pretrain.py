@@ -18,5 +18,5 @@ run_logged(
     out_model=snakemake.output.model,
     out_history=snakemake.output.history,
     state_dir=snakemake.params.state_dir,
-    num_workers=max(0, snakemake.threads - 1),
+    threads=snakemake.threads,
 )

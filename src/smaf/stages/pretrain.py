@@ -23,7 +23,7 @@ from smaf.losses import classification_loss, eps_saliency_loss
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
 from smaf.stages.common import WeakTrainSet, dataclass_from, read_dataset_info
-from smaf.train import LoopConfig, OptimConfig, build_optimizer, fit, loop_identity
+from smaf.train import LoopConfig, OptimConfig, build_optimizer, fit, loop_identity, use_threads
 from smaf.transforms import AugmentConfig
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def pretrain(
     out_model: str | os.PathLike[str],
     out_history: str | os.PathLike[str],
     state_dir: str | os.PathLike[str],
-    num_workers: int = 0,
+    threads: int | None = None,
 ) -> None:
     """Train the pretraining classifier on ``split_file`` and write it to ``out_model``.
 
@@ -114,7 +114,7 @@ def pretrain(
     """
     info = read_dataset_info(dataset_info)
     loop, optim, augment, rest = split_stage_config(params, "pretrain")
-    loop.num_workers = num_workers
+    loop.num_workers = use_threads(threads)
     cfg = dataclass_from(PretrainConfig, rest, "pretrain")
     model_cfg = dataclass_from(ModelConfig, {**model, "num_classes": info["num_classes"]}, "model")
     if cfg.method == "eps" and model_cfg.head == "cam":

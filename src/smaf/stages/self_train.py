@@ -34,7 +34,7 @@ from smaf.models.build import Classifier
 from smaf.models.checkpoint import load_model, save_model
 from smaf.stages.common import WeakTrainSet, dataclass_from, read_dataset_info
 from smaf.stages.pretrain import split_stage_config, write_history
-from smaf.train import build_optimizer, fit, loop_identity, resolve_device
+from smaf.train import build_optimizer, fit, loop_identity, resolve_device, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def self_train(
     out_model: str | os.PathLike[str],
     out_history: str | os.PathLike[str],
     state_dir: str | os.PathLike[str],
-    num_workers: int = 0,
+    threads: int | None = None,
 ) -> None:
     """Self-train the student initialised from ``init_model``; write it to ``out_model``.
 
@@ -137,7 +137,7 @@ def self_train(
     """
     info = read_dataset_info(dataset_info)
     loop, optim, augment, rest = split_stage_config(params, "self_train")
-    loop.num_workers = num_workers
+    loop.num_workers = use_threads(threads)
     cfg = dataclass_from(SelfTrainConfig, rest, "self_train")
     cam_cfg = dataclass_from(CAMConfig, cfg.teacher_cam, "self_train.teacher_cam")
     if cfg.teacher == "offline" and teacher_dir is None:
