@@ -144,11 +144,12 @@ def test_self_train(data, eps_model, tmp_path, teacher):
             labels_csv=data["labels"],
             model_path=eps_model / "model.pt",
             cam=cam,
+            thr=0.2,
             out_dir=teacher_dir,
             device="cpu",
         )
-        assert stats["images"] == 6
-        files = sorted(teacher_dir.glob("*.npz"))
+        assert stats["images"] == 6 and stats["bytes_per_image"] > 0
+        files = sorted((teacher_dir / "maps").glob("*.npz"))
         assert len(files) == 6
         maps = load_maps(files[0])
         assert maps.shape[0] == 6 and maps.max() <= 1.0 and maps.min() >= 0.0

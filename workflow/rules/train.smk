@@ -17,7 +17,7 @@ rule pretrain:
         "benchmarks/{dataset}/pretrain.tsv"
     conda:
         "../../envs/smaf.yaml"
-    threads: 2
+    threads: 8
     resources:
         gpu=1,
     params:
@@ -47,7 +47,9 @@ rule teacher_maps:
         gpu=1,
     params:
         cam=experiment_field("self_train", "teacher_cam"),
+        thr=experiment_field("self_train", "thr"),
         device=config["train"]["device"],
+        work_dir="results/{dataset}/state/{experiment}/teacher_maps",
     script:
         "../scripts/teacher_maps.py"
 
@@ -64,7 +66,7 @@ rule self_train:
         "benchmarks/{dataset}/{experiment}/self_train.tsv"
     conda:
         "../../envs/smaf.yaml"
-    threads: 2
+    threads: 8
     resources:
         gpu=1,
     params:

@@ -14,6 +14,9 @@ run_logged(
     labels_csv=snakemake.input.labels,
     model_path=snakemake.input.model,
     cam=snakemake.params.cam,
+    thr=snakemake.params.thr,
+    work_dir=snakemake.params.work_dir,
     out_dir=snakemake.output[0],
     device=snakemake.params.device,
+    threads=snakemake.threads,
 )

@@ -21,6 +21,7 @@ import copy
 import logging
 import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -132,7 +133,7 @@ def self_train(
     """Self-train the student initialised from ``init_model``; write it to ``out_model``.
 
     Args:
-        teacher_dir: offline teacher maps (required for ``teacher: offline``).
+        teacher_dir: the teacher_maps stage's folder (required for ``teacher: offline``).
         params: the ``self_train`` config section.
     """
     info = read_dataset_info(dataset_info)
@@ -156,7 +157,7 @@ def self_train(
         labels_csv,
         info["num_classes"],
         augment,
-        teacher_dir=teacher_dir if cfg.teacher == "offline" else None,
+        teacher_dir=Path(teacher_dir) / "maps" if cfg.teacher == "offline" else None,
     )
     optimizer = build_optimizer(student.param_groups(), optim)
     log.info(
