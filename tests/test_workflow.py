@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from workflow_utils import TINY_CONFIG, snakemake
+from workflow_utils import REPO_ROOT, TINY_CONFIG, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +67,26 @@ def test_snakemake_lint_is_clean(tmp_path):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "Congratulations, your workflow is in a good condition" in out
+
+
+def test_voc_presets_plan_downloads_manual_items_and_teacher_modes(tmp_path):
+    released = snakemake(tmp_path, "-n", "--configfile", str(REPO_ROOT / "config/voc2012.yaml"))
+    out = released.stdout
+    for rule in (
+        "download",
+        "extract_voc2012",
+        "manual_item",
+        "teacher_maps",
+        "self_train",
+        "summary",
+    ):
+        assert f"rule {rule}:" in out or f"\n{rule} " in out, rule
+    paper = snakemake(
+        tmp_path,
+        "-n",
+        "--configfile",
+        str(REPO_ROOT / "config/voc2012.yaml"),
+        str(REPO_ROOT / "config/paper.yaml"),
+    )
+    assert "teacher_maps" not in paper.stdout  # the paper's teacher runs online
+    assert "self_train" in paper.stdout

@@ -166,6 +166,31 @@ def experiment_stage_params(section):
     return get
 
 
+def manual_markers(*paths):
+    """Markers of the `manual:` items whose path is one of `paths` (their rule checks them)."""
+    wanted = {str(Path(p)) for p in paths if p}
+    return [
+        f"resources/manual/{name}.ok"
+        for name, item in config["manual"].items()
+        if str(Path(item["path"])) in wanted
+    ]
+
+
+def pretrain_inputs(wildcards):
+    """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads."""
+    base = f"results/{wildcards.dataset}"
+    inputs = {
+        "info": f"{base}/data/dataset.json",
+        "split": f"{base}/data/splits/train_aug.txt",
+        "labels": f"{base}/data/cls_labels.csv",
+    }
+    saliency = dataset_saliency_dir(wildcards) if config["pretrain"]["method"] == "eps" else None
+    markers = manual_markers(saliency, config["model"].get("pretrained"))
+    if markers:
+        inputs["manual"] = markers
+    return inputs
+
+
 def self_train_inputs(wildcards):
     """Dataset index, the pretrained model and (offline teacher) the teacher's maps."""
     base = f"results/{wildcards.dataset}"

@@ -5,9 +5,7 @@
 
 rule pretrain:
     input:
-        info="results/{dataset}/data/dataset.json",
-        split="results/{dataset}/data/splits/train_aug.txt",
-        labels="results/{dataset}/data/cls_labels.csv",
+        unpack(pretrain_inputs),
     output:
         model="results/{dataset}/pretrain/model.pt",
         history="results/{dataset}/pretrain/history.csv",
