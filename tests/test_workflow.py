@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 from workflow_utils import REPO_ROOT, TINY_CONFIG, snakemake
 
@@ -24,6 +25,21 @@ def test_demo_dataset_stage(finished_run):
     assert len(list((root / "SegmentationClass").glob("*.png"))) == 12 + 4
     assert len(list((root / "SALImages").glob("*.png"))) == 12 + 4 + 2
     assert (finished_run / "logs/synthetic/prepare_dataset.log").read_text()
+
+
+@pytest.mark.slow
+def test_demo_dag_ends_with_the_summary_table(finished_run):
+    summary = pd.read_csv(finished_run / "results/summary.csv")
+    assert set(summary["stage"]) == {"eps_seed", "eps_crf", "smaf_seed", "smaf_crf"}
+    assert (summary["split"] == "train").all() and (summary["gt"] == "SegmentationClass").all()
+    assert summary["miou"].between(0, 1).all()
+    for stage_dir in ("pretrain", "default/self_train"):
+        model_file = finished_run / "results/synthetic" / stage_dir / "model.pt"
+        assert model_file.stat().st_size > 0
+    teacher = finished_run / "results/synthetic/default/teacher_maps/maps"
+    assert len(list(teacher.glob("*.npz"))) == 12
+    for log in ("pretrain.log", "default/self_train.log"):
+        assert "step 4/4" in (finished_run / "logs/synthetic" / log).read_text()
 
 
 @pytest.mark.slow

@@ -12,13 +12,27 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO_ROOT / "Snakefile"
 
-#: The smallest synthetic dataset on which every stage still runs.
+_TINY_AUG = {"crop_size": 48, "resize_long": [48, 64]}
+_TINY_TRAIN = {"iterations": 4, "batch_size": 2, "augment": _TINY_AUG}
+
+#: The smallest synthetic dataset and training budget on which every stage still runs.
 TINY_CONFIG = {
     "datasets": {
         "synthetic": {
-            "synthetic": {"n_train_aug": 12, "n_train": 4, "n_val": 4, "n_test": 2},
+            "synthetic": {
+                "n_train_aug": 12,
+                "n_train": 4,
+                "n_val": 4,
+                "n_test": 2,
+                "min_size": 48,
+                "max_size": 64,
+            },
         }
-    }
+    },
+    "train": {"checkpoint_every": 2, "log_every": 1},
+    "pretrain": _TINY_TRAIN,
+    "self_train": {**_TINY_TRAIN, "teacher_cam": {"scales": [0.5, 1.0]}},
+    "seeds": {"scales": [0.5, 1.0]},
 }
 
 
