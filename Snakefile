@@ -27,6 +27,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/seeds.smk"
 include: "workflow/rules/crf.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/deeplab.smk"
 
 
 rule all:

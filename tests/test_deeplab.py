@@ -82,6 +82,13 @@ def test_small_backbone_has_output_stride_8_and_msc_outputs():
         assert tuple(model(torch.randn(1, 3, 65, 47)).shape) == (1, 7, 9, 6)  # ⌈H/8⌉, ⌈W/8⌉
 
 
+def test_small_backbone_drops_the_classifier_dropout():
+    model = _small().train()
+    assert not any(isinstance(m, nn.Dropout2d | nn.Dropout) for m in model.modules())
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(model(x)[-1], model(x)[-1])  # train mode, yet deterministic
+
+
 def test_resnet101_is_dilated_deeplab_v2(resnet101):
     bb = resnet101.base.backbone
     assert bb.layer3[1].conv2.dilation == (2, 2) and bb.layer3[0].conv2.stride == (1, 1)

@@ -33,6 +33,7 @@ TINY_CONFIG = {
     "pretrain": _TINY_TRAIN,
     "self_train": {**_TINY_TRAIN, "teacher_cam": {"scales": [0.5, 1.0]}},
     "seeds": {"scales": [0.5, 1.0]},
+    "deeplab": {"iterations": 3, "batch_size": 4, "augment": {"crop_size": 48}},
 }
 
 
@@ -54,14 +55,15 @@ def snakemake(
         "--directory",
         str(workdir),
     ]
+    cmd += list(args)
     if config is not None:
+        # Last, because --configfile takes several values: a target after it would be read as
+        # another config file.
         cfg_path = workdir / "test-config.yaml"
         cfg_path.write_text(yaml.safe_dump(config))
         cmd += ["--configfile", str(cfg_path)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        cmd + list(args), capture_output=True, text=True, timeout=timeout, env=env
-    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"

@@ -184,7 +184,11 @@ def pretrain_inputs(wildcards):
         "split": f"{base}/data/splits/train_aug.txt",
         "labels": f"{base}/data/cls_labels.csv",
     }
-    saliency = dataset_saliency_dir(wildcards) if config["pretrain"]["method"] == "eps" else None
+    saliency = (
+        dataset_saliency_dir(wildcards)
+        if config["pretrain"]["method"] == "eps"
+        else None
+    )
     markers = manual_markers(saliency, config["model"].get("pretrained"))
     if markers:
         inputs["manual"] = markers
@@ -276,7 +280,12 @@ def evaluation_targets(dataset, experiment):
 def summary_inputs(wildcards):
     """Every evaluation record of the configured dataset, over all experiments."""
     return [
-        f for name in config["experiments"] for f in evaluation_targets(DATASET, name)
+        f
+        for name in config["experiments"]
+        for f in [
+            *evaluation_targets(DATASET, name),
+            *deeplab_eval_targets(DATASET, name),
+        ]
     ]
 
 
@@ -285,4 +294,148 @@ def final_targets():
     return [
         f"results/{DATASET}/data/dataset.json",
         "results/summary.csv",
+        *deeplab_submission_targets(DATASET),
+    ]
+
+
+# ------------------------------------------------------------------ DeepLab (rules/deeplab.smk)
+#: How DeepLab's val predictions are scored: MSC alone and MSC + CRF (stages in summary.csv).
+DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
+
+
+def deeplab_cfg(wildcards):
+    """The `deeplab` section with the overrides of experiment `{experiment}` applied."""
+    return experiment_cfg(wildcards, "deeplab")
+
+
+def deeplab_train_params(wildcards):
+    """DeepLab's model + training keys (not `test`/`labels_from`) plus the shared loop keys."""
+    shared = {k: config["train"][k] for k in TRAIN_KEYS}
+    skip = ("test", "labels_from")
+    section = {k: v for k, v in deeplab_cfg(wildcards).items() if k not in skip}
+    return {**shared, **section}
+
+
+def deeplab_train_inputs(wildcards):
+    """Dataset index, the CRF-refined pseudo labels of train_aug and the ImageNet weights."""
+    base = f"results/{wildcards.dataset}"
+    cfg = deeplab_cfg(wildcards)
+    inputs = {
+        "info": f"{base}/data/dataset.json",
+        "split": f"{base}/data/splits/train_aug.txt",
+        "labels": f"{base}/{wildcards.experiment}/crf/{cfg['labels_from']}_train_aug",
+    }
+    if cfg.get("pretrained"):
+        # resources/downloads/<file> is made by the download rule.
+        inputs["weights"] = cfg["pretrained"]
+    return inputs
+
+
+def deeplab_test_field(key):
+    """Input function giving `deeplab.test.<key>` for the experiment in the wildcards."""
+
+    def get(wildcards):
+        return deeplab_cfg(wildcards)["test"][key]
+
+    return get
+
+
+def dataset_test_root(wildcards):
+    """VOC2012-layout folder of the test images (`test_root`, default: the dataset root)."""
+    return dataset_cfg(wildcards).get("test_root") or dataset_root(wildcards)
+
+
+def deeplab_test_split_file(wildcards):
+    """The test list: <test_root>/ImageSets/Segmentation/<splits.test>.txt (no masks needed)."""
+    name = dataset_cfg(wildcards)["splits"].get("test", "test")
+    return f"{dataset_test_root(wildcards)}/ImageSets/Segmentation/{name}.txt"
+
+
+def deeplab_split_root(wildcards):
+    """Image folder of the split DeepLab predicts (`pred_split`: val or test)."""
+    if wildcards.pred_split == "test":
+        return dataset_test_root(wildcards)
+    return dataset_root(wildcards)
+
+
+def deeplab_split_file(wildcards):
+    """Id list of the split DeepLab predicts: the dataset index (val) or the test list."""
+    if wildcards.pred_split == "test":
+        return deeplab_test_split_file(wildcards)
+    return f"results/{wildcards.dataset}/data/splits/{wildcards.pred_split}.txt"
+
+
+def deeplab_split_inputs(wildcards):
+    """What must exist before a split is predicted: its list (val), the test images (test)."""
+    if wildcards.pred_split != "test":
+        return {"split": deeplab_split_file(wildcards)}
+    ds = dataset_cfg(wildcards)
+    if ds.get("test_manual"):
+        # Behind a login (VOC): the manual item stops with instructions until it is in place.
+        return {"test_data": f"resources/manual/{ds['test_manual']}.ok"}
+    if ds["source"] == "synthetic" and not ds.get("test_root"):
+        return {"test_data": dataset_root(wildcards)}  # generated with the dataset
+    return {}
+
+
+def deeplab_predict_inputs(wildcards):
+    """The trained DeepLab model and the split's inputs."""
+    model = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/model.pt"
+    return {"model": model, **deeplab_split_inputs(wildcards)}
+
+
+def deeplab_crf_inputs(wildcards):
+    """The split's MSC logits (from deeplab_predict) and the split's inputs."""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
+    logits = f"{base}/logits_{wildcards.pred_split}"
+    return {"logits": logits, **deeplab_split_inputs(wildcards)}
+
+
+def deeplab_eval_predictions(wildcards):
+    """Predictions scored as stage `deeplab` (pred_<split>) or `deeplab_crf` (pred_<split>_crf)."""
+    suffix = "_crf" if wildcards.stage == "deeplab_crf" else ""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
+    return f"{base}/pred_{wildcards.split}{suffix}"
+
+
+def deeplab_eval_meta(wildcards):
+    """Fields of a DeepLab evaluation record; `model` names the source of the pseudo labels."""
+    return {
+        "dataset": wildcards.dataset,
+        "experiment": wildcards.experiment,
+        "stage": wildcards.stage,
+        "split": wildcards.split,
+        "model": deeplab_cfg(wildcards)["labels_from"],
+    }
+
+
+def deeplab_submission_inputs(wildcards):
+    """Test predictions (CRF-refined unless deeplab.test.submission_crf is false)."""
+    suffix = "_crf" if deeplab_cfg(wildcards)["test"]["submission_crf"] else ""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
+    return {"pred": f"{base}/pred_test{suffix}"}
+
+
+def deeplab_eval_targets(dataset, experiment):
+    """DeepLab's val records of one experiment: DEEPLAB_STAGES x the available gts."""
+    gts = [
+        g
+        for g in experiment_section(experiment, "evaluation")["gt"]
+        if g != "SegmentationClassAug" or dataset_has_aug_masks(dataset)
+    ]
+    return expand(
+        "results/{dataset}/{experiment}/eval/{stage}_val_{gt}.json",
+        dataset=dataset,
+        experiment=experiment,
+        stage=DEEPLAB_STAGES,
+        gt=gts,
+    )
+
+
+def deeplab_submission_targets(dataset):
+    """Test archives of the experiments whose deeplab.test.submission is true."""
+    return [
+        f"results/{dataset}/{name}/deeplab_submission.tar.gz"
+        for name in config["experiments"]
+        if experiment_section(name, "deeplab")["test"]["submission"]
     ]

@@ -1,0 +1,122 @@
+# Stage 6: DeepLab-v2 (ASPP, multi-scale inputs) trained on the CRF-refined pseudo labels of
+# train_aug, then val predictions (MSC, with and without DeepLab's dense CRF), their scores,
+# and the test predictions packed for the VOC evaluation server. Input functions (deeplab_*,
+# dataset_*) live in common.smk.
+
+
+rule deeplab_train:
+    input:
+        unpack(deeplab_train_inputs),
+    output:
+        model="results/{dataset}/{experiment}/deeplab/model.pt",
+        history="results/{dataset}/{experiment}/deeplab/history.csv",
+    log:
+        "logs/{dataset}/{experiment}/deeplab/train.log",
+    benchmark:
+        "benchmarks/{dataset}/{experiment}/deeplab/train.tsv"
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        deeplab=deeplab_train_params,
+        # Checkpoints outside the outputs: a killed job's rerun resumes from them.
+        state_dir="results/{dataset}/state/{experiment}/deeplab",
+    script:
+        "../scripts/deeplab_train.py"
+
+
+rule deeplab_predict:
+    input:
+        unpack(deeplab_predict_inputs),
+    output:
+        pred=directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}"),
+        # MSC logits at 1/8 resolution for the CRF rule; deleted once it has run.
+        logits=temp(
+            directory("results/{dataset}/{experiment}/deeplab/logits_{pred_split}")
+        ),
+    log:
+        "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.log",
+    benchmark:
+        "benchmarks/{dataset}/{experiment}/deeplab/predict_{pred_split}.tsv"
+    wildcard_constraints:
+        pred_split="val|test",
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        root=deeplab_split_root,
+        split_file=deeplab_split_file,
+        flip=deeplab_test_field("flip"),
+        device=config["train"]["device"],
+        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}",
+    script:
+        "../scripts/deeplab_predict.py"
+
+
+rule deeplab_crf:
+    input:
+        unpack(deeplab_crf_inputs),
+    output:
+        directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf"),
+    log:
+        "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.log",
+    benchmark:
+        "benchmarks/{dataset}/{experiment}/deeplab/crf_{pred_split}.tsv"
+    wildcard_constraints:
+        pred_split="val|test",
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 8
+    params:
+        root=deeplab_split_root,
+        split_file=deeplab_split_file,
+        crf=deeplab_test_field("crf"),
+        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}_crf",
+    script:
+        "../scripts/deeplab_crf.py"
+
+
+rule deeplab_evaluate:
+    input:
+        pred=deeplab_eval_predictions,
+        split="results/{dataset}/data/splits/{split}.txt",
+        info="results/{dataset}/data/dataset.json",
+    output:
+        csv="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.csv",
+        json="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.json",
+    log:
+        "logs/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.log",
+    wildcard_constraints:
+        stage="deeplab|deeplab_crf",
+        split="val",
+        gt="SegmentationClass|SegmentationClassAug",
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        gt="{gt}",
+        aug_mask_dir=aug_mask_dir,
+        meta=deeplab_eval_meta,
+    script:
+        "../scripts/evaluate.py"
+
+
+rule deeplab_submission:
+    input:
+        unpack(deeplab_submission_inputs),
+    output:
+        folder=directory("results/{dataset}/{experiment}/deeplab/submission"),
+        tar="results/{dataset}/{experiment}/deeplab_submission.tar.gz",
+    log:
+        "logs/{dataset}/{experiment}/deeplab/submission.log",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        split_file=deeplab_test_split_file,
+        num_classes=dataset_field("num_classes"),
+    script:
+        "../scripts/deeplab_submission.py"

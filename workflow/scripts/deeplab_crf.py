@@ -1,0 +1,23 @@
+"""Snakemake glue: DeepLab's dense-CRF post-processing of a split's logits (rule deeplab_crf)."""
+
+# No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.runner import run_logged
+from smaf.stages.deeplab import crf_split
+
+# Everything below runs only in the main process. The CRF workers are spawned processes that
+# re-run this file (the original, without Snakemake's preamble) as `__mp_main__`: touching
+# `snakemake` at the top level would kill them at start-up, and multiprocessing.Pool would
+# then respawn them forever.
+if __name__ == "__main__":
+    snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
+    run_logged(
+        snakemake.log[0],
+        crf_split,
+        snakemake.params.root,
+        snakemake.params.split_file,
+        snakemake.input.logits,
+        snakemake.output[0],
+        crf=dict(snakemake.params.crf),
+        processes=snakemake.threads,
+        work_dir=snakemake.params.work_dir,
+    )

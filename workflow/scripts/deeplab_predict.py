@@ -1,0 +1,21 @@
+"""Snakemake glue: DeepLab MSC predictions (and logits for the CRF) of a split (rule deeplab_predict)."""
+
+# No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.runner import run_logged
+from smaf.stages.deeplab import predict_split
+
+snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
+
+run_logged(
+    snakemake.log[0],
+    predict_split,
+    snakemake.input.model,
+    snakemake.params.root,
+    snakemake.params.split_file,
+    snakemake.output.pred,
+    logits_dir=snakemake.output.logits,
+    flip=snakemake.params.flip,
+    device=snakemake.params.device,
+    threads=snakemake.threads,
+    work_dir=snakemake.params.work_dir,
+)

@@ -1,0 +1,17 @@
+"""Snakemake glue: test predictions in the VOC server layout, packed as .tar.gz (rule deeplab_submission)."""
+
+# No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.runner import run_logged
+from smaf.stages.deeplab import make_submission
+
+snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
+
+run_logged(
+    snakemake.log[0],
+    make_submission,
+    snakemake.input.pred,
+    snakemake.params.split_file,
+    snakemake.output.folder,
+    snakemake.output.tar,
+    snakemake.params.num_classes,
+)

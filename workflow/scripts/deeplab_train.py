@@ -1,0 +1,20 @@
+"""Snakemake glue: DeepLab-v2 training on the pseudo labels (rule deeplab_train)."""
+
+# No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.runner import run_logged
+from smaf.stages.deeplab import train_deeplab
+
+snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
+
+run_logged(
+    snakemake.log[0],
+    train_deeplab,
+    dataset_info=snakemake.input.info,
+    split_file=snakemake.input.split,
+    label_dir=snakemake.input.labels,
+    params=dict(snakemake.params.deeplab),
+    out_model=snakemake.output.model,
+    out_history=snakemake.output.history,
+    state_dir=snakemake.params.state_dir,
+    threads=snakemake.threads,
+)
