@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +13,11 @@ import torch
 
 from smaf.cam import load_maps
 from smaf.data.voc import VOCLayout, load_saliency, read_labels_csv
-from smaf.errors import ConfigError, DataError
+from smaf.errors import DataError
 from smaf.io import load_image, read_id_list
 from smaf.transforms import AugmentConfig, train_augment
 
 log = logging.getLogger(__name__)
-
-
-def dataclass_from(cls, values: dict[str, Any] | None, section: str):
-    """Build dataclass ``cls`` from a config dict; unknown keys are a ConfigError naming them."""
-    values = dict(values or {})
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(
-            f"config section {section!r}: unknown key(s) {', '.join(unknown)}; "
-            f"expected some of {', '.join(sorted(names))}."
-        )
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config section {section!r}: {exc}") from None
 
 
 def read_dataset_info(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -35,12 +35,13 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from smaf.config import dataclass_from
 from smaf.crf import crf_from_labels, crf_images_parallel, dense_crf
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_image, load_mask, read_id_list, save_mask
@@ -94,18 +95,7 @@ def _params(method: str, values: dict[str, Any] | None) -> LabelCRFParams | Prob
     if method not in METHODS:
         raise ConfigError(f"crf.method must be one of {', '.join(METHODS)}, got {method!r}")
     cls = LabelCRFParams if method == "labels" else ProbCRFParams
-    values = dict(values or {})
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(
-            f"config section 'crf.{method}': unknown key(s) {', '.join(unknown)}; expected some "
-            f"of {', '.join(sorted(names))}."
-        )
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"config section 'crf.{method}': {exc}") from None
+    return dataclass_from(cls, values, f"crf.{method}")
 
 
 def background_score(

@@ -35,12 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from smaf.config import dataclass_from
 from smaf.crf import DenseCRF, crf_images_parallel
 from smaf.data.voc import VOCLayout
 from smaf.errors import ConfigError, DataError
 from smaf.io import IGNORE_INDEX, atomic_write, load_image, load_mask, read_id_list, save_mask
 from smaf.models.deeplab import MSC, DeepLabConfig, build_deeplab, load_deeplab, save_deeplab
-from smaf.stages.common import dataclass_from, read_dataset_info
+from smaf.stages.common import read_dataset_info
 from smaf.stages.pretrain import split_stage_config, write_history
 from smaf.stages.staging import file_identity, open_staging, publish
 from smaf.train import (

@@ -17,12 +17,13 @@ from typing import Any
 
 import torch
 
+from smaf.config import dataclass_from
 from smaf.errors import ConfigError
 from smaf.io import atomic_write
 from smaf.losses import classification_loss, eps_saliency_loss
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
-from smaf.stages.common import WeakTrainSet, dataclass_from, read_dataset_info
+from smaf.stages.common import WeakTrainSet, read_dataset_info
 from smaf.train import LoopConfig, OptimConfig, build_optimizer, fit, loop_identity, use_threads
 from smaf.transforms import AugmentConfig
 

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from smaf.cam import CAMConfig, class_maps, save_maps, seed_labels
+from smaf.config import dataclass_from
 from smaf.data.voc import VOCLayout, read_labels_csv
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_image, read_id_list, save_mask
 from smaf.models.checkpoint import load_model
-from smaf.stages.common import dataclass_from
 from smaf.stages.staging import file_identity, open_staging, publish
 from smaf.train import resolve_device
 

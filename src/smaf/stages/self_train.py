@@ -28,12 +28,13 @@ import torch
 import torch.nn.functional as F
 
 from smaf.cam import CAMConfig, attention
+from smaf.config import dataclass_from
 from smaf.errors import ConfigError
 from smaf.fusion import denoise, fuse_scales, multiscale_maps, reactivate
 from smaf.losses import smaf_loss
 from smaf.models.build import Classifier
 from smaf.models.checkpoint import load_model, save_model
-from smaf.stages.common import WeakTrainSet, dataclass_from, read_dataset_info
+from smaf.stages.common import WeakTrainSet, read_dataset_info
 from smaf.stages.pretrain import split_stage_config, write_history
 from smaf.train import build_optimizer, fit, loop_identity, resolve_device, use_threads
 
