@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tarfile
 
 import pandas as pd
 import pytest
@@ -30,9 +31,19 @@ def test_demo_dataset_stage(finished_run):
 @pytest.mark.slow
 def test_demo_dag_ends_with_the_summary_table(finished_run):
     summary = pd.read_csv(finished_run / "results/summary.csv")
-    assert set(summary["stage"]) == {"eps_seed", "eps_crf", "smaf_seed", "smaf_crf"}
-    assert (summary["split"] == "train").all() and (summary["gt"] == "SegmentationClass").all()
+    table2 = {"eps_seed", "eps_crf", "smaf_seed", "smaf_crf"}  # seeds and CRF, on train
+    table1 = {"deeplab", "deeplab_crf"}  # DeepLab, on val
+    assert set(summary["stage"]) == table2 | table1
+    assert set(summary.loc[summary["stage"].isin(table2), "split"]) == {"train"}
+    assert set(summary.loc[summary["stage"].isin(table1), "split"]) == {"val"}
+    assert (summary["gt"] == "SegmentationClass").all()
     assert summary["miou"].between(0, 1).all()
+    archive = finished_run / "results/synthetic/default/deeplab_submission.tar.gz"
+    with tarfile.open(archive) as tar:
+        names = sorted(tar.getnames())
+    assert names == [
+        f"results/VOC2012/Segmentation/comp6_test_cls/2000_{i:06d}.png" for i in (16, 17)
+    ]
     for stage_dir in ("pretrain", "default/self_train"):
         model_file = finished_run / "results/synthetic" / stage_dir / "model.pt"
         assert model_file.stat().st_size > 0
