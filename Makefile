@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format bench clean help
+.PHONY: demo test lint format clean help
 
 help:
 	@echo "make demo | test | lint | format | clean"
