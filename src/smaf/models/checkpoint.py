@@ -32,6 +32,37 @@ def save_model(path: str | os.PathLike[str], model: Classifier, meta: dict[str, 
         torch.save(state, tmp)
 
 
+def read_model_file(
+    path: str | os.PathLike[str], producer: str = "the stage that produces it"
+) -> dict[str, Any]:
+    """Read a SMAF model file with ``weights_only=True``; clear SmafError if it is not one.
+
+    ``producer`` names what makes the file, for the messages (e.g. ``"the deeplab_train rule"``).
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise SmafError(f"model file not found: {path}. Run {producer}.") from None
+    except Exception as exc:
+        raise SmafError(
+            f"cannot read model file {path} ({type(exc).__name__}: {exc}). It is corrupt or not a "
+            "SMAF model file (only tensors and plain values are accepted); delete it and rerun "
+            f"{producer}."
+        ) from None
+    if not isinstance(state, dict) or not {"model", "model_config"} <= set(state):
+        raise SmafError(f"{path} is not a SMAF model file (no 'model' / 'model_config' entries).")
+    return state
+
+
+def check_num_classes(path: str | os.PathLike[str], trained: int, wanted: int | None) -> None:
+    """Refuse weights made for another number of classes (``wanted`` None: no check)."""
+    if wanted is not None and trained != wanted:
+        raise SmafError(
+            f"{path} was trained for {trained} classes but this dataset has {wanted}. "
+            "Use weights made for this dataset (delete the file to retrain)."
+        )
+
+
 def load_model(
     path: str | os.PathLike[str], *, num_classes: int | None = None, **overrides: Any
 ) -> tuple[Classifier, dict[str, Any]]:
@@ -42,24 +73,9 @@ def load_model(
         overrides: ModelConfig fields to change when rebuilding (e.g. ``head='smaf'`` is not
             allowed to differ, but ``freeze_bn`` may).
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SmafError(f"model file not found: {path}. Run the stage that produces it.") from None
-    except Exception as exc:
-        raise SmafError(
-            f"cannot read model file {path} ({type(exc).__name__}: {exc}). It is corrupt or not a "
-            "SMAF model file (only tensors and plain values are accepted); delete it and rerun "
-            "the stage that produces it."
-        ) from None
-    if not isinstance(state, dict) or not {"model", "model_config"} <= set(state):
-        raise SmafError(f"{path} is not a SMAF model file (no 'model' / 'model_config' entries).")
+    state = read_model_file(path)
     config = {**state["model_config"], **overrides}
-    if num_classes is not None and config["num_classes"] != num_classes:
-        raise SmafError(
-            f"{path} was trained for {config['num_classes']} classes but this dataset has "
-            f"{num_classes}. Use weights made for this dataset (delete the file to retrain)."
-        )
+    check_num_classes(path, config["num_classes"], num_classes)
     model = build_classifier(ModelConfig(**config))
     load_state_dict_checked(model, state["model"], path)
     return model, dict(state.get("meta", {}))

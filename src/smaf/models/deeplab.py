@@ -42,6 +42,7 @@ from torch import nn
 
 from smaf.errors import ConfigError, SmafError
 from smaf.io import atomic_write
+from smaf.models.checkpoint import check_num_classes, read_model_file
 from smaf.models.convert_mxnet import (
     load_imagenet_weights,
     load_state_dict_checked,
@@ -307,25 +308,11 @@ def load_deeplab(
     Args:
         num_classes: if given, the file must be for this many foreground classes.
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SmafError(f"model file not found: {path}. Run the deeplab_train rule.") from None
-    except Exception as exc:
-        raise SmafError(
-            f"cannot read model file {path} ({type(exc).__name__}: {exc}). It is corrupt or not a "
-            "SMAF DeepLab model; delete it and rerun the deeplab_train rule."
-        ) from None
-    if not isinstance(state, dict) or not {"model", "model_config"} <= set(state):
-        raise SmafError(f"{path} is not a SMAF model file (no 'model' / 'model_config' entries).")
+    state = read_model_file(path, "the deeplab_train rule")
     if state["model_config"].get("backbone") not in BACKBONES:
         raise SmafError(f"{path} is not a DeepLab model (backbone {state['model_config']}).")
     cfg = DeepLabConfig(**state["model_config"])
-    if num_classes is not None and cfg.num_classes != num_classes:
-        raise SmafError(
-            f"{path} was trained for {cfg.num_classes} classes but this dataset has "
-            f"{num_classes}. Delete it to retrain on this dataset."
-        )
+    check_num_classes(path, cfg.num_classes, num_classes)
     model = build_deeplab(cfg)
     load_state_dict_checked(model, state["model"], path)
     return model, dict(state.get("meta", {}))
