@@ -37,7 +37,7 @@ from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_image, read_id_list, save_mask
 from smaf.models.checkpoint import load_model
 from smaf.stages.staging import file_identity, open_staging, publish
-from smaf.train import resolve_device
+from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,7 @@ def make_seeds(
     layout = VOCLayout.from_root(root)
 
     dev = resolve_device(device)
-    if num_threads is not None:
-        torch.set_num_threads(max(1, int(num_threads)))
+    use_threads(num_threads)
     model, meta = load_model(model_path, num_classes=num_classes)
     model.eval().to(dev)
     settings = {"cam": asdict(cfg), "thr": float(thr), "num_classes": num_classes, "amp": amp}
