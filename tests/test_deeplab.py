@@ -22,6 +22,7 @@ from smaf.models.deeplab import (
     MSC,
     DeepLabConfig,
     build_deeplab,
+    load_classifier_backbone,
     load_deeplab,
     save_deeplab,
 )
@@ -198,6 +199,30 @@ def test_torchvision_weights_load_into_the_backbone(tmp_path):
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(SmafError, match="do not fit"):
         build_deeplab(DeepLabConfig(backbone="resnet50", pretrained=str(tmp_path / "bad.pth")))
+
+
+def test_classifier_backbone_initialises_the_demo_backbone(tmp_path):
+    from smaf.models.build import ModelConfig, build_classifier
+    from smaf.models.checkpoint import save_model
+
+    torch.manual_seed(3)
+    classifier = build_classifier(ModelConfig(width=0.125, num_classes=6, head="smaf"))
+    save_model(tmp_path / "smaf.pt", classifier, {"stage": "self_train"})
+    model = _small(num_classes=6)
+    aspp_before = model.base.aspp.convs[0].weight.clone()
+    load_classifier_backbone(model, tmp_path / "smaf.pt")
+    for name, value in classifier.backbone.state_dict().items():
+        assert torch.equal(model.base.backbone.state_dict()[name], value), name
+    assert torch.equal(model.base.aspp.convs[0].weight, aspp_before)  # the head keeps its init
+
+    wider = build_classifier(ModelConfig(width=0.25, num_classes=6, head="smaf"))
+    save_model(tmp_path / "wide.pt", wider, {})
+    with pytest.raises(SmafError, match="width 0.25 cannot initialise"):
+        load_classifier_backbone(_small(num_classes=6), tmp_path / "wide.pt")
+    with pytest.raises(ConfigError, match="needs deeplab.backbone: resnet38d"):
+        load_classifier_backbone(
+            build_deeplab(DeepLabConfig(backbone="resnet50", num_classes=6)), tmp_path / "smaf.pt"
+        )
 
 
 def test_model_file_roundtrip_and_class_check(tmp_path):

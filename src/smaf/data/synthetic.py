@@ -34,7 +34,10 @@ from smaf.io import IGNORE_INDEX, atomic_write, save_image, save_mask, write_id_
 #: Shapes the classes are drawn from, in order (class k uses SHAPES[k % len(SHAPES)]).
 SHAPES = ("disc", "box", "triangle", "star", "ring", "cross", "blob", "diamond")
 #: Textures the classes are drawn from, in order (offset so shape and texture cycles differ).
-TEXTURES = ("stripes", "checker", "dots", "plain", "waves", "grid")
+#: "plain" comes last (used from 7 classes on): an untextured object reads like the smooth
+#: background, and with 6 classes it made the demo's green pair nearly inseparable (measured:
+#: EPS seed mIoU 0.51 with it, 0.63 with concentric rings instead).
+TEXTURES = ("stripes", "checker", "dots", "rings", "waves", "grid", "plain")
 
 
 @dataclass
@@ -189,6 +192,8 @@ def _texture(style: ClassStyle, yy: np.ndarray, xx: np.ndarray, angle: float) ->
         return (((u % f) - f / 2) ** 2 + ((v % f) - f / 2) ** 2 < (f / 3.5) ** 2).astype(np.float32)
     if style.texture == "waves":
         return 0.5 + 0.5 * np.sin(2 * np.pi * (u + 2.0 * np.sin(2 * np.pi * v / (3 * f))) / f)
+    if style.texture == "rings":
+        return (np.sin(2 * np.pi * np.sqrt(u * u + v * v) / f) > 0).astype(np.float32)
     if style.texture == "grid":
         return (((u % f) < 1.5) | ((v % f) < 1.5)).astype(np.float32)
     return np.zeros_like(u, dtype=np.float32)  # plain

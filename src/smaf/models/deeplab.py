@@ -284,6 +284,37 @@ def build_deeplab(cfg: DeepLabConfig) -> MSC:
     return model
 
 
+def load_classifier_backbone(model: MSC, path: str | os.PathLike[str]) -> None:
+    """Initialise ``model``'s backbone from the backbone of the classifier saved at ``path``.
+
+    The stand-in for ImageNet weights when there are none (the CPU demo): the EPS / SMAF
+    classifier was trained on the same images with image-level labels only, so starting
+    DeepLab from its features adds no supervision. The classifier must be a ResNet38d of the
+    same width as DeepLab's ``resnet38d`` backbone (the dropout that DeepLab drops has no
+    weights, so the state dicts match key for key).
+
+    Raises:
+        SmafError: ``path`` is not a classifier model file, or its backbone does not fit.
+    """
+    cfg = model.config
+    if cfg.backbone != "resnet38d":
+        raise ConfigError(
+            f"deeplab.init_from needs deeplab.backbone: resnet38d (the classifier's), got "
+            f"{cfg.backbone!r}; use deeplab.pretrained for ImageNet weights instead."
+        )
+    state = read_model_file(path, "the classifier's training rule")
+    trained = state["model_config"]
+    if trained.get("backbone") != "resnet38d" or float(trained.get("width", -1)) != cfg.width:
+        raise SmafError(
+            f"{path}: a {trained.get('backbone')} of width {trained.get('width')} cannot "
+            f"initialise DeepLab's resnet38d of width {cfg.width}; set deeplab.width to "
+            "model.width or drop deeplab.init_from."
+        )
+    prefix = "backbone."
+    weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    load_state_dict_checked(model.base.backbone, weights, path)
+
+
 def save_deeplab(path: str | os.PathLike[str], model: MSC, meta: dict[str, Any]) -> None:
     """Write ``{'model': state_dict, 'model_config': DeepLabConfig fields, 'meta'}`` atomically.
 
@@ -327,6 +358,7 @@ __all__ = [
     "OUTPUT_STRIDE",
     "ResNetBackbone",
     "build_deeplab",
+    "load_classifier_backbone",
     "load_deeplab",
     "load_torchvision_weights",
     "save_deeplab",

@@ -40,7 +40,14 @@ from smaf.crf import DenseCRF, crf_images_parallel
 from smaf.data.voc import VOCLayout
 from smaf.errors import ConfigError, DataError
 from smaf.io import IGNORE_INDEX, atomic_write, load_image, load_mask, read_id_list, save_mask
-from smaf.models.deeplab import MSC, DeepLabConfig, build_deeplab, load_deeplab, save_deeplab
+from smaf.models.deeplab import (
+    MSC,
+    DeepLabConfig,
+    build_deeplab,
+    load_classifier_backbone,
+    load_deeplab,
+    save_deeplab,
+)
 from smaf.stages.common import read_dataset_info
 from smaf.stages.pretrain import split_stage_config, write_history
 from smaf.stages.staging import file_identity, open_staging, publish
@@ -219,6 +226,7 @@ def split_deeplab_params(
     # Workflow-level keys: inference settings and where the pseudo labels come from.
     p.pop("test", None)
     p.pop("labels_from", None)
+    p.pop("init_from", None)
     augment = dataclass_from(DeepLabAugment, p.pop("augment", {}), "deeplab.augment")
     model = {k: p.pop(k) for k in MODEL_KEYS if k in p}
     model_cfg = dataclass_from(DeepLabConfig, {**model, "num_classes": num_classes}, "deeplab")
@@ -242,6 +250,7 @@ def train_deeplab(
     out_history: str | os.PathLike[str],
     state_dir: str | os.PathLike[str] | None,
     threads: int | None = None,
+    init_backbone: str | os.PathLike[str] | None = None,
 ) -> list[dict[str, float]]:
     """Train DeepLab-v2 on the pseudo labels ``label_dir/<id>.png`` of ``split_file``.
 
@@ -256,6 +265,9 @@ def train_deeplab(
         out_history: per-step losses as CSV.
         state_dir: checkpoint folder outside the rule's outputs (resume after a kill).
         threads: CPU threads of the job (torch threads; threads − 1 loader workers).
+        init_backbone: a classifier model file (``deeplab.init_from``: the EPS or SMAF model)
+            whose backbone initialises DeepLab's instead of ImageNet weights; see
+            :func:`~smaf.models.deeplab.load_classifier_backbone`.
 
     Returns:
         The per-step history.
@@ -267,13 +279,15 @@ def train_deeplab(
     dataset = PseudoLabelSet(info["root"], split_file, label_dir, num_classes, augment)
     torch.manual_seed(loop.seed)  # the ASPP initialisation
     net = build_deeplab(model_cfg)
+    if init_backbone is not None:
+        load_classifier_backbone(net, init_backbone)
     optimizer = build_optimizer(net.param_groups(), optim)
     log.info(
         "deeplab: %d images, %d classes, %s (pretrained: %s), %d iterations of batch %d (%d x %d)",
         len(dataset),
         num_classes,
         model_cfg.backbone,
-        model_cfg.pretrained or "no",
+        init_backbone or model_cfg.pretrained or "no",
         loop.iterations,
         loop.batch_size,
         loop.batch_size // loop.grad_accum,
@@ -285,6 +299,7 @@ def train_deeplab(
         "optim": asdict(optim),
         "augment": asdict(augment),
         "split": Path(split_file).name,
+        "init_from": file_identity(init_backbone) if init_backbone is not None else None,
         # Regenerated pseudo labels replace the folder (new mtime): old checkpoints don't resume.
         "labels": file_identity(label_dir),
     }
