@@ -1,6 +1,7 @@
 """Snakemake glue: DeepLab MSC predictions (and logits for the CRF) of a split (rule deeplab_predict)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.deeplab import predict_split
 
@@ -15,7 +16,7 @@ run_logged(
     snakemake.output.pred,
     logits_dir=snakemake.output.logits,
     flip=snakemake.params.flip,
-    device=snakemake.params.device,
+    device=runtime_settings(snakemake.config)["device"],
     threads=snakemake.threads,
     work_dir=snakemake.params.work_dir,
 )

@@ -1,6 +1,7 @@
 """Snakemake glue: DeepLab-v2 training on the pseudo labels (rule deeplab_train)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.deeplab import train_deeplab
 
@@ -12,9 +13,10 @@ run_logged(
     dataset_info=snakemake.input.info,
     split_file=snakemake.input.split,
     label_dir=snakemake.input.labels,
-    params=dict(snakemake.params.deeplab),
+    params={**snakemake.params.deeplab, **runtime_settings(snakemake.config)},
     out_model=snakemake.output.model,
     out_history=snakemake.output.history,
     state_dir=snakemake.params.state_dir,
     threads=snakemake.threads,
+    init_backbone=snakemake.input.get("init"),
 )

@@ -1,6 +1,7 @@
 """Snakemake glue: EPS (or CAM) pretraining (rule pretrain)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.pretrain import pretrain
 
@@ -14,7 +15,7 @@ run_logged(
     labels_csv=snakemake.input.labels,
     saliency_dir=snakemake.params.saliency_dir,
     model=snakemake.params.model,
-    params=snakemake.params.pretrain,
+    params={**snakemake.params.pretrain, **runtime_settings(snakemake.config)},
     out_model=snakemake.output.model,
     out_history=snakemake.output.history,
     state_dir=snakemake.params.state_dir,

@@ -1,5 +1,6 @@
 """CAM seeds and fused maps of one trained classifier on one split (rule seeds)."""
 
+from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.seeds import make_seeds
 
@@ -17,7 +18,7 @@ run_logged(
     {"scales": p.scales, "flip": p.flip, "resize_mode": p.resize_mode, "eps": p.eps},
     p.thr,
     p.num_classes,
-    device=p.device,
+    device=runtime_settings(snakemake.config)["device"],
     work_dir=p.work_dir,
     amp=p.amp,
     num_threads=snakemake.threads,

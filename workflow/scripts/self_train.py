@@ -1,6 +1,7 @@
 """Snakemake glue: SMAF self-training (rule self_train)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.self_train import self_train
 
@@ -14,7 +15,7 @@ run_logged(
     labels_csv=snakemake.input.labels,
     init_model=snakemake.input.model,
     teacher_dir=snakemake.input.get("teacher"),
-    params=snakemake.params.self_train,
+    params={**snakemake.params.self_train, **runtime_settings(snakemake.config)},
     out_model=snakemake.output.model,
     out_history=snakemake.output.history,
     state_dir=snakemake.params.state_dir,

@@ -1,6 +1,7 @@
 """Snakemake glue: the offline teacher's fused multi-scale maps (rule teacher_maps)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.teacher import teacher_maps
 
@@ -14,9 +15,8 @@ run_logged(
     labels_csv=snakemake.input.labels,
     model_path=snakemake.input.model,
     cam=snakemake.params.cam,
-    thr=snakemake.params.thr,
     work_dir=snakemake.params.work_dir,
     out_dir=snakemake.output[0],
-    device=snakemake.params.device,
+    device=runtime_settings(snakemake.config)["device"],
     threads=snakemake.threads,
 )

@@ -4,9 +4,11 @@ Computed once over train_aug: for every image, the multi-scale + flip attention 
 (pretrained) model, fused (Eq. 5–6) and denoised with the image label — exactly the CAM-seed
 computation (:func:`smaf.stages.seeds.make_seeds`), with the teacher's scale settings. The maps
 are stored compactly (present classes only, float16, compressed; :func:`smaf.cam.save_maps`) in
-``<out_dir>/maps/<id>.npz``; the PNGs beside them are the argmax of the reactivated target
-(background ``thr``), for looking at. Self-training puts the maps through the same geometric
-augmentation as the student's crop.
+``<out_dir>/maps/<id>.npz``; the PNGs beside them are the argmax of the maps against a
+constant background score (:data:`PREVIEW_THR`, the paper's 0.2), for looking at. They do not
+follow ``self_train.thr``, so changing the reactivation threshold reruns self-training but
+not this pass. Self-training puts the maps through the same geometric augmentation as the
+student's crop.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from smaf.stages.seeds import make_seeds
 
 log = logging.getLogger(__name__)
 
+#: Background score of the preview PNGs (the maps themselves do not depend on it).
+PREVIEW_THR = 0.2
+
 
 def teacher_maps(
     *,
@@ -29,16 +34,16 @@ def teacher_maps(
     labels_csv: str | os.PathLike[str],
     model_path: str | os.PathLike[str],
     cam: dict[str, Any],
-    thr: float,
     out_dir: str | os.PathLike[str],
     work_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     threads: int | None = None,
+    thr: float = PREVIEW_THR,
 ) -> dict[str, Any]:
     """Write the teacher's maps of every id of ``split_file``; return run statistics.
 
     ``work_dir`` is the resumable staging folder (outside the rule's outputs): images already
-    done there are skipped after an interruption.
+    done there are skipped after an interruption. ``thr`` is the previews' background score.
     """
     info = read_dataset_info(dataset_info)
     stats = make_seeds(

@@ -1,0 +1,144 @@
+"""Which library code a workflow script runs, and a hash of it (Snakemake rerun trigger).
+
+Snakemake's ``code`` rerun trigger sees only the ``script:`` file, not the ``smaf`` modules it
+imports. :func:`code_hash` follows the script's imports of ``smaf`` modules transitively —
+statically, by parsing the source with :mod:`ast`, so nothing (no torch) is imported — and
+hashes the content of every module reached. The rules pass it as a ``params`` entry: editing
+``smaf/crf.py`` then reruns the CRF stage and what follows, and not EPS pretraining, whose
+script never reaches that module.
+
+Every ``import`` statement counts, including those inside functions (lazy imports), so the
+set is a safe over-approximation of what a run can execute. Modules outside ``smaf`` (torch,
+numpy, ...) are not followed: upgrading them is the environment's business. What is hashed is
+the code, not the text: comments, docstrings and formatting do not count, so fixing a typo in
+a docstring does not retrain a model.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from smaf.errors import ConfigError
+
+#: The top-level package whose modules are followed.
+PACKAGE = "smaf"
+
+
+def _module_file(src_root: Path, dotted: str) -> Path | None:
+    """File of module ``dotted`` (``smaf.x.y``) under ``src_root``: ``x/y.py`` or ``x/y/__init__.py``."""
+    base = src_root.joinpath(*dotted.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _module_name(src_root: Path, path: Path) -> str:
+    """Dotted name of the module at ``path`` (``.../smaf/x/__init__.py`` → ``smaf.x``)."""
+    parts = list(path.relative_to(src_root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imported_names(tree: ast.AST, current: str, is_package: bool) -> Iterable[str]:
+    """Dotted names an AST imports (absolute ones, and relative ones resolved against ``current``).
+
+    ``from a.b import c`` yields both ``a.b`` and ``a.b.c`` (``c`` may be a submodule); the
+    caller keeps the names that are files.
+    """
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                # Relative: strip `level` trailing parts (a package counts as its own parent).
+                parts = current.split(".")
+                keep = len(parts) - node.level + (1 if is_package else 0)
+                base = ".".join(parts[:keep] + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            yield base
+            for alias in node.names:
+                yield f"{base}.{alias.name}"
+
+
+def module_files(script: str | os.PathLike[str], src_root: str | os.PathLike[str]) -> list[Path]:
+    """Every ``smaf`` module file ``script`` imports, directly or through other modules.
+
+    Args:
+        script: a Python file (a workflow script or a module).
+        src_root: the folder holding the ``smaf`` package (``<repo>/src``).
+
+    Returns:
+        Sorted, unique paths, including the ``__init__.py`` of every package on the way.
+
+    Raises:
+        ConfigError: ``script`` does not exist or is not valid Python.
+    """
+    src_root = Path(src_root).resolve()
+    script = Path(script)
+    if not script.is_file():
+        raise ConfigError(f"code hash: {script} not found (a rule's script: path is wrong).")
+    seen: set[Path] = set()
+    todo: list[tuple[Path, str]] = [(script, "")]
+    while todo:
+        path, name = todo.pop()
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except SyntaxError as exc:
+            raise ConfigError(
+                f"code hash: {path} is not valid Python ({exc.msg}, line {exc.lineno})."
+            ) from None
+        is_package = path.name == "__init__.py"
+        for dotted in _imported_names(tree, name, is_package):
+            if dotted != PACKAGE and not dotted.startswith(PACKAGE + "."):
+                continue
+            # The module and every package above it run on import.
+            parts = dotted.split(".")
+            for i in range(1, len(parts) + 1):
+                prefix = ".".join(parts[:i])
+                found = _module_file(src_root, prefix)
+                if found is not None and found not in seen:
+                    seen.add(found)
+                    todo.append((found, _module_name(src_root, found)))
+    return sorted(seen)
+
+
+def code_fingerprint(path: str | os.PathLike[str]) -> str:
+    """The code of a Python file without comments, docstrings and formatting (an AST dump)."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
+
+
+def code_hash(script: str | os.PathLike[str], src_root: str | os.PathLike[str]) -> str:
+    """SHA-256 (hex, 16 digits) of the code of ``script`` and of every ``smaf`` module it reaches.
+
+    Module paths enter the hash relative to ``src_root``, so two checkouts of the same code
+    in different folders hash alike; see :func:`code_fingerprint` for what counts as code.
+    """
+    src_root = Path(src_root).resolve()
+    digest = hashlib.sha256()
+    digest.update(code_fingerprint(script).encode())
+    for path in module_files(script, src_root):
+        digest.update(str(path.relative_to(src_root)).encode() + b"\0")
+        digest.update(code_fingerprint(path).encode() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+__all__ = ["PACKAGE", "code_fingerprint", "code_hash", "module_files"]
