@@ -16,6 +16,7 @@ from smaf.stages.evaluate import (
     SUMMARY_COLUMNS,
     evaluate_split,
     has_aug_masks,
+    write_ablations,
     write_summary,
 )
 
@@ -142,6 +143,42 @@ def test_write_summary_gathers_and_sorts(tmp_path):
 
 
 @pytest.mark.voc
+def test_write_ablations_keeps_row_order_and_reads_each_records_miou(tmp_path):
+    rows = []
+    for i, (table, row, run, seed) in enumerate(
+        [
+            ("table3", "{0.5, 1}", "small", 0),
+            ("table3", "{0.5, 1}", "small_seed1", 1),
+            ("table5", "w/ reactivation", "default", 0),
+        ]
+    ):
+        record = tmp_path / f"{i}.json"
+        record.write_text(json.dumps({"miou": 0.5 + i / 10}))
+        rows.append(
+            {
+                "table": table,
+                "row": row,
+                "experiment": run,
+                "seed": seed,
+                "stage": "smaf_seed",
+                "record": str(record),
+            }
+        )
+    df = write_ablations(rows, tmp_path / "ablations.csv")
+    back = pd.read_csv(tmp_path / "ablations.csv")
+    assert list(back.columns) == ["table", "row", "experiment", "seed", "stage", "miou"]
+    assert back["miou"].tolist() == pytest.approx([0.5, 0.6, 0.7])
+    assert (
+        back["experiment"].tolist()
+        == ["small", "small_seed1", "default"]
+        == df["experiment"].tolist()
+    )
+    rows[1]["record"] = str(tmp_path / "missing.json")
+    with pytest.raises(DataError, match="missing.json"):
+        write_ablations(rows, tmp_path / "again.csv")
+    assert not (tmp_path / "again.csv").exists()
+
+
 def test_real_voc_ground_truth_and_all_background(voc_mini_root, tmp_path):
     ids = read_id_list(voc_mini_root / "ImageSets" / "Segmentation" / "subset_train.txt")[:20]
     split = tmp_path / "split.txt"

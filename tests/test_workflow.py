@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 
 import pandas as pd
 import pytest
-from workflow_utils import REPO_ROOT, TINY_CONFIG, snakemake
+from workflow_utils import REPO_ROOT, TINY_CONFIG, copy_checkout, planned_rules, snakemake
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,9 @@ def test_demo_dag_ends_with_the_summary_table(finished_run):
     assert set(summary.loc[summary["stage"].isin(table1), "split"]) == {"val"}
     assert (summary["gt"] == "SegmentationClass").all()
     assert summary["miou"].between(0, 1).all()
+    assert (summary["group"] == "default").all() and (summary["seed"] == 0).all()
+    report = (finished_run / "results/report.html").read_text()
+    assert "Table 1" in report and "Table 2" in report and "data:image/png;base64," in report
     archive = finished_run / "results/synthetic/default/deeplab_submission.tar.gz"
     with tarfile.open(archive) as tar:
         names = sorted(tar.getnames())
@@ -57,6 +61,51 @@ def test_demo_dag_ends_with_the_summary_table(finished_run):
 def test_nothing_to_be_done_after_a_finished_run(finished_run):
     proc = snakemake(finished_run, "-n", config=TINY_CONFIG)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+#: Rules upstream of the CAM seeds: a change downstream of them must not plan these.
+TRAINING = {"synthetic_dataset", "prepare_dataset", "pretrain", "teacher_maps", "self_train"}
+
+
+@pytest.mark.slow
+def test_code_change_in_a_crf_module_reruns_crf_and_downstream_only(finished_run, tmp_path):
+    snakefile = copy_checkout(tmp_path / "checkout")
+    same = snakemake(finished_run, "-n", config=TINY_CONFIG, snakefile=snakefile)
+    assert "Nothing to be done" in same.stdout + same.stderr  # another folder, same code
+    crf_module = tmp_path / "checkout/src/smaf/crf.py"
+    crf_module.write_text(crf_module.read_text() + "\n_CHANGED = 1\n")  # code, not a comment
+    proc = snakemake(finished_run, "-n", config=TINY_CONFIG, snakefile=snakefile)
+    planned = planned_rules(proc)
+    assert {"crf", "evaluate", "deeplab_crf", "summary"} <= planned
+    assert not planned & (TRAINING | {"seeds"}), planned
+
+
+@pytest.mark.slow
+def test_changed_reactivation_thr_reruns_self_training_and_downstream_only(finished_run):
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["self_train"]["thr"] = 0.3
+    planned = planned_rules(snakemake(finished_run, "-n", config=config))
+    assert {"self_train", "seeds", "crf", "deeplab_train", "summary"} <= planned
+    assert not planned & {"synthetic_dataset", "prepare_dataset", "pretrain", "teacher_maps"}
+
+
+@pytest.mark.slow
+def test_runtime_settings_rerun_nothing(finished_run):
+    config = json.loads(json.dumps(TINY_CONFIG))
+    config["train"] = {"checkpoint_every": 7, "log_every": 3, "device": "cpu"}
+    proc = snakemake(finished_run, "-n", config=config)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_ablations_target_plans_tables_3_to_5_reusing_shared_stages(finished_run):
+    planned = snakemake(finished_run, "-n", "ablations", config=TINY_CONFIG).stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", planned, flags=re.MULTILINE))
+    # 8 new students; 6 new teachers: the tiny default fuses {0.5, 1} already, so Table 3's
+    # {0.5, 1} row and the reactivation row reuse its maps. The default experiment, EPS
+    # pretraining and the dataset are done already.
+    assert jobs["teacher_maps"] == "6" and jobs["self_train"] == "8"
+    assert "pretrain" not in jobs and "ablations" in jobs
 
 
 @pytest.mark.slow
@@ -117,3 +166,19 @@ def test_voc_presets_plan_downloads_manual_items_and_teacher_modes(tmp_path):
     )
     assert "teacher_maps" not in paper.stdout  # the paper's teacher runs online
     assert "self_train" in paper.stdout
+
+
+@pytest.mark.slow
+def test_pretraining_is_taken_from_the_between_workflow_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SNAKEMAKE_OUTPUT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    target = "results/synthetic/pretrain/model.pt"
+    args = (target, "--cores", "2", "--cache", "pretrain")
+    snakemake(tmp_path / "one", *args, config=TINY_CONFIG)
+    assert "step 4/4" in (tmp_path / "one/logs/synthetic/pretrain.log").read_text()  # trained
+    snakemake(tmp_path / "two", *args, config=TINY_CONFIG)
+    model = tmp_path / "two" / target
+    assert model.is_symlink() and model.resolve().parent == tmp_path / "cache"
+    assert model.read_bytes() == (tmp_path / "one" / target).read_bytes()
+    log = tmp_path / "two/logs/synthetic/pretrain.log"  # created by Snakemake, left empty
+    assert not log.exists() or "step" not in log.read_text()  # not trained again

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -38,12 +40,18 @@ TINY_CONFIG = {
 
 
 def snakemake(
-    workdir: Path, *args: str, config: dict | None = None, check: bool = True, timeout: int = 1200
+    workdir: Path,
+    *args: str,
+    config: dict | None = None,
+    check: bool = True,
+    timeout: int = 1200,
+    snakefile: Path = SNAKEFILE,
 ):
     """Run ``snakemake`` on this repo's Snakefile in ``workdir``; return the CompletedProcess.
 
     ``config`` (if given) is written to ``workdir/test-config.yaml`` and passed with
-    ``--configfile`` so it overrides the repo's config.yaml key by key.
+    ``--configfile`` so it overrides the repo's config.yaml key by key. ``snakefile`` runs
+    another checkout's workflow (see :func:`copy_checkout`).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     cmd = [
@@ -51,7 +59,7 @@ def snakemake(
         "-m",
         "snakemake",
         "--snakefile",
-        str(SNAKEFILE),
+        str(snakefile),
         "--directory",
         str(workdir),
     ]
@@ -69,3 +77,24 @@ def snakemake(
             f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
         )
     return proc
+
+
+def copy_checkout(dest: Path) -> Path:
+    """Copy the workflow and library sources of this repo to ``dest``; return its Snakefile.
+
+    Lets a test edit a module (the code rerun trigger hashes ``<checkout>/src/smaf``) without
+    touching the repo.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("workflow", "src", "profiles", "envs", "config"):
+        if (REPO_ROOT / name).exists():
+            shutil.copytree(REPO_ROOT / name, dest / name, ignore=ignore)
+    for name in ("Snakefile", "config.yaml"):
+        shutil.copy2(REPO_ROOT / name, dest / name)
+    return dest / "Snakefile"
+
+
+def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
+    """Names of the rules a ``snakemake -n`` run planned (from its ``rule <name>:`` lines)."""
+    out = proc.stdout + proc.stderr
+    return set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.MULTILINE))

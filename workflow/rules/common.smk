@@ -2,6 +2,7 @@
 import re
 from pathlib import Path
 
+from smaf.codehash import code_hash
 from smaf.errors import ConfigError
 
 DATASET = config["dataset"]
@@ -14,13 +15,86 @@ if DATASET not in config["datasets"]:
 SPLIT_ROLES = ("train_aug", "train", "val")
 
 
-#: Training-loop keys shared by every training stage (config `train:`).
-TRAIN_KEYS = ("device", "amp", "seed", "checkpoint_every", "log_every")
+#: Training-loop keys shared by every training stage (config `train:`) that change results:
+#: they reach the rules as params, so changing one reruns training. The other `train:` keys
+#: (device, checkpoint_every, log_every) only say where and how verbosely a job runs; the
+#: scripts read them from the config (smaf.config.runtime_settings), which triggers nothing.
+#: The random seed is added per run (run_seed).
+TRAIN_KEYS = ("amp",)
+
+#: Random seeds: every experiment runs once per seed. EPS pretraining (shared by all
+#: experiments and runs) uses the first.
+SEEDS = list(config["train"]["seeds"])
+#: Run name of an experiment's extra seeds: results/<dataset>/<name>_seed<k>/.
+REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
+
+
+def _ablation_experiments():
+    """Experiments declared by `ablations:` rows with overrides: name -> overrides."""
+    found = {}
+    for table, rows in (config.get("ablations") or {}).items():
+        for row in rows:
+            name = row["experiment"]
+            if "overrides" not in row:
+                continue
+            if name in config["experiments"] or (
+                name in found and found[name] != row["overrides"]
+            ):
+                raise ConfigError(
+                    f"ablations.{table}: experiment '{name}' is defined twice with different "
+                    "overrides (rename it, or drop `overrides` to reuse the existing one)."
+                )
+            found[name] = row["overrides"] or {}
+    return found
+
+
+#: Every experiment the workflow knows: `experiments:` plus the ablation rows' own.
+EXPERIMENTS = {
+    **{k: v or {} for k, v in config["experiments"].items()},
+    **_ablation_experiments(),
+}
+for _table, _rows in (config.get("ablations") or {}).items():
+    for _row in _rows:
+        if _row["experiment"] not in EXPERIMENTS:
+            raise ConfigError(
+                f"ablations.{_table}: row '{_row['row']}' names experiment "
+                f"'{_row['experiment']}', which is neither under `experiments:` nor given "
+                "`overrides`. Add one of them."
+            )
+for _name in EXPERIMENTS:
+    if REPLICATE.match(_name):
+        raise ConfigError(
+            f"experiment name '{_name}' ends in _seed<k>, which names the extra runs of an "
+            "experiment (train.seeds). Rename it."
+        )
+
+
+def run_names(name):
+    """Run names of experiment `name`: `name` for the first seed, `name_seed<k>` for the others."""
+    return [name if seed == SEEDS[0] else f"{name}_seed{seed}" for seed in SEEDS]
+
+
+def parse_run(run):
+    """(experiment name, random seed) of a run name (see run_names)."""
+    m = REPLICATE.match(run)
+    if m and m["name"] in EXPERIMENTS:
+        return m["name"], int(m["seed"])
+    return run, SEEDS[0]
+
+
+def script_code(script):
+    """Hash of workflow/scripts/`script` and of every smaf module it imports (a params entry).
+
+    Snakemake's code trigger sees the script alone; with this, editing e.g. smaf/crf.py reruns
+    the rules whose scripts reach that module, and no others.
+    """
+    base = Path(workflow.basedir)
+    return code_hash(base / "workflow" / "scripts" / script, base / "src")
 
 
 wildcard_constraints:
     dataset="|".join(re.escape(d) for d in config["datasets"]),
-    experiment="|".join(re.escape(e) for e in config["experiments"]),
+    experiment="(" + "|".join(re.escape(e) for e in EXPERIMENTS) + ")(_seed[0-9]+)?",
     split="|".join(SPLIT_ROLES),
 
 
@@ -113,7 +187,20 @@ def aug_mask_dir(wildcards):
 def synthetic_params(wildcards):
     """Generator settings of a synthetic dataset (plus its class count)."""
     ds = dataset_cfg(wildcards)
-    return {**ds.get("synthetic", {}), "num_classes": ds["num_classes"]}
+    return canonical({**ds.get("synthetic", {}), "num_classes": ds["num_classes"]})
+
+
+def canonical(value):
+    """`value` with every dict's keys sorted (recursively), for params.
+
+    Snakemake compares params by their text, so without this the same settings written in
+    another key order (another config file, a --configfile override) would rerun a rule.
+    """
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
 
 
 def deep_merge(base, override):
@@ -128,9 +215,9 @@ def deep_merge(base, override):
 
 
 def experiment_section(experiment, section):
-    """Config section `section` with the overrides of experiment `experiment` applied."""
-    overrides = config["experiments"][experiment] or {}
-    return deep_merge(config[section], overrides.get(section, {}))
+    """Config section `section` with the overrides of experiment (or run) `experiment` applied."""
+    name, _ = parse_run(experiment)
+    return deep_merge(config[section], EXPERIMENTS[name].get(section, {}))
 
 
 def experiment_cfg(wildcards, section):
@@ -142,7 +229,7 @@ def experiment_field(section, key):
     """Input function giving `key` of `section` for the experiment in the wildcards."""
 
     def get(wildcards):
-        return experiment_cfg(wildcards, section)[key]
+        return canonical(experiment_cfg(wildcards, section)[key])
 
     return get
 
@@ -151,7 +238,8 @@ def stage_params(section):
     """Input function: a training stage's section plus the shared `train:` loop keys."""
 
     def get(wildcards):
-        return {**{k: config["train"][k] for k in TRAIN_KEYS}, **config[section]}
+        shared = {k: config["train"][k] for k in TRAIN_KEYS}
+        return canonical({**shared, "seed": SEEDS[0], **config[section]})
 
     return get
 
@@ -161,7 +249,8 @@ def experiment_stage_params(section):
 
     def get(wildcards):
         shared = {k: config["train"][k] for k in TRAIN_KEYS}
-        return {**shared, **experiment_cfg(wildcards, section)}
+        seed = parse_run(wildcards.experiment)[1]
+        return canonical({**shared, "seed": seed, **experiment_cfg(wildcards, section)})
 
     return get
 
@@ -205,8 +294,22 @@ def self_train_inputs(wildcards):
         "model": f"{base}/pretrain/model.pt",
     }
     if experiment_cfg(wildcards, "self_train")["teacher"] == "offline":
-        inputs["teacher"] = f"{base}/{wildcards.experiment}/teacher_maps"
+        inputs["teacher"] = f"{base}/{teacher_owner(wildcards.experiment)}/teacher_maps"
     return inputs
+
+
+def teacher_owner(run):
+    """Experiment whose teacher_maps a run uses: the first one with the same teacher settings.
+
+    The maps depend only on the EPS model and self_train.teacher_cam, so the extra seeds of an
+    experiment, and experiments that change other settings, reuse one offline pass.
+    """
+    cam = experiment_section(run, "self_train")["teacher_cam"]
+    return next(
+        name
+        for name in EXPERIMENTS
+        if experiment_section(name, "self_train")["teacher_cam"] == cam
+    )
 
 
 # ------------------------------------------ seeds, CRF and evaluation (seeds/crf/evaluate.smk)
@@ -216,17 +319,22 @@ CLASSIFIERS = ("eps", "smaf")
 SEED_STAGES = ("seed", "crf")
 
 
+def classifier_path(dataset, experiment, model):
+    """Model file of classifier `model`: eps = EPS pretraining, smaf = SMAF self-training."""
+    if model == "eps":
+        return f"results/{dataset}/pretrain/model.pt"
+    return f"results/{dataset}/{experiment}/self_train/model.pt"
+
+
 def classifier_model(wildcards):
-    """Trained classifier behind {model}: eps = EPS pretraining, smaf = SMAF self-training."""
-    if wildcards.model == "eps":
-        return f"results/{wildcards.dataset}/pretrain/model.pt"
-    return f"results/{wildcards.dataset}/{wildcards.experiment}/self_train/model.pt"
+    """Trained classifier behind {model} (see classifier_path)."""
+    return classifier_path(wildcards.dataset, wildcards.experiment, wildcards.model)
 
 
 def crf_method_params(wildcards):
     """Settings of the experiment's CRF method: section `crf.labels` or `crf.probs`."""
     crf = experiment_cfg(wildcards, "crf")
-    return crf[crf["method"]]
+    return canonical(crf[crf["method"]])
 
 
 def eval_predictions(wildcards):
@@ -238,11 +346,21 @@ def eval_predictions(wildcards):
 def eval_meta(wildcards):
     """Fields the evaluate rule copies into its record (the columns of results/summary.csv)."""
     return {
-        "dataset": wildcards.dataset,
-        "experiment": wildcards.experiment,
+        **run_meta(wildcards),
         "model": wildcards.model,
         "stage": f"{wildcards.model}_{wildcards.stage}",
         "split": wildcards.split,
+    }
+
+
+def run_meta(wildcards):
+    """dataset, experiment (the run), group (the experiment) and seed of a run's records."""
+    name, seed = parse_run(wildcards.experiment)
+    return {
+        "dataset": wildcards.dataset,
+        "experiment": wildcards.experiment,
+        "group": name,
+        "seed": seed,
     }
 
 
@@ -278,13 +396,14 @@ def evaluation_targets(dataset, experiment):
 
 
 def summary_inputs(wildcards):
-    """Every evaluation record of the configured dataset, over all experiments."""
+    """Every evaluation record of the configured dataset, over all experiments and seeds."""
     return [
         f
         for name in config["experiments"]
+        for run in run_names(name)
         for f in [
-            *evaluation_targets(DATASET, name),
-            *deeplab_eval_targets(DATASET, name),
+            *evaluation_targets(DATASET, run),
+            *deeplab_eval_targets(DATASET, run),
         ]
     ]
 
@@ -294,6 +413,7 @@ def final_targets():
     return [
         f"results/{DATASET}/data/dataset.json",
         "results/summary.csv",
+        "results/report.html",
         *deeplab_submission_targets(DATASET),
     ]
 
@@ -311,9 +431,10 @@ def deeplab_cfg(wildcards):
 def deeplab_train_params(wildcards):
     """DeepLab's model + training keys (not `test`/`labels_from`) plus the shared loop keys."""
     shared = {k: config["train"][k] for k in TRAIN_KEYS}
-    skip = ("test", "labels_from")
+    seed = parse_run(wildcards.experiment)[1]
+    skip = ("test", "labels_from", "init_from")
     section = {k: v for k, v in deeplab_cfg(wildcards).items() if k not in skip}
-    return {**shared, **section}
+    return canonical({**shared, "seed": seed, **section})
 
 
 def deeplab_train_inputs(wildcards):
@@ -328,6 +449,10 @@ def deeplab_train_inputs(wildcards):
     if cfg.get("pretrained"):
         # resources/downloads/<file> is made by the download rule.
         inputs["weights"] = cfg["pretrained"]
+    if cfg.get("init_from"):
+        inputs["init"] = classifier_path(
+            wildcards.dataset, wildcards.experiment, cfg["init_from"]
+        )
     return inputs
 
 
@@ -401,8 +526,7 @@ def deeplab_eval_predictions(wildcards):
 def deeplab_eval_meta(wildcards):
     """Fields of a DeepLab evaluation record; `model` names the source of the pseudo labels."""
     return {
-        "dataset": wildcards.dataset,
-        "experiment": wildcards.experiment,
+        **run_meta(wildcards),
         "stage": wildcards.stage,
         "split": wildcards.split,
         "model": deeplab_cfg(wildcards)["labels_from"],
@@ -433,9 +557,32 @@ def deeplab_eval_targets(dataset, experiment):
 
 
 def deeplab_submission_targets(dataset):
-    """Test archives of the experiments whose deeplab.test.submission is true."""
+    """Test archives of the experiments whose deeplab.test.submission is true (first seed)."""
     return [
-        f"results/{dataset}/{name}/deeplab_submission.tar.gz"
+        f"results/{dataset}/{run_names(name)[0]}/deeplab_submission.tar.gz"
         for name in config["experiments"]
         if experiment_section(name, "deeplab")["test"]["submission"]
+    ]
+
+
+# ---------------------------------------------------- ablations (rules/evaluate.smk: ablations)
+#: What an ablation row reports: the SMAF model's seeds and their CRF, on the train split.
+ABLATION_STAGES = ("seed", "crf")
+
+
+def ablation_rows():
+    """One entry per (table, row, run, stage) of `ablations:`, with its evaluation record."""
+    return [
+        {
+            "table": table,
+            "row": row["row"],
+            "experiment": run,
+            "seed": parse_run(run)[1],
+            "stage": f"smaf_{stage}",
+            "record": f"results/{DATASET}/{run}/eval/smaf_{stage}_train_SegmentationClass.json",
+        }
+        for table, rows in (config.get("ablations") or {}).items()
+        for row in rows
+        for run in run_names(row["experiment"])
+        for stage in ABLATION_STAGES
     ]

@@ -19,6 +19,7 @@ rule crf:
         "../../envs/smaf.yaml"
     threads: 8
     params:
+        code=script_code("crf.py"),
         root=dataset_root,
         num_classes=dataset_field("num_classes"),
         method=experiment_field("crf", "method"),

@@ -17,6 +17,7 @@ rule synthetic_dataset:
     conda:
         "../../envs/smaf.yaml"
     params:
+        code=script_code("synthetic_dataset.py"),
         generator=synthetic_params,
     script:
         "../scripts/synthetic_dataset.py"
@@ -34,6 +35,7 @@ rule prepare_dataset:
     conda:
         "../../envs/smaf.yaml"
     params:
+        code=script_code("prepare_dataset.py"),
         root=dataset_root,
         splits=dataset_field("splits"),
         num_classes=dataset_field("num_classes"),

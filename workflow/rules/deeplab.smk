@@ -20,6 +20,7 @@ rule deeplab_train:
     resources:
         gpu=1,
     params:
+        code=script_code("deeplab_train.py"),
         deeplab=deeplab_train_params,
         # Checkpoints outside the outputs: a killed job's rerun resumes from them.
         state_dir="results/{dataset}/state/{experiment}/deeplab",
@@ -48,10 +49,10 @@ rule deeplab_predict:
     resources:
         gpu=1,
     params:
+        code=script_code("deeplab_predict.py"),
         root=deeplab_split_root,
         split_file=deeplab_split_file,
         flip=deeplab_test_field("flip"),
-        device=config["train"]["device"],
         work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}",
     script:
         "../scripts/deeplab_predict.py"
@@ -72,6 +73,7 @@ rule deeplab_crf:
         "../../envs/smaf.yaml"
     threads: 8
     params:
+        code=script_code("deeplab_crf.py"),
         root=deeplab_split_root,
         split_file=deeplab_split_file,
         crf=deeplab_test_field("crf"),
@@ -97,6 +99,7 @@ rule deeplab_evaluate:
     conda:
         "../../envs/smaf.yaml"
     params:
+        code=script_code("evaluate.py"),
         gt="{gt}",
         aug_mask_dir=aug_mask_dir,
         meta=deeplab_eval_meta,
@@ -116,6 +119,7 @@ rule deeplab_submission:
     conda:
         "../../envs/smaf.yaml"
     params:
+        code=script_code("deeplab_submission.py"),
         split_file=deeplab_test_split_file,
         num_classes=dataset_field("num_classes"),
     script:

@@ -68,6 +68,7 @@ rule convert_sbd:
     conda:
         "../../envs/smaf.yaml"
     params:
+        code=script_code("convert_sbd.py"),
         workdir="resources/{dataset}/sbd",
         out_dir=aug_mask_dir,
     script:

@@ -19,6 +19,7 @@ rule evaluate:
     conda:
         "../../envs/smaf.yaml"
     params:
+        code=script_code("evaluate.py"),
         gt="{gt}",
         aug_mask_dir=aug_mask_dir,
         meta=eval_meta,
@@ -36,5 +37,26 @@ rule summary:
     localrule: True
     conda:
         "../../envs/smaf.yaml"
+    params:
+        code=script_code("summary.py"),
     script:
         "../scripts/summary.py"
+
+
+# `snakemake ablations`: the paper's Tables 3-5 (config `ablations:`), one row per table row,
+# run (seed) and stage, from the SMAF seed / CRF evaluations of each row's experiment.
+rule ablations:
+    input:
+        [row["record"] for row in ablation_rows()],
+    output:
+        f"results/{DATASET}/ablations.csv",
+    log:
+        f"logs/{DATASET}/ablations.log",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("ablations.py"),
+        rows=ablation_rows(),
+    script:
+        "../scripts/ablations.py"

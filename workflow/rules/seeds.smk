@@ -23,6 +23,7 @@ rule seeds:
     resources:
         gpu=1,
     params:
+        code=script_code("seeds.py"),
         root=dataset_root,
         num_classes=dataset_field("num_classes"),
         scales=experiment_field("seeds", "scales"),
@@ -31,7 +32,6 @@ rule seeds:
         eps=experiment_field("seeds", "eps"),
         thr=experiment_field("seeds", "thr"),
         amp=experiment_field("seeds", "amp"),
-        device=config["train"]["device"],
         # Per-image results survive a failed or killed job here (Snakemake deletes the
         # directory output itself); published onto the output when every image is done.
         work_dir="results/{dataset}/state/{experiment}/seeds/{model}_{split}",

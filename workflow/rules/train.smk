@@ -11,15 +11,18 @@ rule pretrain:
         history="results/{dataset}/pretrain/history.csv",
     log:
         "logs/{dataset}/pretrain.log",
-    benchmark:
-        "benchmarks/{dataset}/pretrain.tsv"
+    # Between-workflow output cache (`--cache`, SNAKEMAKE_OUTPUT_CACHE): keyed by the
+    # inputs, params (incl. the code hash) and rule, so another checkout reuses the model.
+    # (Snakemake allows no benchmark: directive on a cached rule; the log has the timings.)
+    cache: "omit-software"
     conda:
         "../../envs/smaf.yaml"
     threads: 8
     resources:
         gpu=1,
     params:
-        model=config["model"],
+        code=script_code("pretrain.py"),
+        model=canonical(config["model"]),
         pretrain=stage_params("pretrain"),
         saliency_dir=dataset_saliency_dir,
         state_dir="results/{dataset}/state/pretrain",
@@ -44,9 +47,8 @@ rule teacher_maps:
     resources:
         gpu=1,
     params:
+        code=script_code("teacher_maps.py"),
         cam=experiment_field("self_train", "teacher_cam"),
-        thr=experiment_field("self_train", "thr"),
-        device=config["train"]["device"],
         work_dir="results/{dataset}/state/{experiment}/teacher_maps",
     script:
         "../scripts/teacher_maps.py"
@@ -68,6 +70,7 @@ rule self_train:
     resources:
         gpu=1,
     params:
+        code=script_code("self_train.py"),
         self_train=experiment_stage_params("self_train"),
         state_dir="results/{dataset}/state/{experiment}/self_train",
     script:

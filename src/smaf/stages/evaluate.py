@@ -287,3 +287,41 @@ def write_summary(
         df.to_csv(tmp, index=False, float_format="%.6f")
     log.info("summary: %d evaluations -> %s", len(df), out_csv)
     return df
+
+
+#: Columns of the ablation table (``results/<dataset>/ablations.csv``).
+ABLATION_COLUMNS = ("table", "row", "experiment", "seed", "stage", "miou")
+
+
+def write_ablations(
+    rows: Iterable[Mapping[str, Any]], out_csv: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """Write the paper's ablation tables (3–5) as one long CSV, rows in the given order.
+
+    Args:
+        rows: one mapping per (table, row, run, stage) with the keys of
+            :data:`ABLATION_COLUMNS` except ``miou``, plus ``record``: the evaluation JSON
+            (written by :func:`evaluate_split`) whose ``miou`` the row reports.
+        out_csv: written atomically.
+
+    Returns:
+        The table written.
+
+    Raises:
+        DataError: a record is missing or not valid JSON.
+    """
+    out = []
+    for row in rows:
+        path = Path(row["record"])
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DataError(f"evaluation record not found: {path}.") from None
+        except ValueError as exc:
+            raise DataError(f"evaluation record {path} is not valid JSON ({exc}).") from None
+        out.append({**{k: row[k] for k in ABLATION_COLUMNS if k != "miou"}, "miou": record["miou"]})
+    df = pd.DataFrame(out, columns=list(ABLATION_COLUMNS))
+    with atomic_write(out_csv) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6f")
+    log.info("ablations: %d rows -> %s", len(df), out_csv)
+    return df
