@@ -28,6 +28,7 @@ include: "workflow/rules/seeds.smk"
 include: "workflow/rules/crf.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/deeplab.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
