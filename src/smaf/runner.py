@@ -40,6 +40,21 @@ def configure_logging(log_path: str | Path | None, level: int = logging.INFO) ->
     logging.captureWarnings(True)
 
 
+def user_message(exc: BaseException) -> str:
+    """The one-line message of a SmafError, also when a DataLoader worker raised it.
+
+    torch re-raises a worker's exception with the worker's whole traceback as its message
+    (``Caught DataError in DataLoader worker process 0. Original Traceback ...``); the
+    person needs its last line, the original message, without the ``smaf.errors.X:`` prefix.
+    """
+    text = str(exc)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return text
+    last = text.rstrip().splitlines()[-1]
+    prefix = f"{type(exc).__module__}.{type(exc).__qualname__}: "
+    return last[len(prefix) :] if last.startswith(prefix) else last
+
+
 def run_logged(
     log_path: str | Path | None, func: Callable[..., T], /, *args: Any, **kwargs: Any
 ) -> T:
@@ -49,7 +64,7 @@ def run_logged(
     try:
         return func(*args, **kwargs)
     except SmafError as exc:
-        log.error("%s", exc)
+        log.error("%s", user_message(exc))
         raise SystemExit(1) from None
     except Exception:
         log.exception("unexpected error (a bug in SMAF, please report it with this log)")
