@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh Linux machine (Python >= 3.10 with venv):
 #   make demo   — create .venv if missing, install SMAF, run the workflow on the demo config
 #   make test   — create .venv if missing, install SMAF with dev extras, run the test suite
+#   make bench  — CPU benchmarks (~8 min): results/bench/cpu.csv and the table in BENCHMARKS.md
 # Both are idempotent: the install steps rerun only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -9,10 +10,10 @@ BIN := $(VENV)/bin
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint format clean help
+.PHONY: demo test bench lint format clean help
 
 help:
-	@echo "make demo | test | lint | format | clean"
+	@echo "make demo | test | bench | lint | format | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python bench/cpu.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

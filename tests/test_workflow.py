@@ -138,6 +138,26 @@ def test_unknown_dataset_name_is_a_clear_error(tmp_path):
     assert "dataset 'coco' is not declared under `datasets:`" in proc.stdout + proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (
+            {"ablations": {"table5": [{"row": "x", "experiment": "nowhere"}]}},
+            "row 'x' names experiment 'nowhere', which is neither under `experiments:`",
+        ),
+        (
+            {"experiments": {"default": {}, "mine_seed3": {}}},
+            "On instance['experiments']:\n    'mine_seed3'",
+        ),
+        ({"train": {"seeds": []}}, "should be non-empty"),
+    ],
+)
+def test_invalid_config_experiments_and_seeds_are_named(tmp_path, config, message):
+    proc = snakemake(tmp_path, "-n", config=config, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+
+
 def test_snakemake_lint_is_clean(tmp_path):
     proc = snakemake(tmp_path, "--lint", check=False)
     out = proc.stdout + proc.stderr

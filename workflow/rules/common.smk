@@ -19,7 +19,7 @@ SPLIT_ROLES = ("train_aug", "train", "val")
 #: they reach the rules as params, so changing one reruns training. The other `train:` keys
 #: (device, checkpoint_every, log_every) only say where and how verbosely a job runs; the
 #: scripts read them from the config (smaf.config.runtime_settings), which triggers nothing.
-#: The random seed is added per run (run_seed).
+#: The random seed is added per run (parse_run).
 TRAIN_KEYS = ("amp",)
 
 #: Random seeds: every experiment runs once per seed. EPS pretraining (shared by all

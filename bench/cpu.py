@@ -1,0 +1,167 @@
+"""CPU benchmarks of the pipeline (`make bench`): results/bench/cpu.csv and BENCHMARKS.md.
+
+Measures, on this machine:
+
+* ``demo``: the default config's whole workflow from an empty folder (wall s, peak RSS MB);
+* ``noop_dryrun``: ``snakemake -n`` on that finished run (median of 3);
+* ``seeds`` / ``crf`` / ``teacher_maps``: images/s of those rules in the demo run (their
+  Snakemake benchmark files);
+* ``evaluate``: images/s of scoring the demo's SMAF CRF labels on train (median of 3);
+* ``crf``, ``speedup_2_vs_1``: the CRF stage with 2 processes over 1 (median of 3 each) on
+  40 real VOC images of ../shared/data/voc2012-mini when present, else on the demo's
+  train_aug seeds (small images: pool start-up weighs more there).
+
+Writes ``results/bench/cpu.csv`` (``benchmark,metric,value,unit``) and replaces the section
+between the ``bench:cpu`` markers of BENCHMARKS.md with a table (date, machine, versions).
+The demo runs in ``results/bench/demo/`` (deleted first), never in the checkout's results/.
+
+    .venv/bin/python bench/cpu.py            # ~8 min on 2 cores
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "results" / "bench"
+VOC_MINI = REPO.parent / "shared" / "data" / "voc2012-mini"
+START, END = "<!-- bench:cpu:start -->", "<!-- bench:cpu:end -->"
+
+
+def snakemake(workdir: Path, *args: str) -> float:
+    """Run this checkout's workflow in ``workdir``; return the wall time in seconds."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+    cmd += ["--directory", str(workdir), *args]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def rule_rate(workdir: Path, bench: str, images: int) -> float:
+    """images / wall seconds of one rule's Snakemake benchmark file."""
+    path = workdir / "benchmarks" / "synthetic" / "default" / f"{bench}.tsv"
+    with path.open() as f:
+        row = next(csv.DictReader(f, delimiter="\t"))
+    return images / float(row["s"])
+
+
+def crf_rates(demo: Path) -> tuple[str, float, float]:
+    """(data, 1-process images/s, 2-process images/s): medians of 3 CRF stage runs."""
+    from smaf.stages.crf_stage import refine_seeds
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if (VOC_MINI / "VOCdevkit").is_dir():
+            sys.path.insert(0, str(REPO / "bench"))
+            from crf_speed import C, make_inputs
+
+            from smaf.io import read_id_list
+
+            root = VOC_MINI / "VOCdevkit" / "VOC2012"
+            ids = read_id_list(root / "ImageSets" / "Segmentation" / "subset_train.txt")[:40]
+            split, seeds = make_inputs(root, ids, work)
+            data, n, num_classes = "40 VOC images", len(ids), C
+        else:
+            root = demo / "resources" / "synthetic" / "VOC2012"
+            split = demo / "results" / "synthetic" / "data" / "splits" / "train_aug.txt"
+            seeds = demo / "results" / "synthetic" / "default" / "seeds" / "smaf_train_aug"
+            n, num_classes = len(split.read_text().split()), 6
+            data = f"{n} demo images"
+        rates = {}
+        for procs in (1, 2):
+            runs = []
+            for r in range(3):
+                t0 = time.perf_counter()
+                refine_seeds(
+                    root, split, seeds, work / f"out{procs}_{r}", num_classes, "labels", None, procs
+                )
+                runs.append(n / (time.perf_counter() - t0))
+            rates[procs] = statistics.median(runs)
+    return data, rates[1], rates[2]
+
+
+def evaluate_rate(demo: Path) -> float:
+    """images/s of scoring the demo's SMAF CRF labels of train (median of 3)."""
+    from smaf.stages.evaluate import evaluate_split
+
+    split = demo / "results" / "synthetic" / "data" / "splits" / "train.txt"
+    n = len(split.read_text().split())
+    runs = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        evaluate_split(
+            demo / "results" / "synthetic" / "default" / "crf" / "smaf_train",
+            demo / "resources" / "synthetic" / "VOC2012",
+            split,
+            6,
+        )
+        runs.append(n / (time.perf_counter() - t0))
+    return statistics.median(runs)
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    demo = OUT / "demo"
+    shutil.rmtree(demo, ignore_errors=True)
+    cores = str(os.cpu_count() or 1)
+    print("demo workflow from an empty folder ...", flush=True)
+    demo_s = snakemake(demo, "--cores", cores, "--resources", "gpu=1")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    noop = statistics.median(snakemake(demo, "-n") for _ in range(3))
+    print("CRF 1 vs 2 processes, evaluation ...", flush=True)
+    crf_data, crf1, crf2 = crf_rates(demo)
+    rows = [
+        ("demo", "wall_s", demo_s, "s"),
+        ("demo", "peak_rss_mb", peak_mb, "MB"),
+        ("noop_dryrun", "wall_s", noop, "s"),
+        ("crf", "images_per_s_1_process", crf1, f"images/s ({crf_data})"),
+        ("crf", "images_per_s_2_processes", crf2, f"images/s ({crf_data})"),
+        ("crf", "speedup_2_vs_1", crf2 / crf1, "x"),
+        ("teacher_maps", "images_per_s", rule_rate(demo, "teacher_maps", 240), "images/s"),
+        ("seeds", "images_per_s", rule_rate(demo, "seeds/smaf_train_aug", 240), "images/s"),
+        ("crf_stage_demo", "images_per_s", rule_rate(demo, "crf/smaf_train_aug", 240), "images/s"),
+        ("evaluate", "images_per_s", evaluate_rate(demo), "images/s"),
+    ]
+    with (OUT / "cpu.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["benchmark", "metric", "value", "unit"])
+        w.writerows((b, m, f"{v:.3f}", u) for b, m, v, u in rows)
+
+    import snakemake as smk
+    import torch
+
+    table = [
+        START,
+        f"`make bench` on {dt.date.today()}: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"snakemake {smk.__version__}. Targets: demo ≤ 600 s and ≤ 4096 MB, CRF speedup ≥ 1.7, "
+        "no-op dry-run ≤ 10 s.",
+        "",
+        "| benchmark | metric | value | unit |",
+        "|---|---|---|---|",
+        *(f"| {b} | {m} | {v:.2f} | {u} |" for b, m, v, u in rows),
+        END,
+    ]
+    md = REPO / "BENCHMARKS.md"
+    text = md.read_text()
+    if START in text and END in text:
+        text = text[: text.index(START)] + "\n".join(table) + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n## `make bench` (CPU)\n\n" + "\n".join(table) + "\n"
+    md.write_text(text)
+    print("\n".join(table[1:-1]))
+
+
+if __name__ == "__main__":
+    main()
