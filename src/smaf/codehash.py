@@ -17,10 +17,12 @@ a docstring does not retrain a model.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from smaf.errors import ConfigError
 
@@ -89,14 +91,7 @@ def module_files(script: str | os.PathLike[str], src_root: str | os.PathLike[str
     todo: list[tuple[Path, str]] = [(script, "")]
     while todo:
         path, name = todo.pop()
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        except SyntaxError as exc:
-            raise ConfigError(
-                f"code hash: {path} is not valid Python ({exc.msg}, line {exc.lineno})."
-            ) from None
-        is_package = path.name == "__init__.py"
-        for dotted in _imported_names(tree, name, is_package):
+        for dotted in _analyse(path, name).imports:
             if dotted != PACKAGE and not dotted.startswith(PACKAGE + "."):
                 continue
             # The module and every package above it run on import.
@@ -110,9 +105,37 @@ def module_files(script: str | os.PathLike[str], src_root: str | os.PathLike[str
     return sorted(seen)
 
 
+class _Analysis(NamedTuple):
+    imports: tuple[str, ...]  # dotted names the file imports (see _imported_names)
+    fingerprint: str  # its code without comments, docstrings and formatting
+
+
+def _analyse(path: Path, name: str) -> _Analysis:
+    """Imports and fingerprint of the module ``name`` at ``path`` (parsed once per content)."""
+    try:
+        return _analyse_source(path.read_text(encoding="utf-8"), str(path), name)
+    except SyntaxError as exc:
+        raise ConfigError(
+            f"code hash: {path} is not valid Python ({exc.msg}, line {exc.lineno})."
+        ) from None
+
+
+@functools.cache
+def _analyse_source(source: str, filename: str, name: str) -> _Analysis:
+    """:func:`_analyse` of a file's text. Cached on the text itself: every rule's hash walks
+    the same modules, and Snakemake computes them all at start-up (an edited file misses)."""
+    tree = ast.parse(source, filename=filename)
+    imports = tuple(_imported_names(tree, name, Path(filename).name == "__init__.py"))
+    return _Analysis(imports, _fingerprint(tree))
+
+
 def code_fingerprint(path: str | os.PathLike[str]) -> str:
     """The code of a Python file without comments, docstrings and formatting (an AST dump)."""
-    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+    return _analyse(Path(path), "").fingerprint
+
+
+def _fingerprint(tree: ast.Module) -> str:
+    """:func:`code_fingerprint` of a parsed file (its docstrings are removed from ``tree``)."""
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (
@@ -137,7 +160,7 @@ def code_hash(script: str | os.PathLike[str], src_root: str | os.PathLike[str]) 
     digest.update(code_fingerprint(script).encode())
     for path in module_files(script, src_root):
         digest.update(str(path.relative_to(src_root)).encode() + b"\0")
-        digest.update(code_fingerprint(path).encode() + b"\0")
+        digest.update(_analyse(path, _module_name(src_root, path)).fingerprint.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
