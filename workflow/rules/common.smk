@@ -5,6 +5,30 @@ from pathlib import Path
 from smaf.codehash import code_hash
 from smaf.errors import ConfigError
 
+
+def canonical(value):
+    """`value` with every dict's keys sorted (recursively)."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+# Snakemake compares params by their text: with every dict of the config key-sorted once here,
+# the same settings written in another key order (another config file, a --configfile
+# override) rerun nothing. Experiments and ablation tables keep the order they are written in
+# (the first experiment is the report's; tables and rows are listed in that order).
+for _key in list(config):
+    if _key not in ("experiments", "ablations"):
+        config[_key] = canonical(config[_key])
+config["experiments"] = {
+    name: canonical(o or {}) for name, o in config["experiments"].items()
+}
+config["ablations"] = {
+    t: canonical(rows) for t, rows in (config.get("ablations") or {}).items()
+}
+
 DATASET = config["dataset"]
 if DATASET not in config["datasets"]:
     raise ConfigError(
@@ -50,7 +74,7 @@ def _ablation_experiments():
 
 #: Every experiment the workflow knows: `experiments:` plus the ablation rows' own.
 EXPERIMENTS = {
-    **{k: v or {} for k, v in config["experiments"].items()},
+    **config["experiments"],
     **_ablation_experiments(),
 }
 for _table, _rows in (config.get("ablations") or {}).items():
@@ -187,20 +211,7 @@ def aug_mask_dir(wildcards):
 def synthetic_params(wildcards):
     """Generator settings of a synthetic dataset (plus its class count)."""
     ds = dataset_cfg(wildcards)
-    return canonical({**ds.get("synthetic", {}), "num_classes": ds["num_classes"]})
-
-
-def canonical(value):
-    """`value` with every dict's keys sorted (recursively), for params.
-
-    Snakemake compares params by their text, so without this the same settings written in
-    another key order (another config file, a --configfile override) would rerun a rule.
-    """
-    if isinstance(value, dict):
-        return {k: canonical(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
+    return {**ds.get("synthetic", {}), "num_classes": ds["num_classes"]}
 
 
 def deep_merge(base, override):
@@ -229,7 +240,7 @@ def experiment_field(section, key):
     """Input function giving `key` of `section` for the experiment in the wildcards."""
 
     def get(wildcards):
-        return canonical(experiment_cfg(wildcards, section)[key])
+        return experiment_cfg(wildcards, section)[key]
 
     return get
 
@@ -239,7 +250,7 @@ def stage_params(section):
 
     def get(wildcards):
         shared = {k: config["train"][k] for k in TRAIN_KEYS}
-        return canonical({**shared, "seed": SEEDS[0], **config[section]})
+        return {**shared, "seed": SEEDS[0], **config[section]}
 
     return get
 
@@ -250,7 +261,7 @@ def experiment_stage_params(section):
     def get(wildcards):
         shared = {k: config["train"][k] for k in TRAIN_KEYS}
         seed = parse_run(wildcards.experiment)[1]
-        return canonical({**shared, "seed": seed, **experiment_cfg(wildcards, section)})
+        return {**shared, "seed": seed, **experiment_cfg(wildcards, section)}
 
     return get
 
@@ -334,7 +345,7 @@ def classifier_model(wildcards):
 def crf_method_params(wildcards):
     """Settings of the experiment's CRF method: section `crf.labels` or `crf.probs`."""
     crf = experiment_cfg(wildcards, "crf")
-    return canonical(crf[crf["method"]])
+    return crf[crf["method"]]
 
 
 def eval_predictions(wildcards):
@@ -434,7 +445,7 @@ def deeplab_train_params(wildcards):
     seed = parse_run(wildcards.experiment)[1]
     skip = ("test", "labels_from", "init_from")
     section = {k: v for k, v in deeplab_cfg(wildcards).items() if k not in skip}
-    return canonical({**shared, "seed": seed, **section})
+    return {**shared, "seed": seed, **section}
 
 
 def deeplab_train_inputs(wildcards):

@@ -22,7 +22,7 @@ rule pretrain:
         gpu=1,
     params:
         code=script_code("pretrain.py"),
-        model=canonical(config["model"]),
+        model=config["model"],
         pretrain=stage_params("pretrain"),
         saliency_dir=dataset_saliency_dir,
         state_dir="results/{dataset}/state/pretrain",
