@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -160,3 +161,18 @@ def test_sigterm_writes_a_checkpoint_then_exits(tmp_path):
     assert exc.value.code == 143
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
     assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
+
+
+@pytest.mark.parametrize(
+    "option", [{"channels_last": True}, pytest.param({"compile": True}, marks=pytest.mark.slow)]
+)
+def test_speed_options_train_the_same_model(option):
+    """channels_last and torch.compile change the speed, not the losses (float rounding aside)."""
+    loop = LoopConfig(iterations=3, batch_size=2, log_every=1, device="cpu")
+    model, opt, cfg = make()
+    plain = fit(model, opt, ToySet(), step_fn, loop, cfg, None, CONFIG)
+    model, opt, cfg = make()
+    fast = fit(model, opt, ToySet(), step_fn, replace(loop, **option), cfg, None, CONFIG)
+    for a, b in zip(plain, fast, strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-2), (a, b)
+    assert model.has_background  # the model object itself still answers (not a wrapper)

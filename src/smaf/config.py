@@ -30,14 +30,17 @@ def dataclass_from(cls: type[T], values: dict[str, Any] | None, section: str) ->
         raise ConfigError(f"config section {section!r}: {exc}") from None
 
 
-#: `train:` keys that say where and how verbosely a job runs, not what it computes. The rules
-#: do not pass them as params (a change must not rerun training); scripts read them here.
-RUNTIME_KEYS = ("device", "checkpoint_every", "log_every")
+#: `train:` keys that say where, how fast and how verbosely a job runs, not what it computes.
+#: The rules do not pass them as params (a change must not rerun training); scripts read them
+#: here. ``channels_last`` and ``compile`` change speed only (float rounding aside).
+RUNTIME_KEYS = ("device", "checkpoint_every", "log_every", "channels_last", "compile")
+#: Defaults of the runtime keys a config may leave out (older configs).
+RUNTIME_DEFAULTS = {"channels_last": False, "compile": False}
 
 
 def runtime_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The :data:`RUNTIME_KEYS` of the workflow config's ``train:`` section."""
-    train = config.get("train") or {}
+    train = {**RUNTIME_DEFAULTS, **(config.get("train") or {})}
     missing = [k for k in RUNTIME_KEYS if k not in train]
     if missing:
         raise ConfigError(f"config section 'train': missing key(s) {', '.join(missing)}.")

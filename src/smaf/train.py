@@ -17,10 +17,16 @@ What it guarantees:
   released code's effective momentum is 5e-4.
 * bf16 autocast on CUDA, progress lines (step, losses, lr, images/s, ETA), a clear error on
   a NaN/inf loss naming the step and the last good checkpoint.
+* **Data parallel** under torchrun (:mod:`smaf.distributed`): each process trains on its
+  slice of every global batch, DDP averages the gradients, so the loss trajectory follows the
+  one-process run with the same ``batch_size`` (exactly with frozen BN and no dropout;
+  otherwise BN statistics and dropout masks are per process).
+* Optional ``channels_last`` memory format and ``torch.compile`` (speed only).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -36,6 +42,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from smaf import distributed
 from smaf.errors import ConfigError, SmafError
 from smaf.io import atomic_write
 
@@ -73,6 +80,8 @@ class LoopConfig:
     device: str = "auto"  # 'auto' (CUDA if available) | 'cpu' | 'cuda' | 'cuda:1' ...
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     num_workers: int = 0  # DataLoader worker processes (the rule's threads - 1)
+    channels_last: bool = False  # NHWC memory format for model and inputs (faster convs on GPUs)
+    compile: bool = False  # torch.compile the model (slow first steps, faster after)
 
     def __post_init__(self) -> None:
         if self.iterations < 1 or self.batch_size < 1 or self.grad_accum < 1:
@@ -91,19 +100,26 @@ def loop_identity(loop: LoopConfig) -> dict[str, Any]:
     Device, workers and logging/checkpoint cadence may change between a run and its resume
     (e.g. resumed on another node) without changing the result.
     """
-    skip = {"device", "num_workers", "log_every", "checkpoint_every"}
+    skip = {"device", "num_workers", "log_every", "checkpoint_every", "channels_last", "compile"}
     return {k: v for k, v in asdict(loop).items() if k not in skip}
 
 
 def resolve_device(name: str) -> torch.device:
-    """``'auto'`` → CUDA when available, else CPU; anything else as given (checked)."""
+    """``'auto'`` → CUDA when available, else CPU; anything else as given (checked).
+
+    Under DDP with GPUs every process takes the GPU of its local rank.
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"device {name!r} requested but CUDA is not available; use 'auto' or 'cpu'."
         )
+    ctx = distributed.context()
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
     return device
 
 
@@ -166,17 +182,33 @@ class SampleStream(torch.utils.data.Sampler):
 
     Position ``p``: epoch ``p // n``, index ``perm(seed, epoch)[p % n]``, seed ``(seed, p)``
     folded to 63 bits. Stateless, so resuming only needs the position.
+
+    Data parallel: the stream is cut into global micro-batches of ``chunk`` positions (from
+    ``start``, a multiple of ``chunk``); process ``rank`` of ``world`` yields the ``rank``-th
+    ``chunk // world`` positions of each, so the processes together see the one-process stream.
     """
 
-    def __init__(self, n: int, seed: int, start: int = 0) -> None:
+    def __init__(
+        self, n: int, seed: int, start: int = 0, *, rank: int = 0, world: int = 1, chunk: int = 1
+    ) -> None:
         if n < 1:
             raise SmafError("the training split is empty.")
+        if world < 1 or not 0 <= rank < world or chunk % world:
+            raise ValueError(f"bad shard: rank {rank} of {world}, chunk {chunk}")
         self.n, self.seed, self.start = n, seed, start
+        self.rank, self.world, self.chunk = rank, world, chunk
+
+    def _mine(self, p: int) -> bool:
+        local = self.chunk // self.world
+        return ((p - self.start) % self.chunk) // local == self.rank
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         p = self.start
         epoch, perm = -1, None
         while True:
+            if self.world > 1 and not self._mine(p):
+                p += 1
+                continue
             if p // self.n != epoch:
                 epoch = p // self.n
                 perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
@@ -196,6 +228,13 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+def _process_seed(seed: int, rank: int) -> int:
+    """Torch seed of DDP process ``rank``: rank 0 keeps ``seed``, others get their own stream."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint32)[0])
+
+
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
@@ -210,15 +249,23 @@ def config_fingerprint(config: dict[str, Any]) -> str:
 def save_checkpoint(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict
 ) -> None:
-    """Write a self-describing checkpoint atomically (loadable with ``weights_only=True``)."""
+    """Write a self-describing checkpoint atomically (loadable with ``weights_only=True``).
+
+    Under DDP every process must call it (their RNG states are gathered); rank 0 writes.
+    """
+    rng = distributed.gather(_rng_state())
+    if not distributed.is_main():
+        return
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,
-        "rng": _rng_state(),
+        "rng": rng[0],
         "config": config_fingerprint(config),
         "torch_version": str(torch.__version__),
     }
+    if len(rng) > 1:
+        state["rng_ranks"] = rng
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
 
@@ -270,10 +317,17 @@ def fit(
         One dict per step (``step``, ``lr``, each loss), including steps before a resume when
         they were recorded in the state folder.
     """
+    ctx = distributed.context()
+    if loop.batch_size % (loop.grad_accum * ctx.world_size):
+        raise ConfigError(
+            f"training: batch_size {loop.batch_size} is not divisible by grad_accum "
+            f"{loop.grad_accum} × {ctx.world_size} processes"
+        )
     device = resolve_device(loop.device)
     model.to(device)
-    seed_everything(loop.seed)
-    if state_dir is not None:
+    seed_everything(_process_seed(loop.seed, ctx.rank))
+    main = ctx.is_main
+    if state_dir is not None and main:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
     ckpt_path = Path(state_dir) / CHECKPOINT_NAME if state_dir is not None else None
     history_path = Path(state_dir) / "history.jsonl" if state_dir is not None else None
@@ -285,18 +339,26 @@ def fit(
         else:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
-            _set_rng_state(ckpt["rng"])
+            _resume_rng(ckpt, ctx)
             start = int(ckpt["step"])
-            history = _read_history(history_path, start)
+            history = _read_history(history_path, start, write=main)
             log.info("resuming from %s at step %d of %d", ckpt_path, start, loop.iterations)
-    if start == 0 and history_path is not None and history_path.exists():
+    if start == 0 and main and history_path is not None and history_path.exists():
         history_path.unlink()
+    distributed.barrier()  # nobody reads the state folder while rank 0 tidies it
 
-    micro = loop.batch_size // loop.grad_accum
+    chunk = loop.batch_size // loop.grad_accum  # images of one micro-batch, all processes
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=micro,
-        sampler=SampleStream(len(dataset), loop.seed, start * loop.batch_size),
+        batch_size=chunk // ctx.world_size,
+        sampler=SampleStream(
+            len(dataset),
+            loop.seed,
+            start * loop.batch_size,
+            rank=ctx.rank,
+            world=ctx.world_size,
+            chunk=chunk,
+        ),
         num_workers=loop.num_workers,
         collate_fn=collate_fn,
         pin_memory=device.type == "cuda",
@@ -304,6 +366,7 @@ def fit(
         # Its own generator, so creating the iterator does not consume the global torch RNG.
         generator=torch.Generator().manual_seed(loop.seed),
     )
+    train_model = _wrap(model, device, loop, ctx)
     amp = loop.amp and device.type == "cuda"
     stop = {"flag": False}
     previous_handler = signal.getsignal(signal.SIGTERM)
@@ -325,25 +388,29 @@ def fit(
             lr = set_lr(optimizer, optim, step, loop.iterations)
             optimizer.zero_grad(set_to_none=True)
             totals: dict[str, float] = {}
-            for _ in range(loop.grad_accum):
+            for micro in range(loop.grad_accum):
                 batch = next(batches)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    losses = step_fn(model, batch, device)
-                loss = losses["loss"]
-                if not torch.isfinite(loss.detach()).all():
-                    raise SmafError(
-                        f"the loss became {loss.item()} at step {step + 1}; last good checkpoint: "
-                        f"{last_ckpt}. Lower the learning rate or check the inputs, then rerun "
-                        "(it resumes from that checkpoint)."
-                    )
-                (loss / loop.grad_accum).backward()
+                # DDP all-reduces gradients on the last micro-batch's backward only.
+                sync = micro == loop.grad_accum - 1 or not ctx.enabled
+                with _maybe_no_sync(train_model, sync):
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                        losses = step_fn(train_model, batch, device)
+                    loss = losses["loss"]
+                    if not torch.isfinite(loss.detach()).all():
+                        raise SmafError(
+                            f"the loss became {loss.item()} at step {step + 1}; last good "
+                            f"checkpoint: {last_ckpt}. Lower the learning rate or check the "
+                            "inputs, then rerun (it resumes from that checkpoint)."
+                        )
+                    (loss / loop.grad_accum).backward()
                 for k, v in losses.items():
                     totals[k] = totals.get(k, 0.0) + float(v.detach()) / loop.grad_accum
             optimizer.step()
+            totals = distributed.mean_over_ranks(totals)
             images_done += loop.batch_size
             record = {"step": step + 1, "lr": lr, **totals}
             history.append(record)
-            if history_path is not None:
+            if history_path is not None and main:
                 with open(history_path, "a") as f:
                     f.write(json.dumps(record) + "\n")
             done = step + 1
@@ -361,11 +428,12 @@ def fit(
                     rate,
                     _fmt_time(eta),
                 )
-            if ckpt_path is not None and (done % loop.checkpoint_every == 0 or stop["flag"]):
+            stopping = distributed.any_rank(stop["flag"])  # every process stops at one step
+            if ckpt_path is not None and (done % loop.checkpoint_every == 0 or stopping):
                 if done < loop.iterations:
                     save_checkpoint(ckpt_path, model, optimizer, done, config)
                     last_ckpt = f"{ckpt_path} (step {done})"
-            if stop["flag"]:
+            if stopping:
                 log.warning("SIGTERM received: checkpoint written at step %d; exiting", done)
                 raise _Preempted
             if stop_after is not None and done >= stop_after:
@@ -379,14 +447,83 @@ def fit(
     return history
 
 
-def _read_history(path: Path | None, upto: int) -> list[dict[str, float]]:
-    """History lines up to step ``upto`` (lines after a checkpoint are redone on resume)."""
+class _DDP(nn.parallel.DistributedDataParallel):
+    """DDP that also answers the wrapped model's attributes (``has_background``, ``scales``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def _trains_batchnorm(model: nn.Module) -> bool:
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and any(p.requires_grad for p in m.parameters(recurse=False))
+        for m in model.modules()
+    )
+
+
+def _wrap(
+    model: nn.Module, device: torch.device, loop: LoopConfig, ctx: distributed.DistContext
+) -> nn.Module:
+    """The module the steps call: channels_last / DDP / torch.compile as configured.
+
+    ``model`` itself (whose state dict the checkpoints hold) is changed in place only by
+    channels_last and the SyncBatchNorm conversion, neither of which renames its parameters.
+    """
+    if loop.channels_last:
+        model.to(memory_format=torch.channels_last)
+    wrapped: nn.Module = model
+    if ctx.enabled:
+        if _trains_batchnorm(model):
+            if device.type == "cuda":
+                nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                log.info("DDP: BatchNorm layers synchronised across %d GPUs", ctx.world_size)
+            else:
+                log.warning(
+                    "DDP on CPU: BatchNorm statistics are per process (SyncBatchNorm needs GPUs)"
+                )
+        wrapped = _DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        log.info("DDP: rank %d of %d on %s", ctx.rank, ctx.world_size, device)
+    if loop.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _maybe_no_sync(model: nn.Module, sync: bool):
+    """``model.no_sync()`` for a DDP micro-batch that must not all-reduce yet."""
+    if sync:
+        return contextlib.nullcontext()
+    inner = getattr(model, "_orig_mod", model)  # a compiled DDP module
+    return inner.no_sync()
+
+
+def _resume_rng(ckpt: dict[str, Any], ctx: distributed.DistContext) -> None:
+    """Restore this process's RNG state (each DDP rank its own when the world size matches)."""
+    ranks = ckpt.get("rng_ranks")
+    if ctx.enabled:
+        if ranks is not None and len(ranks) == ctx.world_size:
+            _set_rng_state(ranks[ctx.rank])
+        else:  # another process count: same batches, new dropout streams
+            log.info("checkpoint from another process count: dropout RNG streams restart")
+        return
+    _set_rng_state(ckpt["rng"])
+
+
+def _read_history(path: Path | None, upto: int, *, write: bool = True) -> list[dict[str, float]]:
+    """History lines up to step ``upto`` (lines after a checkpoint are redone on resume).
+
+    ``write``: also cut the file to those lines (rank 0 of a DDP run only).
+    """
     if path is None or not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r["step"] <= upto]
-    with atomic_write(path) as tmp:
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if write:
+        with atomic_write(path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
 

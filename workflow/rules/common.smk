@@ -41,8 +41,9 @@ SPLIT_ROLES = ("train_aug", "train", "val")
 
 #: Training-loop keys shared by every training stage (config `train:`) that change results:
 #: they reach the rules as params, so changing one reruns training. The other `train:` keys
-#: (device, checkpoint_every, log_every) only say where and how verbosely a job runs; the
-#: scripts read them from the config (smaf.config.runtime_settings), which triggers nothing.
+#: (device, checkpoint_every, log_every, channels_last, compile, gpus) only say where, how fast
+#: and how verbosely a job runs; the scripts read them from the config
+#: (smaf.config.runtime_settings) or the job's resources, which triggers nothing.
 #: The random seed is added per run (parse_run).
 TRAIN_KEYS = ("amp",)
 
@@ -51,6 +52,10 @@ TRAIN_KEYS = ("amp",)
 SEEDS = list(config["train"]["seeds"])
 #: Run name of an experiment's extra seeds: results/<dataset>/<name>_seed<k>/.
 REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
+
+
+#: GPUs (DDP processes) of each training job: its `gpu` resource.
+TRAIN_GPUS = int(config["train"].get("gpus", 1))
 
 
 def _ablation_experiments():

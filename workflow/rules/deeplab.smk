@@ -18,7 +18,7 @@ rule deeplab_train:
         "../../envs/smaf.yaml"
     threads: 2
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("deeplab_train.py"),
         deeplab=deeplab_train_params,

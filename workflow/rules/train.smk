@@ -19,7 +19,7 @@ rule pretrain:
         "../../envs/smaf.yaml"
     threads: 8
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("pretrain.py"),
         model=config["model"],
@@ -68,7 +68,7 @@ rule self_train:
         "../../envs/smaf.yaml"
     threads: 8
     resources:
-        gpu=1,
+        gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("self_train.py"),
         self_train=experiment_stage_params("self_train"),

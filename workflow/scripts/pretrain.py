@@ -2,12 +2,13 @@
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
 from smaf.config import runtime_settings
-from smaf.runner import run_logged
+from smaf.distributed import run_training
 from smaf.stages.pretrain import pretrain
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 
-run_logged(
+# One process, or train.gpus DDP processes under torchrun (the job's gpu resource).
+run_training(
     snakemake.log[0],
     pretrain,
     dataset_info=snakemake.input.info,
@@ -19,5 +20,7 @@ run_logged(
     out_model=snakemake.output.model,
     out_history=snakemake.output.history,
     state_dir=snakemake.params.state_dir,
+    processes=snakemake.resources.gpu,
+    requested=snakemake.config["train"]["gpus"],
     threads=snakemake.threads,
 )

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from smaf import distributed
 from smaf.config import dataclass_from
 from smaf.crf import DenseCRF, crf_images_parallel
 from smaf.data.voc import VOCLayout
@@ -304,6 +305,8 @@ def train_deeplab(
         "labels": file_identity(label_dir),
     }
     history = fit(net, optimizer, dataset, deeplab_step, loop, optim, state_dir, full_config)
+    if not distributed.is_main():
+        return history  # DDP: rank 0 writes the outputs
     write_history(out_history, history)
     meta = {
         "stage": "deeplab",

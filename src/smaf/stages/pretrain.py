@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from smaf import distributed
 from smaf.config import dataclass_from
 from smaf.errors import ConfigError
 from smaf.io import atomic_write
@@ -151,6 +152,8 @@ def pretrain(
         "split": Path(split_file).name,
     }
     history = fit(net, optimizer, dataset, eps_step(cfg), loop, optim, state_dir, full_config)
+    if not distributed.is_main():
+        return  # DDP: rank 0 writes the outputs
     write_history(out_history, history)
     meta = {
         "stage": "pretrain",

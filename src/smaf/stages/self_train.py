@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from smaf import distributed
 from smaf.cam import CAMConfig, attention
 from smaf.config import dataclass_from
 from smaf.errors import ConfigError
@@ -193,6 +194,8 @@ def self_train(
         state_dir,
         full_config,
     )
+    if not distributed.is_main():
+        return  # DDP: rank 0 writes the outputs
     write_history(out_history, history)
     save_model(
         out_model, student.cpu(), {**meta, "stage": "self_train", "iterations": loop.iterations}
