@@ -5,7 +5,7 @@ Measures, on this machine:
 * ``demo``: the default config's whole workflow from an empty folder (wall s, peak RSS MB);
 * ``noop_dryrun``: ``snakemake -n`` on that finished run (median of 3);
 * ``seeds`` / ``crf`` / ``teacher_maps``: images/s of those rules in the demo run (their
-  Snakemake benchmark files);
+  Snakemake benchmark files); the teacher maps' size on disk per image (and as dense float32);
 * ``evaluate``: images/s of scoring the demo's SMAF CRF labels on train (median of 3);
 * ``crf``, ``speedup_2_vs_1``: the CRF stage with 2 processes over 1 (median of 3 each) on
   40 real VOC images of ../shared/data/voc2012-mini when present, else on the demo's
@@ -110,6 +110,23 @@ def evaluate_rate(demo: Path) -> float:
     return statistics.median(runs)
 
 
+def teacher_map_sizes(demo: Path) -> tuple[float, float]:
+    """(stored kB per image, kB of the same maps as dense float32 ``[C, H, W]``).
+
+    The offline teacher keeps only the image's classes, as float16, in a compressed ``.npz``
+    (:func:`smaf.cam.save_maps`).
+    """
+    import numpy as np
+
+    files = sorted((demo / "results/synthetic/default/teacher_maps/maps").glob("*.npz"))
+    stored = sum(f.stat().st_size for f in files)
+    dense = 0
+    for f in files:
+        with np.load(f, allow_pickle=False) as z:
+            dense += int(np.prod(z["shape"])) * 4
+    return stored / len(files) / 1000, dense / len(files) / 1000
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     demo = OUT / "demo"
@@ -121,6 +138,7 @@ def main() -> None:
     noop = statistics.median(snakemake(demo, "-n") for _ in range(3))
     print("CRF 1 vs 2 processes, evaluation ...", flush=True)
     crf_data, crf1, crf2 = crf_rates(demo)
+    stored_kb, dense_kb = teacher_map_sizes(demo)
     rows = [
         ("demo", "wall_s", demo_s, "s"),
         ("demo", "peak_rss_mb", peak_mb, "MB"),
@@ -129,6 +147,8 @@ def main() -> None:
         ("crf", "images_per_s_2_processes", crf2, f"images/s ({crf_data})"),
         ("crf", "speedup_2_vs_1", crf2 / crf1, "x"),
         ("teacher_maps", "images_per_s", rule_rate(demo, "teacher_maps", 240), "images/s"),
+        ("teacher_maps", "kb_per_image", stored_kb, "kB (present classes, float16, npz)"),
+        ("teacher_maps", "kb_per_image_dense_fp32", dense_kb, "kB (all classes, float32)"),
         ("seeds", "images_per_s", rule_rate(demo, "seeds/smaf_train_aug", 240), "images/s"),
         ("crf_stage_demo", "images_per_s", rule_rate(demo, "crf/smaf_train_aug", 240), "images/s"),
         ("evaluate", "images_per_s", evaluate_rate(demo), "images/s"),

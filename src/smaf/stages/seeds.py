@@ -23,6 +23,8 @@ import logging
 import os
 import time
 import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,18 @@ def _cam_config(cam: dict[str, Any] | CAMConfig | None) -> CAMConfig:
     if isinstance(cam, CAMConfig):
         return cam
     return dataclass_from(CAMConfig, cam, "seeds")
+
+
+#: Images whose outputs may wait for the writer thread (bounds the memory they hold).
+WRITE_AHEAD = 4
+
+
+def _write_outputs(
+    npz: Path, png: Path, maps: torch.Tensor, labels: np.ndarray, seeds: np.ndarray
+) -> None:
+    # maps first: a PNG without its npz is redone on resume, never half-used.
+    save_maps(npz, maps, labels)
+    save_mask(png, seeds)
 
 
 def make_seeds(
@@ -141,37 +155,46 @@ def make_seeds(
     t0 = time.perf_counter()
     computed = 0
     fg_fraction = 0.0
-    for n, image_id in enumerate(ids, 1):
-        png = work / f"{image_id}.png"
-        npz = work / "maps" / f"{image_id}.npz"
-        if png.is_file() and npz.is_file():
-            continue  # finished by an earlier, interrupted run
-        image = load_image(layout.image_path(image_id))  # [H, W, 3] uint8
-        lab = labels[image_id]  # [C] 0/1
-        with (
-            torch.inference_mode(),
-            torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"),
-        ):
-            maps = class_maps(model, image, lab, cfg)  # [C, H, W] in [0, 1], absent = 0
-        seeds = seed_labels(maps, thr)  # [H, W] uint8 0..C
-        # maps first: a PNG without its npz would be redone anyway, never half-used.
-        save_maps(npz, maps, lab)
-        save_mask(png, seeds)
-        computed += 1
-        fg_fraction += float(np.count_nonzero(seeds)) / seeds.size
-        if n % log_every == 0 or n == len(ids):
-            elapsed = time.perf_counter() - t0
-            rate = computed / elapsed if elapsed > 0 else float("inf")
-            eta = (len(ids) - n) / rate if rate > 0 else float("nan")
-            log.info(
-                "seeds: %d/%d images (%d computed), %.2f images/s, %.0f s elapsed, ETA %.0f s",
-                n,
-                len(ids),
-                computed,
-                rate,
-                elapsed,
-                eta,
-            )
+    # Compressing and writing an image's outputs (zlib, PNG: they release the GIL) overlaps
+    # the network's next image in a writer thread; at most WRITE_AHEAD images wait for it.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seeds-writer")
+    pending: deque[Future] = deque()
+    try:
+        for n, image_id in enumerate(ids, 1):
+            png = work / f"{image_id}.png"
+            npz = work / "maps" / f"{image_id}.npz"
+            if png.is_file() and npz.is_file():
+                continue  # finished by an earlier, interrupted run
+            image = load_image(layout.image_path(image_id))  # [H, W, 3] uint8
+            lab = labels[image_id]  # [C] 0/1
+            with (
+                torch.inference_mode(),
+                torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"),
+            ):
+                maps = class_maps(model, image, lab, cfg).cpu()  # [C, H, W] in [0, 1]
+            seeds = seed_labels(maps, thr)  # [H, W] uint8 0..C
+            pending.append(writer.submit(_write_outputs, npz, png, maps, lab, seeds))
+            while len(pending) > WRITE_AHEAD:
+                pending.popleft().result()  # re-raises a write error here
+            computed += 1
+            fg_fraction += float(np.count_nonzero(seeds)) / seeds.size
+            if n % log_every == 0 or n == len(ids):
+                elapsed = time.perf_counter() - t0
+                rate = computed / elapsed if elapsed > 0 else float("inf")
+                eta = (len(ids) - n) / rate if rate > 0 else float("nan")
+                log.info(
+                    "seeds: %d/%d images (%d computed), %.2f images/s, %.0f s elapsed, ETA %.0f s",
+                    n,
+                    len(ids),
+                    computed,
+                    rate,
+                    elapsed,
+                    eta,
+                )
+        while pending:
+            pending.popleft().result()
+    finally:
+        writer.shutdown(wait=True, cancel_futures=True)
     elapsed = time.perf_counter() - t0
     stats = {
         "images": len(ids),
