@@ -2,6 +2,7 @@
 #   make demo   — create .venv if missing, install SMAF, run the workflow on the demo config
 #   make test   — create .venv if missing, install SMAF with dev extras, run the test suite
 #   make bench  — CPU benchmarks (~8 min): results/bench/cpu.csv and the table in BENCHMARKS.md
+#   make bench-gpu — GPU benchmarks (needs CUDA): results/bench/gpu.csv and its BENCHMARKS.md table
 # Both are idempotent: the install steps rerun only when pyproject.toml changes.
 
 PYTHON ?= python3
@@ -10,10 +11,10 @@ BIN := $(VENV)/bin
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint format clean help
+.PHONY: demo test bench bench-gpu lint format clean help
 
 help:
-	@echo "make demo | test | bench | lint | format | clean"
+	@echo "make demo | test | bench | bench-gpu | lint | format | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,9 @@ test: $(VENV)/.installed-dev
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/cpu.py
+
+bench-gpu: $(VENV)/.installed-dev
+	$(BIN)/python bench/gpu.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -1,0 +1,189 @@
+"""bench/gpu.py: a smoke run on the CPU end to end (every benchmark, fp32 and bf16), the FLOP
+counts' relations by hand, the VOC sizes of a real run, and the small pure helpers."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from workflow_utils import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "bench" / "gpu.py"
+TRAIN = ("eps_step", "smaf_step_offline", "smaf_step_online", "deeplab_step")
+
+
+def _load_gpu():
+    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_gpu"] = module  # dataclasses look their module up while being made
+    spec.loader.exec_module(module)
+    return module
+
+
+gpu = _load_gpu()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """``{(benchmark, metric): (value, unit)}`` of one ``--smoke`` run (~10 s on 2 cores)."""
+    out = tmp_path_factory.mktemp("bench") / "gpu.csv"
+    cmd = [sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--out", str(out)]
+    # One torch thread: spinning OpenMP threads slow a run tenfold when the cores are shared.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*cmd, "--no-markdown"], check=True, capture_output=True, timeout=300, env=env)
+    with out.open(newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["benchmark", "metric", "value", "unit"]
+        return {(r["benchmark"], r["metric"]): (float(r["value"]), r["unit"]) for r in reader}
+
+
+def _value(rows, bench: str, metric: str) -> float:
+    value = rows[bench, metric][0]
+    assert math.isfinite(value), (bench, metric, value)
+    return value
+
+
+@pytest.mark.slow
+def test_smoke_covers_every_benchmark(smoke):
+    benches = {b for b, _ in smoke}
+    assert benches == {
+        "matmul_bf16",
+        *TRAIN,
+        "seeds",
+        "crf",
+        "seeds_crf_amortised",
+        "teacher_pass",
+    }
+    assert _value(smoke, "matmul_bf16", "tflops") > 0
+    assert not any(m.startswith(("peak_mem", "error")) for _, m in smoke)  # CPU: no CUDA memory
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bench", TRAIN)
+def test_smoke_training_steps(smoke, bench):
+    step, forward = (_value(smoke, bench, m) for m in ("tflop_per_step", "tflop_forward"))
+    assert step > forward > 0  # the backward pass costs FLOPs too
+    assert _value(smoke, bench, "batch_size") == 2 and _value(smoke, bench, "crop") == 64
+    for v in ("fp32", "bf16"):
+        s = _value(smoke, bench, f"s_per_iter_{v}")
+        assert s > 0
+        assert _value(smoke, bench, f"tflops_{v}") == pytest.approx(step / s, rel=1e-3)
+        assert _value(smoke, bench, f"pct_peak_{v}") == pytest.approx(
+            100 * step / s / _value(smoke, "matmul_bf16", "tflops"), rel=1e-3
+        )
+    # bf16 autocast from the same start and batch: close to, but not bit-equal with, fp32.
+    assert 0 <= _value(smoke, bench, "loss_rel_diff_bf16") < 0.05
+    assert (bench, "loss_rel_diff_fp32") not in smoke  # fp32 is the reference
+    best, unit = smoke[bench, "best_s_per_iter"]
+    assert best == min(_value(smoke, bench, f"s_per_iter_{v}") for v in ("fp32", "bf16"))
+    assert unit in ("s/iter (fp32)", "s/iter (bf16)")
+
+
+@pytest.mark.slow
+def test_smoke_online_teacher_flops(smoke):
+    """Scales 0.5/1/1.5/2 with flips: (0.25 + 1 + 2.25 + 4) × 2 = 15 student forwards."""
+    teacher = _value(smoke, "smaf_step_online", "tflop_teacher")
+    student_forward = _value(smoke, "smaf_step_offline", "tflop_forward")
+    assert teacher == pytest.approx(15 * student_forward, rel=0.01)
+    offline, online = (_value(smoke, b, "tflop_per_step") for b in TRAIN[1:3])
+    assert online == pytest.approx(offline + teacher, rel=1e-3)
+    # Same network, same batch: EPS and offline SMAF count the same FLOPs.
+    assert _value(smoke, "eps_step", "tflop_per_step") == pytest.approx(offline, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_smoke_seeds_crf_teacher(smoke):
+    assert _value(smoke, "seeds", "tflop_per_image") > 0
+    assert _value(smoke, "crf", "images_per_s") > 0
+    for v in ("fp32", "bf16"):
+        s = _value(smoke, "seeds", f"s_per_image_{v}")
+        assert _value(smoke, "seeds", f"images_per_s_{v}") == pytest.approx(1 / s, rel=1e-3)
+        assert _value(smoke, "teacher_pass", f"images_per_s_{v}") > 0
+        sequential = _value(smoke, "seeds_crf_amortised", f"s_per_image_sequential_{v}")
+        crf_s = 1 / _value(smoke, "crf", "images_per_s")
+        assert sequential == pytest.approx(s + crf_s, rel=1e-3)
+        assert _value(smoke, "seeds_crf_amortised", f"s_per_image_overlapped_{v}") > 0
+    assert 0.9 <= _value(smoke, "seeds", "seed_agreement_bf16") <= 1.0
+
+
+@pytest.mark.slow
+def test_render_section_of_smoke_rows(smoke):
+    rows = [(b, m, v, u) for (b, m), (v, u) in smoke.items()]
+    lines = gpu.render_section(rows, "header", ["fp32", "bf16"])
+    assert lines[0] == "header"
+    table = [line for line in lines if line.startswith("| ")]
+    for bench in TRAIN:
+        assert sum(line.startswith(f"| {bench} |") for line in table) == 2  # one per variant
+    assert sum(line.startswith("| seeds |") for line in table) == 2
+    assert any("teacher" in line for line in lines if line.startswith("- smaf_step_online"))
+    assert any(line.startswith("- CRF (`labels`)") for line in lines)
+
+
+def test_real_run_takes_the_voc_preset_sizes():
+    setup = gpu.make_setup(smoke=False)
+    assert (setup.width, setup.batch_size, setup.crop) == (1.0, 8, 448)
+    assert (setup.deeplab_batch, setup.deeplab_accum, setup.deeplab_crop) == (10, 2, 321)
+    assert setup.image_hw == (375, 500) and setup.images == 32
+    dl_cfg = gpu.deeplab_config(setup.preset)[0]
+    assert dl_cfg.backbone == "resnet101" and dl_cfg.pretrained is None
+    assert setup.preset["model"]["freeze_stem"] is True  # voc2012.yaml over config.yaml
+    assert gpu.make_setup(smoke=True).preset["model"]["width"] == 0.125
+
+
+def test_parse_args_defaults_and_errors():
+    args = gpu.parse_args(["--smoke"])
+    assert (args.device, args.variants, args.steps, args.warmup) == ("cpu", "fp32,bf16", 1, 1)
+    args = gpu.parse_args([])
+    assert args.device == "cuda" and args.variants.split(",") == list(gpu.VARIANTS)
+    assert (args.steps, args.warmup) == (20, 5)
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--variants", "fp16"])
+    with pytest.raises(SystemExit):
+        gpu.parse_args(["--benchmarks", "eps,nonsense"])
+
+
+def test_pct_of_peak():
+    assert gpu.pct_of_peak(200.0, 800.0) == 25.0
+    assert gpu.pct_of_peak(19.0 / 0.08, 800.0) == pytest.approx(29.6875)
+
+
+def test_rel_diff():
+    assert gpu.rel_diff([1.1, 2.0], [1.0, 2.0]) == pytest.approx(0.1)
+    assert gpu.rel_diff([3.0, -1.5], [2.0, -1.0]) == pytest.approx(0.5)
+    assert gpu.rel_diff([0.0], [0.0]) == 0.0
+    assert math.isnan(gpu.rel_diff([math.nan], [1.0]))
+
+
+def test_fastest_within():
+    times = {"fp32": 1.0, "bf16": 0.5, "bf16_cl": 0.4, "bf16_cl_compile": 0.3}
+    diffs = {"bf16": 0.005, "bf16_cl": 0.02, "bf16_cl_compile": math.nan}
+    assert gpu.fastest_within(times, diffs, 0.01) == "bf16"
+    assert gpu.fastest_within(times, diffs, 0.05) == "bf16_cl"  # NaN never counts as the same
+    assert gpu.fastest_within({"fp32": 1.0}, {}, 0.0) == "fp32"  # the reference itself
+    assert gpu.fastest_within({}, {}, 0.01) is None
+
+
+def test_replace_section():
+    text = f"# B\n\nintro\n{gpu.START}\nold\n{gpu.END}\n\nafter\n"
+    assert gpu.replace_section(text, ["new", "lines"]) == (
+        f"# B\n\nintro\n{gpu.START}\nnew\nlines\n{gpu.END}\n\nafter\n"
+    )
+    assert gpu.replace_section("# B\n\nintro\n\n", ["x"]) == (
+        f"# B\n\nintro\n\n{gpu.HEADING}\n\n{gpu.START}\nx\n{gpu.END}\n"
+    )
+
+
+def test_merge_config():
+    base = {"a": 1, "s": {"x": 1, "y": {"p": 1, "q": 2}}, "keep": [1, 2]}
+    over = {"s": {"y": {"q": 3}, "z": 4}, "keep": [9]}
+    assert gpu.merge_config(base, over) == {
+        "a": 1,
+        "s": {"x": 1, "y": {"p": 1, "q": 3}, "z": 4},
+        "keep": [9],
+    }
+    assert base["s"]["y"]["q"] == 2  # the base is not modified
