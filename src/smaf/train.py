@@ -325,6 +325,8 @@ def fit(
         )
     device = resolve_device(loop.device)
     model.to(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: pick the fastest conv kernels
     seed_everything(_process_seed(loop.seed, ctx.rank))
     main = ctx.is_main
     if state_dir is not None and main:

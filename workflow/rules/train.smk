@@ -52,6 +52,8 @@ rule teacher_maps:
     params:
         code=script_code("teacher_maps.py"),
         cam=experiment_field("self_train", "teacher_cam"),
+        # The teacher pass is the seed computation: it follows seeds.amp (bf16 on CUDA).
+        amp=experiment_field("seeds", "amp"),
         work_dir="results/{dataset}/state/{experiment}/teacher_maps",
     script:
         "../scripts/teacher_maps.py"

@@ -15,6 +15,7 @@ run_logged(
     labels_csv=snakemake.input.labels,
     model_path=snakemake.input.model,
     cam=snakemake.params.cam,
+    amp=snakemake.params.amp,
     work_dir=snakemake.params.work_dir,
     out_dir=snakemake.output[0],
     device=runtime_settings(snakemake.config)["device"],

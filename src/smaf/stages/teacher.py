@@ -39,11 +39,13 @@ def teacher_maps(
     device: str = "auto",
     threads: int | None = None,
     thr: float = PREVIEW_THR,
+    amp: bool = False,
 ) -> dict[str, Any]:
     """Write the teacher's maps of every id of ``split_file``; return run statistics.
 
     ``work_dir`` is the resumable staging folder (outside the rule's outputs): images already
     done there are skipped after an interruption. ``thr`` is the previews' background score.
+    ``amp``: bf16 autocast on CUDA, as for the seeds (config ``seeds.amp``).
     """
     info = read_dataset_info(dataset_info)
     stats = make_seeds(
@@ -57,6 +59,7 @@ def teacher_maps(
         info["num_classes"],
         device,
         work_dir=work_dir,
+        amp=amp,
         num_threads=threads,
     )
     sizes = [p.stat().st_size for p in (Path(out_dir) / "maps").glob("*.npz")]
