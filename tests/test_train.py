@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from dataclasses import replace
@@ -176,3 +177,33 @@ def test_speed_options_train_the_same_model(option):
     for a, b in zip(plain, fast, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-2), (a, b)
     assert model.has_background  # the model object itself still answers (not a wrapper)
+
+
+def test_nan_between_log_lines_is_found_before_the_next_checkpoint(tmp_path):
+    """Losses are read every log_every / checkpoint_every steps, not every step: a NaN at
+    step 5 is found at step 6 (a checkpoint step), named as step 5, and no checkpoint with
+    its weights is written."""
+
+    def nan_at_5(model, batch, device):
+        out = step_fn(model, batch, device)
+        nan_at_5.calls += 1
+        if nan_at_5.calls == 5:
+            out["loss"] = out["loss"] * float("inf")
+        return out
+
+    nan_at_5.calls = 0
+    model, opt, cfg = make()
+    loop = replace(LOOP, log_every=4, checkpoint_every=3)
+    with pytest.raises(SmafError, match=r"loss became (inf|nan) at step 5; .*step 3\)"):
+        fit(model, opt, ToySet(), nan_at_5, loop, cfg, tmp_path, CONFIG)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 3
+    lines = (tmp_path / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]  # checked steps only
+
+
+def test_history_is_the_same_whatever_the_log_interval():
+    model, opt, cfg = make()
+    every = fit(model, opt, ToySet(), step_fn, LOOP, cfg, None, CONFIG)
+    model, opt, cfg = make()
+    sparse = fit(model, opt, ToySet(), step_fn, replace(LOOP, log_every=5), cfg, None, CONFIG)
+    assert every == sparse

@@ -16,7 +16,9 @@ What it guarantees:
   ``weight_decay = wd · weight_decay_mult_i``; ``momentum`` is a config key because the
   released code's effective momentum is 5e-4.
 * bf16 autocast on CUDA, progress lines (step, losses, lr, images/s, ETA), a clear error on
-  a NaN/inf loss naming the step and the last good checkpoint.
+  a NaN/inf loss naming the step and the last good checkpoint. Losses are read from the device
+  (a GPU synchronisation) every ``log_every`` / ``checkpoint_every`` steps, not every step,
+  and always before a checkpoint is written.
 * **Data parallel** under torchrun (:mod:`smaf.distributed`): each process trains on its
   slice of every global batch, DDP averages the gradients, so the loss trajectory follows the
   one-process run with the same ``batch_size`` (exactly with frozen BN and no dropout;
@@ -385,11 +387,40 @@ def fit(
     model.train()
     batches = iter(loader)
     t0, images_done = time.perf_counter(), 0
+    # Losses stay on the device between flushes: reading them (and checking them for NaN)
+    # waits for the GPU, so that happens every log_every / checkpoint_every steps, not every
+    # step. A checkpoint is only written after its steps were checked.
+    pending: list[tuple[int, float, dict[str, torch.Tensor]]] = []
+
+    def flush() -> dict[str, float]:
+        """Check and record the pending steps; return the last one's losses."""
+        keys = [(n, k) for n, (_, _, losses) in enumerate(pending) for k in losses]
+        local = torch.stack([pending[n][2][k] for n, k in keys]).double().cpu().tolist()
+        values = distributed.mean_over_ranks(
+            {f"{n}/{k}": v for (n, k), v in zip(keys, local, strict=True)}
+        )
+        records = []
+        for n, (step_no, lr, losses) in enumerate(pending):
+            record = {"step": step_no, "lr": lr, **{k: values[f"{n}/{k}"] for k in losses}}
+            if not math.isfinite(record["loss"]):
+                raise SmafError(
+                    f"the loss became {record['loss']} at step {step_no}; last good checkpoint: "
+                    f"{last_ckpt}. Lower the learning rate or check the inputs, then rerun (it "
+                    "resumes from that checkpoint)."
+                )
+            records.append(record)
+        pending.clear()
+        history.extend(records)
+        if history_path is not None and main:
+            with open(history_path, "a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+        return {k: v for k, v in records[-1].items() if k not in ("step", "lr")}
+
     try:
         for step in range(start, loop.iterations):
             lr = set_lr(optimizer, optim, step, loop.iterations)
             optimizer.zero_grad(set_to_none=True)
-            totals: dict[str, float] = {}
+            totals: dict[str, torch.Tensor] = {}
             for micro in range(loop.grad_accum):
                 batch = next(batches)
                 # DDP all-reduces gradients on the last micro-batch's backward only.
@@ -397,30 +428,28 @@ def fit(
                 with _maybe_no_sync(train_model, sync):
                     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                         losses = step_fn(train_model, batch, device)
-                    loss = losses["loss"]
-                    if not torch.isfinite(loss.detach()).all():
-                        raise SmafError(
-                            f"the loss became {loss.item()} at step {step + 1}; last good "
-                            f"checkpoint: {last_ckpt}. Lower the learning rate or check the "
-                            "inputs, then rerun (it resumes from that checkpoint)."
-                        )
-                    (loss / loop.grad_accum).backward()
+                    (losses["loss"] / loop.grad_accum).backward()
                 for k, v in losses.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / loop.grad_accum
+                    part = v.detach().float() / loop.grad_accum
+                    totals[k] = totals[k] + part if k in totals else part
             optimizer.step()
-            totals = distributed.mean_over_ranks(totals)
             images_done += loop.batch_size
-            record = {"step": step + 1, "lr": lr, **totals}
-            history.append(record)
-            if history_path is not None and main:
-                with open(history_path, "a") as f:
-                    f.write(json.dumps(record) + "\n")
             done = step + 1
-            if done % loop.log_every == 0 or done == loop.iterations or done == start + 1:
+            pending.append((done, lr, totals))
+            log_now = done % loop.log_every == 0 or done == loop.iterations or done == start + 1
+            ckpt_now = ckpt_path is not None and done % loop.checkpoint_every == 0
+            last_step = done == loop.iterations or (stop_after is not None and done >= stop_after)
+            # The stop flag is agreed on by all processes at flush points only (a collective);
+            # one process reads its own flag at every step.
+            preempted = stop["flag"] and not ctx.enabled
+            if not (log_now or ckpt_now or last_step or preempted):
+                continue
+            latest = flush()
+            if log_now:
                 elapsed = time.perf_counter() - t0
                 rate = images_done / max(elapsed, 1e-9)
                 eta = (loop.iterations - done) * loop.batch_size / max(rate, 1e-9)
-                parts = " ".join(f"{k}={v:.4f}" for k, v in totals.items())
+                parts = " ".join(f"{k}={v:.4f}" for k, v in latest.items())
                 log.info(
                     "step %d/%d %s lr=%.2e %.1f img/s ETA %s",
                     done,
@@ -431,14 +460,13 @@ def fit(
                     _fmt_time(eta),
                 )
             stopping = distributed.any_rank(stop["flag"])  # every process stops at one step
-            if ckpt_path is not None and (done % loop.checkpoint_every == 0 or stopping):
-                if done < loop.iterations:
-                    save_checkpoint(ckpt_path, model, optimizer, done, config)
-                    last_ckpt = f"{ckpt_path} (step {done})"
+            if ckpt_path is not None and (ckpt_now or stopping) and done < loop.iterations:
+                save_checkpoint(ckpt_path, model, optimizer, done, config)
+                last_ckpt = f"{ckpt_path} (step {done})"
             if stopping:
                 log.warning("SIGTERM received: checkpoint written at step %d; exiting", done)
                 raise _Preempted
-            if stop_after is not None and done >= stop_after:
+            if last_step:
                 break
     except _Preempted:
         raise SystemExit(143) from None
