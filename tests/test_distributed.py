@@ -101,11 +101,11 @@ def test_without_a_process_group_everything_is_local():
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
-    """The tiny workflow up to SMAF self-training with train.gpus 2 (gloo on this CPU)."""
+    """The tiny workflow up to DeepLab training with train.gpus 2 (gloo on this CPU)."""
     workdir = tmp_path_factory.mktemp("ddp_workflow")
     config = copy.deepcopy(TINY_CONFIG)
     config["train"]["gpus"] = 2
-    target = "results/synthetic/default/self_train/model.pt"
+    target = "results/synthetic/default/deeplab/model.pt"
     snakemake(workdir, target, "--cores", "2", "--resources", "gpu=2", config=config)
     return workdir
 
@@ -120,6 +120,10 @@ def test_workflow_trains_with_one_process_per_gpu_resource(ddp_run):
         assert history["step"].tolist() == [1, 2, 3, 4]
         model, meta = load_model(ddp_run / "results/synthetic" / stage / "model.pt")
         assert meta["iterations"] == 4 and model.num_classes == 6
+    log = (ddp_run / "logs/synthetic/default/deeplab/train.log").read_text()
+    assert "DDP: 2 processes" in log and "step 3/3" in log  # batch 4: 2 per process
+    history = pd.read_csv(ddp_run / "results/synthetic/default/deeplab/history.csv")
+    assert history["step"].tolist() == [1, 2, 3] and history["loss"].notna().all()
 
 
 @pytest.mark.slow
