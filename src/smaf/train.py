@@ -82,7 +82,7 @@ class LoopConfig:
     device: str = "auto"  # 'auto' (CUDA if available) | 'cpu' | 'cuda' | 'cuda:1' ...
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     num_workers: int = 0  # DataLoader worker processes (the rule's threads - 1)
-    channels_last: bool = False  # NHWC memory format for model and inputs (faster convs on GPUs)
+    channels_last: bool = False  # NHWC weights (activations follow; faster convs on GPUs)
     compile: bool = False  # torch.compile the model (slow first steps, faster after)
 
     def __post_init__(self) -> None:
