@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--freeze-bn", action="store_true")
     ap.add_argument("--state-dir", default=None)
     ap.add_argument("--stop-after", type=int, default=None)
+    ap.add_argument("--compile", action="store_true", help="torch.compile (train.compile)")
     args = ap.parse_args()
 
     distributed.init_from_env()
@@ -73,6 +74,7 @@ def main() -> None:
         log_every=1,
         device="cpu",
         seed=5,
+        compile=args.compile,
     )
     history = fit(
         model,

@@ -58,12 +58,13 @@ def test_sample_stream_shards_each_micro_batch_between_processes():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("accum", [1, 2])
-def test_two_gloo_processes_follow_the_one_process_loss_trajectory(tmp_path, accum):
-    """Same global batch (4; with accum 2 two micro-batches of 2 = 1 per process)."""
+@pytest.mark.parametrize(("accum", "compiled"), [(1, False), (2, False), (2, True)])
+def test_two_gloo_processes_follow_the_one_process_loss_trajectory(tmp_path, accum, compiled):
+    """Same global batch (4; with accum 2 two micro-batches of 2 = 1 per process); also with
+    the DDP model under torch.compile (train.compile) in the 2-process run."""
     args = ["--no-dropout", "--freeze-bn", "--batch", "4", "--accum", str(accum)]
     one = run_worker(tmp_path, "one", 1, *args)
-    two = run_worker(tmp_path, "two", 2, *args)
+    two = run_worker(tmp_path, "two", 2, *args, *(["--compile"] if compiled else []))
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert len(one["history"]) == 6
     assert_same_trajectory(one, two)
