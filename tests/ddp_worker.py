@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 
 import numpy as np
 import torch
@@ -42,6 +44,20 @@ class RandomSaliencySet(torch.utils.data.Dataset):
         return {"image": image, "labels": labels, "saliency": saliency}
 
 
+def sigterm_at(step_fn, call):
+    """step_fn that, on rank 0's ``call``-th call, SIGTERMs the whole process group (torchrun
+    and every worker), as SLURM does at a time limit or on preemption."""
+    calls = []
+
+    def step(model, batch, device):
+        calls.append(1)
+        if len(calls) == call and distributed.is_main():
+            os.killpg(os.getpgid(0), signal.SIGTERM)
+        return step_fn(model, batch, device)
+
+    return step
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
@@ -53,6 +69,9 @@ def main() -> None:
     ap.add_argument("--state-dir", default=None)
     ap.add_argument("--stop-after", type=int, default=None)
     ap.add_argument("--compile", action="store_true", help="torch.compile (train.compile)")
+    ap.add_argument(
+        "--sigterm-at", type=int, default=None, help="rank 0 sends SIGTERM to its process group"
+    )
     args = ap.parse_args()
 
     distributed.init_from_env()
@@ -76,11 +95,14 @@ def main() -> None:
         seed=5,
         compile=args.compile,
     )
+    step = eps_step(PretrainConfig())
+    if args.sigterm_at is not None:
+        step = sigterm_at(step, args.sigterm_at)
     history = fit(
         model,
         build_optimizer(model.param_groups(), optim),
         RandomSaliencySet(),
-        eps_step(PretrainConfig()),
+        step,
         loop,
         optim,
         args.state_dir,

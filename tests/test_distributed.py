@@ -21,18 +21,24 @@ from smaf import distributed
 from smaf.errors import ConfigError
 from smaf.models.checkpoint import load_model
 from smaf.stages.pretrain import pretrain
-from smaf.train import SampleStream
+from smaf.train import SampleStream, load_checkpoint
 
 WORKER = REPO_ROOT / "tests" / "ddp_worker.py"
 
 
-def run_worker(tmp_path, name, processes, *args):
+def run_worker(tmp_path, name, processes, *args, expect_ok=True):
     out = tmp_path / f"{name}.json"
     cmd = [sys.executable, str(WORKER), str(out), *args]
     if processes > 1:
         torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
         cmd[1:1] = torchrun
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    # A session of its own: --sigterm-at signals the worker's whole process group.
+    result = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=300, check=False, start_new_session=True
+    )
+    if not expect_ok:
+        assert result.returncode != 0, result.stdout + result.stderr
+        return None
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(out.read_text())
 
@@ -80,6 +86,21 @@ def test_ddp_resume_after_kill_repeats_the_uninterrupted_run(tmp_path):
     resumed = run_worker(tmp_path, "resumed", 2, "--state-dir", str(state))
     assert resumed["history"][0]["step"] == 1  # steps 1-2 from the state folder's history
     assert_same_trajectory(full, resumed, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_ddp_run_checkpoints_all_ranks_at_one_step(tmp_path):
+    """SIGTERM to torchrun and both workers (a SLURM time limit) at rank 0's step 3: the
+    processes agree to stop at that step, rank 0 checkpoints it (between the every-2-steps
+    checkpoints) with both ranks' RNG states, and the rerun finishes like an unkilled run."""
+    state = tmp_path / "state"
+    run_worker(
+        tmp_path, "killed", 2, "--state-dir", str(state), "--sigterm-at", "3", expect_ok=False
+    )
+    ckpt = load_checkpoint(state / "checkpoint.pt")
+    assert ckpt["step"] == 3 and len(ckpt["rng_ranks"]) == 2
+    resumed = run_worker(tmp_path, "resumed", 2, "--state-dir", str(state))
+    assert_same_trajectory(run_worker(tmp_path, "full", 2), resumed, rel=1e-6)
 
 
 def test_torchrun_command_and_stage_names():
