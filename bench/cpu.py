@@ -33,10 +33,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from markdown_section import replace_section
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "results" / "bench"
 VOC_MINI = REPO.parent / "shared" / "data" / "voc2012-mini"
-START, END = "<!-- bench:cpu:start -->", "<!-- bench:cpu:end -->"
 
 
 def snakemake(workdir: Path, *args: str) -> float:
@@ -162,7 +163,6 @@ def main() -> None:
     import torch
 
     table = [
-        START,
         f"`make bench` on {dt.date.today()}: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, torch {torch.__version__}, "
         f"snakemake {smk.__version__}. Targets: demo ≤ 600 s and ≤ 4096 MB, CRF speedup ≥ 1.7, "
@@ -171,16 +171,10 @@ def main() -> None:
         "| benchmark | metric | value | unit |",
         "|---|---|---|---|",
         *(f"| {b} | {m} | {v:.2f} | {u} |" for b, m, v, u in rows),
-        END,
     ]
     md = REPO / "BENCHMARKS.md"
-    text = md.read_text()
-    if START in text and END in text:
-        text = text[: text.index(START)] + "\n".join(table) + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n## `make bench` (CPU)\n\n" + "\n".join(table) + "\n"
-    md.write_text(text)
-    print("\n".join(table[1:-1]))
+    md.write_text(replace_section(md.read_text(), "cpu", "## `make bench` (CPU)", table))
+    print("\n".join(table))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from markdown_section import replace_section
 from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -85,7 +86,6 @@ from smaf.stages.teacher import PREVIEW_THR
 from smaf.train import LoopConfig, OptimConfig, StepFn, build_optimizer, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
-START, END = "<!-- bench:gpu:start -->", "<!-- bench:gpu:end -->"
 HEADING = "## GPU (`bench/gpu.py`)"
 C = 20  # VOC foreground classes
 #: The issue's targets, repeated in the Markdown table.
@@ -172,17 +172,6 @@ def fastest_within(
     difference as too large); ``None`` if there is none."""
     ok = {v: t for v, t in times.items() if diffs.get(v, 0.0) <= tolerance}
     return min(ok, key=ok.__getitem__) if ok else None
-
-
-def replace_section(text: str, body: Sequence[str]) -> str:
-    """``text`` with the lines between the ``bench:gpu`` markers replaced by ``body``.
-
-    Without both markers a new ``## GPU`` section holding them is appended.
-    """
-    block = "\n".join([START, *body, END])
-    if START in text and END in text:
-        return text[: text.index(START)] + block + text[text.index(END) + len(END) :]
-    return text.rstrip() + f"\n\n{HEADING}\n\n{block}\n"
 
 
 # ------------------------------------------------------------------------------- set-up
@@ -899,7 +888,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     md = REPO / "BENCHMARKS.md"
     md.write_text(
-        replace_section(md.read_text(), render_section(rows, header, args.variants.split(",")))
+        replace_section(
+            md.read_text(), "gpu", HEADING, render_section(rows, header, args.variants.split(","))
+        )
     )
     print(f"updated {md}")
 

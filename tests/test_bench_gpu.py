@@ -17,6 +17,10 @@ SCRIPT = REPO_ROOT / "bench" / "gpu.py"
 TRAIN = ("eps_step", "smaf_step_offline", "smaf_step_online", "deeplab_step")
 
 
+sys.path.insert(0, str(SCRIPT.parent))  # the scripts import bench/markdown_section.py
+from markdown_section import markers, replace_section  # noqa: E402
+
+
 def _load_gpu():
     spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
     module = importlib.util.module_from_spec(spec)
@@ -169,13 +173,17 @@ def test_fastest_within():
 
 
 def test_replace_section():
-    text = f"# B\n\nintro\n{gpu.START}\nold\n{gpu.END}\n\nafter\n"
-    assert gpu.replace_section(text, ["new", "lines"]) == (
-        f"# B\n\nintro\n{gpu.START}\nnew\nlines\n{gpu.END}\n\nafter\n"
+    start, end = markers("gpu")
+    assert (start, end) == ("<!-- bench:gpu:start -->", "<!-- bench:gpu:end -->")
+    text = f"# B\n\nintro\n{start}\nold\n{end}\n\nafter\n"
+    assert replace_section(text, "gpu", gpu.HEADING, ["new", "lines"]) == (
+        f"# B\n\nintro\n{start}\nnew\nlines\n{end}\n\nafter\n"
     )
-    assert gpu.replace_section("# B\n\nintro\n\n", ["x"]) == (
-        f"# B\n\nintro\n\n{gpu.HEADING}\n\n{gpu.START}\nx\n{gpu.END}\n"
+    assert replace_section("# B\n\nintro\n\n", "gpu", gpu.HEADING, ["x"]) == (
+        f"# B\n\nintro\n\n{gpu.HEADING}\n\n{start}\nx\n{end}\n"
     )
+    other = f"{start}\nkeep\n{end}\n"  # another section's markers are left alone
+    assert replace_section(other, "cpu", "## CPU", ["x"]).startswith(other)
 
 
 def test_merge_config():
