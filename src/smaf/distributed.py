@@ -237,6 +237,4 @@ def _plain(obj: Any) -> Any:
         return os.fspath(obj)
     if isinstance(obj, Mapping):
         return dict(obj)
-    if isinstance(obj, (list, tuple)):
-        return list(obj)
     raise TypeError(f"{type(obj).__name__} is not a JSON value")

@@ -55,7 +55,7 @@ REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
 
 
 #: GPUs (DDP processes) of each training job: its `gpu` resource.
-TRAIN_GPUS = int(config["train"].get("gpus", 1))
+TRAIN_GPUS = int(config["train"]["gpus"])
 
 
 def _ablation_experiments():
