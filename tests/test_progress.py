@@ -18,7 +18,11 @@ def test_every_n_items_and_the_last() -> None:
     for _ in range(5):
         p.update()
     p.close()  # the last line already showed 5/5: nothing more
-    assert [line.split(",")[0] for line in lines] == ["crf: 2/5 images", "crf: 4/5 images", "crf: 5/5 images"]
+    assert [line.split(",")[0] for line in lines] == [
+        "crf: 2/5 images",
+        "crf: 4/5 images",
+        "crf: 5/5 images",
+    ]
     assert "images/s" in lines[0] and "elapsed" in lines[0] and "ETA" in lines[0]
 
 
@@ -33,7 +37,16 @@ def test_skipped_items_do_not_count_in_the_rate() -> None:
 
 def test_training_style_line_with_scaled_rate_and_extra() -> None:
     lines: list[str] = []
-    p = Progress("pretrain", 10, unit="steps", every=5, start=4, rate_unit="images", rate_scale=8, log=lines.append)
+    p = Progress(
+        "pretrain",
+        10,
+        unit="steps",
+        every=5,
+        start=4,
+        rate_unit="images",
+        rate_scale=8,
+        log=lines.append,
+    )
     p.update(extra="loss=0.5000")  # 5: a multiple of every
     assert lines[0].startswith("pretrain: 5/10 steps, ")
     assert " images/s, " in lines[0] and lines[0].endswith("loss=0.5000")

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 from smaf.fusion import denoise, fuse_scales, multiscale_maps
-from smaf.io import atomic_write
 from smaf.models.build import Classifier
 from smaf.transforms import normalize
 
@@ -42,16 +41,47 @@ class CAMConfig:
             raise ValueError(f"resize_mode must be bilinear or bicubic, got {self.resize_mode!r}")
 
 
-def attention(model: Classifier, x: torch.Tensor) -> torch.Tensor:
-    """``[B, 3, h, w]`` normalised images → non-negative class attention ``[B, C, h/8, w/8]``.
+def attention_maps(
+    cam: torch.Tensor,
+    has_background: bool,
+    *,
+    size: tuple[int, int] | None = None,
+    keep_background: bool = False,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """Class-aware attention maps of CAM logits (Eq. 2: ``M = ReLU(f(I))``, scores in [0, 1]).
 
-    Heads with a background channel: softmax over the C+1 channels, foreground kept (EPS,
-    released SMAF). Plain CAM head: ReLU of the CAM (Eq. 2).
+    Heads with a background channel (EPS, released SMAF) give their attention as the softmax
+    over the C+1 channels (already in [0, 1]); the plain CAM head as the ReLU of the CAM,
+    max-normalised per channel when ``normalize`` (the student; the teacher's maps are
+    normalised after fusion, Eq. 5).
+
+    Args:
+        cam: CAM logits ``[B, C(+1), h, w]``.
+        has_background: whether channel 0 of ``cam`` is the background.
+        size: bilinearly resize the logits to ``(H, W)`` first (the student at target size).
+        keep_background: keep the background channel (``[B, C+1, ...]``) instead of dropping it.
+        normalize: divide the ReLU CAM by its per-channel max (+1e-5).
+
+    Returns:
+        ``[B, C, H, W]`` (or ``[B, C+1, H, W]`` with ``keep_background``), float32, >= 0.
     """
-    cam = model(x)["cam"].float()
-    if model.has_background:
-        return torch.softmax(cam, dim=1)[:, 1:]
-    return F.relu(cam)
+    cam = cam.float()
+    if size is not None:
+        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+    if has_background:
+        att = torch.softmax(cam, dim=1)  # [B, C+1, h, w]
+        return att if keep_background else att[:, 1:]
+    att = F.relu(cam)  # [B, C, h, w]
+    if normalize:
+        att = att / (att.amax(dim=(2, 3), keepdim=True) + 1e-5)
+    return att
+
+
+def attention(model: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """``[B, 3, h, w]`` normalised images → non-negative class attention ``[B, C, h/8, w/8]``
+    (:func:`attention_maps` of the model's CAM, background dropped)."""
+    return attention_maps(model(x)["cam"], model.has_background)
 
 
 @torch.no_grad()
@@ -82,35 +112,11 @@ def class_maps(
 
 
 def seed_labels(maps: torch.Tensor | np.ndarray, thr: float) -> np.ndarray:
-    """CAM seeds: ``argmax([thr, maps])`` → uint8 ``[H, W]`` of 0 (background) .. C.
+    """CAM seeds (Eq. 4, ``P = argmax(M)``) with a constant background score:
+    ``argmax([thr, maps])`` → uint8 ``[H, W]`` of 0 (background) .. C.
 
     ``maps`` is ``[C, H, W]`` fused attention (absent classes already zero).
     """
     maps = torch.as_tensor(maps, dtype=torch.float32)
     bg = torch.full((1, *maps.shape[1:]), float(thr), dtype=maps.dtype, device=maps.device)
     return torch.cat([bg, maps], dim=0).argmax(0).to(torch.uint8).cpu().numpy()
-
-
-def save_maps(path, maps: torch.Tensor, labels: np.ndarray) -> None:
-    """Store fused maps compactly: present classes only, float16, compressed ``.npz``.
-
-    Keys: ``classes`` (int16 class indices 1..C of the stored channels), ``maps``
-    (float16 ``[k, H, W]``), ``shape`` (``[C, H, W]``).
-    """
-    present = np.flatnonzero(np.asarray(labels) > 0)
-    arr = maps.detach().cpu().numpy()
-    with atomic_write(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(
-            f,
-            classes=(present + 1).astype(np.int16),
-            maps=arr[present].astype(np.float16),
-            shape=np.asarray(arr.shape, dtype=np.int32),
-        )
-
-
-def load_maps(path) -> np.ndarray:
-    """Inverse of :func:`save_maps`: float32 ``[C, H, W]`` with zeros for absent classes."""
-    with np.load(path, allow_pickle=False) as z:
-        out = np.zeros(tuple(z["shape"]), dtype=np.float32)
-        out[z["classes"].astype(np.int64) - 1] = z["maps"].astype(np.float32)
-    return out

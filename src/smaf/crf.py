@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+
+from smaf.progress import Progress
 
 __all__ = ["DenseCRF", "crf_from_labels", "crf_images_parallel", "dense_crf"]
 
@@ -290,24 +291,14 @@ def crf_images_parallel(
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     items = list(items)
     n = len(items)
-    emit: Callable[[str], object] | None
-    emit = log.info if isinstance(log, logging.Logger) else log
-
-    start = time.perf_counter()
-
-    def progress(done: int, force: bool = False) -> None:
-        if emit is None or not (force or done % log_every == 0):
-            return
-        elapsed = time.perf_counter() - start
-        rate = done / elapsed if elapsed > 0 else float("inf")
-        emit(f"crf: {done}/{n} images, {rate:.2f} images/s, {elapsed:.1f} s elapsed")
-
+    sink = log if log is not None else (lambda line: None)
+    progress = Progress("crf", n, every=log_every, log=sink)
     results: list[R] = []
     workers = min(processes, n)
     if workers <= 1:
         for item in items:
             results.append(fn(item))
-            progress(len(results))
+            progress.update()
     else:
         if chunksize is None:
             chunksize = int(np.clip(n // (4 * workers), 1, 16))
@@ -315,9 +306,8 @@ def crf_images_parallel(
         with ctx.Pool(workers) as pool:
             for r in pool.imap(fn, items, chunksize=chunksize):
                 results.append(r)
-                progress(len(results))
+                progress.update()
             pool.close()
             pool.join()
-    if n % log_every != 0 or n == 0:
-        progress(n, force=True)
+    progress.close()
     return results

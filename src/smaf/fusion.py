@@ -7,7 +7,7 @@ inputs live on and never moves data. The teacher pipeline is
     fused = fuse_scales(maps, size)                             # Eq. 5-6     [B, C, H, W]
     fused = denoise(fused, labels)                              # Sec. 3.3    [B, C, H, W]
     target = reactivate(fused, thr)                             # Eq. 8       [B, C+1, H, W]
-    loss = mac_loss(student_maps, target)                       # Eq. 7 / 9
+    loss = smaf.losses.mac_loss(student_maps, target)           # Eq. 7 / 9
 
 Channel convention (project-wide): maps with a background channel are ``[B, C+1, H, W]`` with
 background at index 0 (VOC order); foreground-only maps are ``[B, C, H, W]`` for classes 1..C;
@@ -25,7 +25,6 @@ from torch import Tensor
 __all__ = [
     "denoise",
     "fuse_scales",
-    "mac_loss",
     "multiscale_maps",
     "reactivate",
     "undo_flip",
@@ -151,29 +150,6 @@ def reactivate(fused: Tensor, thr: float) -> Tensor:
     with_bg = torch.cat([bg, fused], dim=1)  # [B, C+1, H, W]
     # max >= thr > 0 for non-negative inputs, so the division is always defined.
     return with_bg / with_bg.amax(dim=1, keepdim=True)
-
-
-def mac_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """Multi-scale attention consistency loss (Eq. 7; Eq. 9 when ``target`` is reactivated).
-
-    ``L_mac = 1/K sum_k 1/(H W) sum_ij (F_ij^k - M_o,ij^k)^2``, averaged over the batch. With
-    every channel of equal size this is the mean over all elements, i.e. exactly
-    ``F.mse_loss(pred, target)`` (what the released code calls), which is used for speed.
-
-    Args:
-        pred: student maps ``M_o``, ``[B, K, H, W]`` (K = C or C+1).
-        target: teacher maps ``F`` or ``F'``, same shape (no broadcasting: a mismatch is a bug).
-
-    Returns:
-        Scalar tensor. Gradients flow into both arguments; detach the target yourself.
-    """
-    _check_4d("pred", pred)
-    if pred.shape != target.shape:
-        raise ValueError(
-            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
-            f"{tuple(target.shape)}; resize the student maps to the target size first"
-        )
-    return F.mse_loss(pred, target)
 
 
 def undo_flip(maps: Tensor) -> Tensor:

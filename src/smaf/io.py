@@ -11,6 +11,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -129,6 +130,29 @@ def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
         ) from None
 
 
+def load_saliency(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a saliency map as uint8 ``[H, W]`` (0 = background .. 255 = salient)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "P", "RGB", "RGBA", "LA", "1"):
+                raise DataError(
+                    f"saliency map {path} has mode {img.mode!r}; expected an 8-bit grey PNG."
+                )
+            return np.asarray(img.convert("L"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise DataError(
+            f"saliency map not found: {path}. Rerun the prepare_dataset rule if the saliency "
+            "folder changed."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot read saliency map {path} ({exc}). The file is corrupt or truncated: "
+            "re-download or re-extract it."
+        ) from None
+
+
 def read_id_list(path: str | os.PathLike[str]) -> list[str]:
     """Read a split list (one image id per line; blank lines ignored; extra columns dropped)."""
     path = Path(path)
@@ -145,3 +169,29 @@ def write_id_list(path: str | os.PathLike[str], ids: list[str]) -> None:
     """Write a split list atomically, one id per line."""
     with atomic_write(path) as tmp:
         Path(tmp).write_text("".join(f"{i}\n" for i in ids))
+
+
+def save_maps(path: str | os.PathLike[str], maps: Any, labels: np.ndarray) -> None:
+    """Store fused maps ``[C, H, W]`` (numpy or torch) compactly: present classes only, float16,
+    compressed ``.npz``.
+
+    Keys: ``classes`` (int16 class indices 1..C of the stored channels), ``maps``
+    (float16 ``[k, H, W]``), ``shape`` (``[C, H, W]``).
+    """
+    present = np.flatnonzero(np.asarray(labels) > 0)
+    arr = maps.detach().cpu().numpy() if hasattr(maps, "detach") else np.asarray(maps)
+    with atomic_write(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(
+            f,
+            classes=(present + 1).astype(np.int16),
+            maps=arr[present].astype(np.float16),
+            shape=np.asarray(arr.shape, dtype=np.int32),
+        )
+
+
+def load_maps(path: str | os.PathLike[str]) -> np.ndarray:
+    """Inverse of :func:`save_maps`: float32 ``[C, H, W]`` with zeros for absent classes."""
+    with np.load(path, allow_pickle=False) as z:
+        out = np.zeros(tuple(z["shape"]), dtype=np.float32)
+        out[z["classes"].astype(np.int64) - 1] = z["maps"].astype(np.float32)
+    return out

@@ -1,4 +1,5 @@
-"""Training losses: classification (Eq. 3), EPS saliency loss (stage 2) and the SMAF loss (Eq. 1).
+"""Training losses: classification (Eq. 3), EPS saliency loss (stage 2), the SMAF loss (Eq. 1, 7, 9)
+and DeepLab's multi-scale cross-entropy (stage 6).
 
 Channel convention (project-wide): CAM logits with a background channel are ``[B, C+1, h, w]``
 with background at index 0; image labels are ``[B, C]`` 0/1 for classes 1..C. (EPS itself puts
@@ -7,15 +8,24 @@ the background channel last; everything here is written for index 0.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from smaf.fusion import mac_loss
+from smaf.io import IGNORE_INDEX
 
-__all__ = ["classification_loss", "eps_saliency_loss", "smaf_loss"]
+__all__ = [
+    "classification_loss",
+    "eps_saliency_loss",
+    "mac_loss",
+    "masked_cross_entropy",
+    "msc_loss",
+    "resize_labels",
+    "smaf_loss",
+]
 
 #: Added to every pixel of the rounded class map in the EPS overlap-ratio denominator, exactly as
 #: in the EPS code, so the effective epsilon is ``EPS_RATIO_EPS * h * w`` (0.31 for a 56x56 CAM).
@@ -139,6 +149,30 @@ def eps_saliency_loss(
     return loss, sal_pred
 
 
+def mac_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """Multi-scale attention consistency loss (Eq. 7; Eq. 9 when ``target`` is reactivated).
+
+    ``L_mac = 1/K sum_k 1/(H W) sum_ij (F_ij^k - M_o,ij^k)^2``, averaged over the batch. With
+    every channel of equal size this is the mean over all elements, i.e. exactly
+    ``F.mse_loss(pred, target)`` (what the released code calls), which is used for speed.
+
+    Args:
+        pred: student maps ``M_o``, ``[B, K, H, W]`` (K = C or C+1).
+        target: teacher maps ``F`` or ``F'``, same shape (no broadcasting: a mismatch is a bug).
+
+    Returns:
+        Scalar tensor. Gradients flow into both arguments; detach the target yourself.
+    """
+    if pred.ndim != 4:
+        raise ValueError(f"pred must be 4-D [B, K, H, W], got shape {tuple(pred.shape)}")
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"pred and target must have the same shape, got {tuple(pred.shape)} and "
+            f"{tuple(target.shape)}; resize the student maps to the target size first"
+        )
+    return F.mse_loss(pred, target)
+
+
 def smaf_loss(
     pred_maps: Tensor,
     target_maps: Tensor,
@@ -176,3 +210,39 @@ def smaf_loss(
         cls = pred_maps.new_zeros(())
     total = alpha * mac + w_cls * cls if w_cls != 0 else alpha * mac
     return {"loss": total, "cls": cls, "mac": mac}
+
+
+# ------------------------------------------------------------------- DeepLab (stage 6)
+def resize_labels(labels: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resize of int labels ``[B, H, W]`` to ``[B, h, w]``.
+
+    ``nearest-exact`` samples pixel centres like PIL's NEAREST (deeplab-pytorch resizes with
+    PIL because plain ``nearest`` shifts the labels by up to a pixel).
+    """
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    out = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")
+    return out[:, 0].long()
+
+
+def masked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy ``[B, K, h, w]`` vs ``[B, h, w]`` over pixels whose label is not 255.
+
+    A batch with no valid pixel gives 0 (not NaN): the loop would stop on a NaN loss.
+    """
+    loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return loss / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def msc_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor) -> list[torch.Tensor]:
+    """Cross-entropy of every MSC output against the labels resized to its size.
+
+    Args:
+        outputs: training-mode :class:`~smaf.models.deeplab.MSC` outputs, each
+            ``[B, C+1, h_i, w_i]`` (the scales, then the max).
+        labels: int64 ``[B, H, W]`` with 255 = ignore.
+
+    Returns:
+        One scalar per output; deeplab-pytorch sums them.
+    """
+    return [masked_cross_entropy(o, resize_labels(labels, o.shape[-2:])) for o in outputs]

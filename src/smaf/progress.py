@@ -122,7 +122,11 @@ class Progress:
         head += f" {self.unit}"
         if self.skipped:
             head += f" ({self.fmt.format(self.counted)} computed)"
-        parts = [head, f"{self.rate():.2f} {self.rate_unit}/s", f"{format_duration(elapsed)} elapsed"]
+        parts = [
+            head,
+            f"{self.rate():.2f} {self.rate_unit}/s",
+            f"{format_duration(elapsed)} elapsed",
+        ]
         if self.total is not None:
             per_item = elapsed / self.counted if self.counted else float("nan")
             parts.append(f"ETA {format_duration((self.total - self.pos) * per_item)}")

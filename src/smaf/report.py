@@ -34,13 +34,13 @@ import pandas as pd
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from smaf.cam import attention, load_maps
+from smaf.cam import attention
+from smaf.data.index import DatasetIndex
 from smaf.errors import ConfigError, DataError, SmafError
 from smaf.fusion import denoise, fuse_scales, multiscale_maps, reactivate
-from smaf.io import atomic_write, load_image, load_mask, read_id_list, voc_palette
+from smaf.io import atomic_write, load_image, load_maps, load_mask, voc_palette
 from smaf.models.build import Classifier
 from smaf.models.checkpoint import load_model
-from smaf.stages.common import read_dataset_info
 from smaf.train import resolve_device, use_threads
 from smaf.transforms import normalize
 
@@ -728,15 +728,15 @@ class Sample:
     note: str = ""  # why this image was chosen (row title)
 
 
-def mask_areas(root: PathLike, ids: Sequence[str], num_classes: int) -> dict[str, np.ndarray]:
+def mask_areas(index: DatasetIndex, ids: Sequence[str], num_classes: int) -> dict[str, np.ndarray]:
     """Area fraction of every class ``[C+1]`` (index 0 = background) of each id's GT mask.
 
-    Ids without a mask file are skipped; ignore pixels count in no class.
+    Ids without a mask are skipped; ignore pixels count in no class.
     """
     areas = {}
     for image_id in ids:
-        path = Path(root) / "SegmentationClass" / f"{image_id}.png"
-        if not path.is_file():
+        path = index.mask_path(image_id)
+        if path is None:
             continue
         mask = load_mask(path)
         counts = np.bincount(mask.ravel(), minlength=256)[: num_classes + 1]
@@ -775,12 +775,12 @@ def pick_class_samples(areas: Mapping[str, np.ndarray], k: int) -> tuple[int, li
 
 
 def load_sample(
-    root: PathLike, image_id: str, num_classes: int, cls: int, note: str = ""
+    index: DatasetIndex, image_id: str, num_classes: int, cls: int, note: str = ""
 ) -> Sample:
-    """Image, GT mask and mask-derived image labels of ``image_id`` under a VOC-layout root."""
-    image = load_image(Path(root) / "JPEGImages" / f"{image_id}.jpg")
-    mask_path = Path(root) / "SegmentationClass" / f"{image_id}.png"
-    mask = load_mask(mask_path) if mask_path.is_file() else None
+    """Image, GT mask and mask-derived image labels of ``image_id``."""
+    image = load_image(index.image_path(image_id))
+    mask_path = index.mask_path(image_id)
+    mask = load_mask(mask_path) if mask_path is not None else None
     labels = np.zeros(num_classes, dtype=np.float32)
     if mask is not None:
         values = np.unique(mask)
@@ -981,7 +981,7 @@ def reactivation_figure(
 
 
 def label_figure(
-    root: PathLike,
+    index: DatasetIndex,
     ids: Sequence[str],
     columns: Mapping[str, PathLike],
     class_names: Sequence[str],
@@ -995,11 +995,11 @@ def label_figure(
     """
     rows, seen = [], set()
     for image_id in ids:
-        image = load_image(Path(root) / "JPEGImages" / f"{image_id}.jpg")
+        image = load_image(index.image_path(image_id))
         row = [fit_tile(image, tile)]
-        for folder in [Path(root) / "SegmentationClass", *map(Path, columns.values())]:
-            path = folder / f"{image_id}.png"
-            if path.is_file():
+        gt = index.mask_path(image_id)
+        for path in [gt, *(Path(folder) / f"{image_id}.png" for folder in columns.values())]:
+            if path is not None and path.is_file():
                 mask = load_mask(path)
                 seen.update(np.unique(mask).tolist())
                 row.append(fit_tile(colorize(mask), tile, nearest=True))
@@ -1094,10 +1094,9 @@ def build_report(
     ablations_csv: PathLike | None = None,
     eval_csvs: Sequence[PathLike] = (),
     histories: Sequence[PathLike] = (),
-    dataset_json: PathLike | None = None,
-    root: PathLike | None = None,
-    train_split: PathLike | None = None,
-    val_split: PathLike | None = None,
+    index: PathLike | None = None,
+    train_role: str = "train",
+    val_role: str = "val",
     eps_model: PathLike | None = None,
     smaf_model: PathLike | None = None,
     label_dirs: Mapping[str, PathLike] | None = None,
@@ -1125,9 +1124,8 @@ def build_report(
         ablations_csv: optional ablations table (``table,row,experiment,seed,stage,miou``).
         eval_csvs: per-class evaluation CSVs (results/<ds>/<exp>/eval/*.csv).
         histories: training history CSVs, one chart each.
-        dataset_json: results/<ds>/data/dataset.json (class names, root); needed for figures.
-        root: the dataset's VOC2012-layout folder; default: ``root`` of ``dataset_json``.
-        train_split, val_split: id lists; figures 1, 3, 4 and 5a use train ids, 5b val ids.
+        index: results/<ds>/data/index.csv (images, masks, class names); needed for figures.
+        train_role, val_role: splits; figures 1, 3, 4 and 5a show train images, 5b val ones.
         eps_model, smaf_model: the EPS (pretrain) and SMAF (self_train) classifiers.
         label_dirs: Fig. 5a columns, title → folder of train label PNGs (seeds, CRF).
         pred_dirs: Fig. 5b columns, title → folder of val label PNGs (DeepLab predictions).
@@ -1170,10 +1168,9 @@ def build_report(
     parts += _per_class_section(eval_csvs)
     parts += _curves_section(histories, smooth)
     parts += _figures_section(
-        dataset_json=dataset_json,
-        root=root,
-        train_split=train_split,
-        val_split=val_split,
+        index=index,
+        train_role=train_role,
+        val_role=val_role,
         eps_model=eps_model,
         smaf_model=smaf_model,
         label_dirs=label_dirs or {},
@@ -1268,10 +1265,9 @@ def _curves_section(histories: Sequence[PathLike], smooth: int | None) -> list[s
 
 def _figures_section(
     *,
-    dataset_json: PathLike | None,
-    root: PathLike | None,
-    train_split: PathLike | None,
-    val_split: PathLike | None,
+    index: PathLike | None,
+    train_role: str,
+    val_role: str,
     eps_model: PathLike | None,
     smaf_model: PathLike | None,
     label_dirs: Mapping[str, PathLike],
@@ -1287,21 +1283,14 @@ def _figures_section(
     figure_dir: PathLike | None,
 ) -> list[str]:
     parts = ["<h2>Figures</h2>"]
-    if not _exists(dataset_json):
-        return parts + [_missing("figures", dataset_json, "prepare_dataset")]
-    info = read_dataset_info(dataset_json)
-    num_classes = int(info["num_classes"])
-    class_names = list(
-        info.get("class_names") or ["background", *map(str, range(1, num_classes + 1))]
-    )
-    root = Path(root if root is not None else info["root"])
-    if not (root / "JPEGImages").is_dir():
-        return parts + [
-            note_html(f"figures: not available (dataset images not found under {root}).")
-        ]
-    train_ids = _ids(train_split, label_dirs)
-    val_ids = _ids(val_split, pred_dirs)
-    areas = mask_areas(root, train_ids[:scan], num_classes)
+    if not _exists(index):
+        return parts + [_missing("figures", index, "prepare_dataset")]
+    index = DatasetIndex.read(index)
+    num_classes = index.num_classes
+    class_names = index.class_names
+    train_ids = _ids(index, train_role)
+    val_ids = _ids(index, val_role)
+    areas = mask_areas(index, train_ids[:scan], num_classes)
     if not areas:
         parts.append(
             note_html("figures 1, 3, 4: not available (no ground-truth masks for the train ids).")
@@ -1331,7 +1320,7 @@ def _figures_section(
     teacher, student = models["eps"], models["smaf"]
 
     scale_samples = [
-        load_sample(root, i, num_classes, c, note) for i, c, note in pick_scale_samples(areas)
+        load_sample(index, i, num_classes, c, note) for i, c, note in pick_scale_samples(areas)
     ]
     if teacher is not None and scale_samples:
         per_scale, fused = zip(
@@ -1350,7 +1339,7 @@ def _figures_section(
             "the fused map keeps both.",
         )
     cls, class_ids = pick_class_samples(areas, n_images)
-    class_samples = [load_sample(root, i, num_classes, cls) for i in class_ids]
+    class_samples = [load_sample(index, i, num_classes, cls) for i in class_ids]
     if class_samples:
         eps = [fused_maps(teacher, s, scales, flip, maps_dirs.get("eps")) for s in class_samples]
         smaf = [fused_maps(student, s, scales, flip, maps_dirs.get("smaf")) for s in class_samples]
@@ -1398,7 +1387,7 @@ def _figures_section(
         emit(
             "fig5a_pseudo_labels",
             label_figure(
-                root,
+                index,
                 shown_train,
                 present,
                 class_names,
@@ -1416,7 +1405,7 @@ def _figures_section(
         emit(
             "fig5b_segmentation",
             label_figure(
-                root,
+                index,
                 val_ids[:n_images],
                 present,
                 class_names,
@@ -1429,11 +1418,9 @@ def _figures_section(
     return parts
 
 
-def _ids(split: PathLike | None, dirs: Mapping[str, PathLike]) -> list[str]:
-    """Ids of a split list, or (no list) the sorted PNG stems of the first existing folder."""
-    if _exists(split):
-        return read_id_list(split)
-    for d in dirs.values():
-        if _exists(d):
-            return sorted(p.stem for p in Path(d).glob("*.png"))
-    return []
+def _ids(index: DatasetIndex, role: str) -> list[str]:
+    """Ids of split ``role`` of the index, [] when the split is empty or unknown."""
+    try:
+        return index.ids(role)
+    except DataError:
+        return []

@@ -20,7 +20,12 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
-from smaf.models.resnet38d import IMAGENET_MEAN, IMAGENET_STD
+from smaf.io import IGNORE_INDEX
+
+#: Per-channel mean of ImageNet RGB images scaled to [0, 1] (ImageNet-trained backbones expect it).
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+#: Per-channel standard deviation of ImageNet RGB images scaled to [0, 1].
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -155,3 +160,48 @@ def _crop_offsets(length: int, crop: int, rng: np.random.Generator) -> tuple[int
     if length >= crop:
         return int(rng.integers(0, length - crop + 1)), 0, crop
     return 0, int(rng.integers(0, crop - length + 1)), length
+
+
+@dataclass
+class DeepLabAugment:
+    """Training augmentation of DeepLab (config ``deeplab.augment``)."""
+
+    crop_size: int = 321  # square crop (px); padded with mean / 255 when the image is smaller
+    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)  # one drawn uniformly per image
+    hflip: bool = True  # random horizontal flip with probability 0.5
+
+    def __post_init__(self) -> None:
+        self.scales = tuple(float(s) for s in self.scales)
+        if self.crop_size < 8 or not self.scales or min(self.scales) <= 0:
+            raise ValueError(
+                f"need crop_size >= 8 and scales > 0, got {self.crop_size}, {self.scales}"
+            )
+
+
+def augment_pair(
+    image: np.ndarray, label: np.ndarray, rng: np.random.Generator, cfg: DeepLabAugment
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random scale, flip and crop of an image and its label map (the same geometry).
+
+    Args:
+        image: uint8 ``[H, W, 3]`` RGB.
+        label: uint8 ``[H, W]`` labels 0..C or 255.
+        rng: the sample's generator (all randomness comes from it).
+
+    Returns:
+        float32 ``[3, S, S]`` normalised image (0 = the mean in the padding) and int64
+        ``[S, S]`` labels (255 in the padding).
+    """
+    scale = float(cfg.scales[int(rng.integers(len(cfg.scales)))])
+    # train_augment draws a long side; a one-value range turns that into "this scale".
+    long_side = max(8, round(max(image.shape[:2]) * scale))
+    geometry = AugmentConfig(
+        crop_size=cfg.crop_size,
+        resize_long=(long_side, long_side),
+        hflip=cfg.hflip,
+        color_jitter=None,  # DeepLab uses none
+    )
+    # torch.tensor copies: masks read through PIL are read-only arrays.
+    extras = {"label": (torch.tensor(label), "nearest", IGNORE_INDEX)}
+    aug = train_augment(image, rng, geometry, extras)
+    return aug.image, aug.extras["label"].long()

@@ -157,6 +157,26 @@ def dataset_root(wildcards):
     return ds["root"]
 
 
+def dataset_settings(wildcards):
+    """What the dataset's source adapter reads: its config entry with the resolved folders."""
+    ds = dataset_cfg(wildcards)
+    return {**ds, "root": dataset_root(wildcards), "aug_mask_dir": aug_mask_dir(wildcards)}
+
+
+def data_path(wildcards, name="index.csv"):
+    """results/<dataset>/data/<name>: the dataset index (or test_index.csv, dataset.json)."""
+    return f"results/{wildcards.dataset}/data/{name}"
+
+
+def test_index_inputs(wildcards):
+    """What must exist before the test images are indexed: generated data or a manual item."""
+    ds = dataset_cfg(wildcards)
+    if ds.get("test_manual"):
+        # Behind a login (VOC): the manual item stops with instructions until it is in place.
+        return {"test_data": f"resources/manual/{ds['test_manual']}.ok"}
+    return dataset_inputs(wildcards)
+
+
 def dataset_inputs(wildcards):
     """What must exist before a dataset can be indexed: its generator's or download's output."""
     ds = dataset_cfg(wildcards)
@@ -283,12 +303,7 @@ def manual_markers(*paths):
 
 def pretrain_inputs(wildcards):
     """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads."""
-    base = f"results/{wildcards.dataset}"
-    inputs = {
-        "info": f"{base}/data/dataset.json",
-        "split": f"{base}/data/splits/train_aug.txt",
-        "labels": f"{base}/data/cls_labels.csv",
-    }
+    inputs = {"index": data_path(wildcards)}
     saliency = (
         dataset_saliency_dir(wildcards)
         if config["pretrain"]["method"] == "eps"
@@ -303,12 +318,7 @@ def pretrain_inputs(wildcards):
 def self_train_inputs(wildcards):
     """Dataset index, the pretrained model and (offline teacher) the teacher's maps."""
     base = f"results/{wildcards.dataset}"
-    inputs = {
-        "info": f"{base}/data/dataset.json",
-        "split": f"{base}/data/splits/train_aug.txt",
-        "labels": f"{base}/data/cls_labels.csv",
-        "model": f"{base}/pretrain/model.pt",
-    }
+    inputs = {"index": data_path(wildcards), "model": f"{base}/pretrain/model.pt"}
     if experiment_cfg(wildcards, "self_train")["teacher"] == "offline":
         inputs["teacher"] = f"{base}/{teacher_owner(wildcards.experiment)}/teacher_maps"
     return inputs
@@ -458,8 +468,7 @@ def deeplab_train_inputs(wildcards):
     base = f"results/{wildcards.dataset}"
     cfg = deeplab_cfg(wildcards)
     inputs = {
-        "info": f"{base}/data/dataset.json",
-        "split": f"{base}/data/splits/train_aug.txt",
+        "index": data_path(wildcards),
         "labels": f"{base}/{wildcards.experiment}/crf/{cfg['labels_from']}_train_aug",
     }
     if cfg.get("pretrained"):
@@ -481,55 +490,23 @@ def deeplab_test_field(key):
     return get
 
 
-def dataset_test_root(wildcards):
-    """VOC2012-layout folder of the test images (`test_root`, default: the dataset root)."""
-    return dataset_cfg(wildcards).get("test_root") or dataset_root(wildcards)
-
-
-def deeplab_test_split_file(wildcards):
-    """The test list: <test_root>/ImageSets/Segmentation/<splits.test>.txt (no masks needed)."""
-    name = dataset_cfg(wildcards)["splits"].get("test", "test")
-    return f"{dataset_test_root(wildcards)}/ImageSets/Segmentation/{name}.txt"
-
-
-def deeplab_split_root(wildcards):
-    """Image folder of the split DeepLab predicts (`pred_split`: val or test)."""
-    if wildcards.pred_split == "test":
-        return dataset_test_root(wildcards)
-    return dataset_root(wildcards)
-
-
-def deeplab_split_file(wildcards):
-    """Id list of the split DeepLab predicts: the dataset index (val) or the test list."""
-    if wildcards.pred_split == "test":
-        return deeplab_test_split_file(wildcards)
-    return f"results/{wildcards.dataset}/data/splits/{wildcards.pred_split}.txt"
-
-
-def deeplab_split_inputs(wildcards):
-    """What must exist before a split is predicted: its list (val), the test images (test)."""
-    if wildcards.pred_split != "test":
-        return {"split": deeplab_split_file(wildcards)}
-    ds = dataset_cfg(wildcards)
-    if ds.get("test_manual"):
-        # Behind a login (VOC): the manual item stops with instructions until it is in place.
-        return {"test_data": f"resources/manual/{ds['test_manual']}.ok"}
-    if ds["source"] == "synthetic" and not ds.get("test_root"):
-        return {"test_data": dataset_root(wildcards)}  # generated with the dataset
-    return {}
+def split_index(wildcards):
+    """Index of the split DeepLab predicts (`pred_split`): the test images' own index for
+    test, the dataset index for val."""
+    return data_path(wildcards, "test_index.csv" if wildcards.pred_split == "test" else "index.csv")
 
 
 def deeplab_predict_inputs(wildcards):
-    """The trained DeepLab model and the split's inputs."""
+    """The trained DeepLab model and the split's index."""
     model = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/model.pt"
-    return {"model": model, **deeplab_split_inputs(wildcards)}
+    return {"model": model, "index": split_index(wildcards)}
 
 
 def deeplab_crf_inputs(wildcards):
-    """The split's MSC logits (from deeplab_predict) and the split's inputs."""
+    """The split's MSC logits (from deeplab_predict) and the split's index."""
     base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
     logits = f"{base}/logits_{wildcards.pred_split}"
-    return {"logits": logits, **deeplab_split_inputs(wildcards)}
+    return {"logits": logits, "index": split_index(wildcards)}
 
 
 def deeplab_eval_predictions(wildcards):
@@ -553,7 +530,7 @@ def deeplab_submission_inputs(wildcards):
     """Test predictions (CRF-refined unless deeplab.test.submission_crf is false)."""
     suffix = "_crf" if deeplab_cfg(wildcards)["test"]["submission_crf"] else ""
     base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
-    return {"pred": f"{base}/pred_test{suffix}"}
+    return {"pred": f"{base}/pred_test{suffix}", "index": data_path(wildcards, "test_index.csv")}
 
 
 def deeplab_eval_targets(dataset, experiment):

@@ -5,8 +5,7 @@
 rule crf:
     input:
         seeds="results/{dataset}/{experiment}/seeds/{model}_{split}",
-        split="results/{dataset}/data/splits/{split}.txt",
-        info="results/{dataset}/data/dataset.json",
+        index="results/{dataset}/data/index.csv",
     output:
         directory("results/{dataset}/{experiment}/crf/{model}_{split}"),
     log:
@@ -20,8 +19,6 @@ rule crf:
     threads: 8
     params:
         code=script_code("crf.py"),
-        root=dataset_root,
-        num_classes=dataset_field("num_classes"),
         method=experiment_field("crf", "method"),
         settings=crf_method_params,
         work_dir="results/{dataset}/state/{experiment}/crf/{model}_{split}",

@@ -1,4 +1,5 @@
 # The dataset stage: generate (synthetic) or locate (VOC) the images, then index and check them.
+# Every later stage reads the index (results/<dataset>/data/index.csv + dataset.json) only.
 
 
 rule synthetic_dataset:
@@ -27,20 +28,39 @@ rule prepare_dataset:
     input:
         unpack(dataset_inputs),
     output:
-        splits=expand("results/{{dataset}}/data/splits/{split}.txt", split=SPLIT_ROLES),
-        labels="results/{dataset}/data/cls_labels.csv",
+        index="results/{dataset}/data/index.csv",
         info="results/{dataset}/data/dataset.json",
     log:
         "logs/{dataset}/prepare_dataset.log",
     conda:
         "../../envs/smaf.yaml"
+    threads: 4
     params:
         code=script_code("prepare_dataset.py"),
-        root=dataset_root,
-        splits=dataset_field("splits"),
-        num_classes=dataset_field("num_classes"),
-        label_source=dataset_field("label_source", "auto"),
-        aug_mask_dir=aug_mask_dir,
-        saliency_dir=dataset_saliency_dir,
+        source=dataset_field("source"),
+        settings=dataset_settings,
+        roles=list(SPLIT_ROLES),
+    script:
+        "../scripts/prepare_dataset.py"
+
+
+# The test images (predicted for a submission, never trained on or scored): an index of their
+# own, because they may arrive later than the rest (VOC2012test is behind a login).
+rule test_index:
+    input:
+        unpack(test_index_inputs),
+    output:
+        index="results/{dataset}/data/test_index.csv",
+        info="results/{dataset}/data/test_index.json",
+    log:
+        "logs/{dataset}/test_index.log",
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 4
+    params:
+        code=script_code("prepare_dataset.py"),
+        source=dataset_field("source"),
+        settings=dataset_settings,
+        roles=["test"],
     script:
         "../scripts/prepare_dataset.py"

@@ -50,8 +50,6 @@ rule deeplab_predict:
         gpu=1,
     params:
         code=script_code("deeplab_predict.py"),
-        root=deeplab_split_root,
-        split_file=deeplab_split_file,
         flip=deeplab_test_field("flip"),
         work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}",
     script:
@@ -74,8 +72,6 @@ rule deeplab_crf:
     threads: 8
     params:
         code=script_code("deeplab_crf.py"),
-        root=deeplab_split_root,
-        split_file=deeplab_split_file,
         crf=deeplab_test_field("crf"),
         work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}_crf",
     script:
@@ -85,8 +81,7 @@ rule deeplab_crf:
 rule deeplab_evaluate:
     input:
         pred=deeplab_eval_predictions,
-        split="results/{dataset}/data/splits/{split}.txt",
-        info="results/{dataset}/data/dataset.json",
+        index="results/{dataset}/data/index.csv",
     output:
         csv="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.csv",
         json="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.json",
@@ -101,7 +96,6 @@ rule deeplab_evaluate:
     params:
         code=script_code("evaluate.py"),
         gt="{gt}",
-        aug_mask_dir=aug_mask_dir,
         meta=deeplab_eval_meta,
     script:
         "../scripts/evaluate.py"
@@ -120,7 +114,5 @@ rule deeplab_submission:
         "../../envs/smaf.yaml"
     params:
         code=script_code("deeplab_submission.py"),
-        split_file=deeplab_test_split_file,
-        num_classes=dataset_field("num_classes"),
     script:
         "../scripts/deeplab_submission.py"

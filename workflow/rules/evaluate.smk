@@ -5,8 +5,7 @@
 rule evaluate:
     input:
         pred=eval_predictions,
-        split="results/{dataset}/data/splits/{split}.txt",
-        info="results/{dataset}/data/dataset.json",
+        index="results/{dataset}/data/index.csv",
     output:
         csv="results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.csv",
         json="results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.json",
@@ -21,7 +20,6 @@ rule evaluate:
     params:
         code=script_code("evaluate.py"),
         gt="{gt}",
-        aug_mask_dir=aug_mask_dir,
         meta=eval_meta,
     script:
         "../scripts/evaluate.py"

@@ -42,9 +42,7 @@ REPORT_PRED_DIRS = {
 rule report:
     input:
         summary="results/summary.csv",
-        info=f"results/{DATASET}/data/dataset.json",
-        train_split=f"results/{DATASET}/data/splits/{REPORT_SPLIT}.txt",
-        val_split=f"results/{DATASET}/data/splits/val.txt",
+        index=f"results/{DATASET}/data/index.csv",
         eps_model=f"results/{DATASET}/pretrain/model.pt",
         smaf_model=f"results/{DATASET}/{REPORT_EXPERIMENT}/self_train/model.pt",
         # One chart each: pretraining, then self-training and DeepLab of every experiment.
@@ -76,6 +74,7 @@ rule report:
     params:
         code=script_code("report.py"),
         dataset=DATASET,
+        train_role=REPORT_SPLIT,
         # Optional: built by the `ablations` rule; read if present, never required. Its
         # modification time is a param, so the next run after `snakemake ablations` redoes
         # the report with the tables.

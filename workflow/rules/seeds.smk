@@ -6,9 +6,7 @@
 rule seeds:
     input:
         model=classifier_model,
-        split="results/{dataset}/data/splits/{split}.txt",
-        labels="results/{dataset}/data/cls_labels.csv",
-        info="results/{dataset}/data/dataset.json",
+        index="results/{dataset}/data/index.csv",
     output:
         directory("results/{dataset}/{experiment}/seeds/{model}_{split}"),
     log:
@@ -24,8 +22,6 @@ rule seeds:
         gpu=1,
     params:
         code=script_code("seeds.py"),
-        root=dataset_root,
-        num_classes=dataset_field("num_classes"),
         scales=experiment_field("seeds", "scales"),
         flip=experiment_field("seeds", "flip"),
         resize_mode=experiment_field("seeds", "resize_mode"),

@@ -24,7 +24,6 @@ rule pretrain:
         code=script_code("pretrain.py"),
         model=config["model"],
         pretrain=stage_params("pretrain"),
-        saliency_dir=dataset_saliency_dir,
         state_dir="results/{dataset}/state/pretrain",
     script:
         "../scripts/pretrain.py"
@@ -32,9 +31,7 @@ rule pretrain:
 
 rule teacher_maps:
     input:
-        info="results/{dataset}/data/dataset.json",
-        split="results/{dataset}/data/splits/train_aug.txt",
-        labels="results/{dataset}/data/cls_labels.csv",
+        index="results/{dataset}/data/index.csv",
         model="results/{dataset}/pretrain/model.pt",
     output:
         directory("results/{dataset}/{experiment}/teacher_maps"),

@@ -12,11 +12,10 @@ if __name__ == "__main__":
     run_logged(
         snakemake.log[0],
         refine_seeds,
-        snakemake.params.root,
-        snakemake.input.split,
+        snakemake.input.index,
+        snakemake.wildcards.split,
         snakemake.input.seeds,
         snakemake.output[0],
-        snakemake.params.num_classes,
         method=snakemake.params.method,
         params=snakemake.params.settings,
         processes=snakemake.threads,

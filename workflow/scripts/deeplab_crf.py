@@ -2,7 +2,7 @@
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
 from smaf.runner import run_logged
-from smaf.stages.deeplab import crf_split
+from smaf.stages.crf_stage import crf_split
 
 # Everything below runs only in the main process. The CRF workers are spawned processes that
 # re-run this file (the original, without Snakemake's preamble) as `__mp_main__`: touching
@@ -13,8 +13,8 @@ if __name__ == "__main__":
     run_logged(
         snakemake.log[0],
         crf_split,
-        snakemake.params.root,
-        snakemake.params.split_file,
+        snakemake.input.index,
+        snakemake.wildcards.pred_split,
         snakemake.input.logits,
         snakemake.output[0],
         crf=dict(snakemake.params.crf),

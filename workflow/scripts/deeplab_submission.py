@@ -2,7 +2,7 @@
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
 from smaf.runner import run_logged
-from smaf.stages.deeplab import make_submission
+from smaf.stages.submission import make_submission
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 
@@ -10,8 +10,7 @@ run_logged(
     snakemake.log[0],
     make_submission,
     snakemake.input.pred,
-    snakemake.params.split_file,
+    snakemake.input.index,
     snakemake.output.folder,
     snakemake.output.tar,
-    snakemake.params.num_classes,
 )

@@ -11,8 +11,7 @@ snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 run_training(
     snakemake.log[0],
     train_deeplab,
-    dataset_info=snakemake.input.info,
-    split_file=snakemake.input.split,
+    index=snakemake.input.index,
     label_dir=snakemake.input.labels,
     params={**snakemake.params.deeplab, **runtime_settings(snakemake.config)},
     out_model=snakemake.output.model,

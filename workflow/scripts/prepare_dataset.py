@@ -1,4 +1,4 @@
-"""Index and check a dataset; write its split lists, image labels and summary (rule prepare_dataset)."""
+"""Build, check and write a dataset's index with its source adapter (rules prepare_dataset, test_index)."""
 
 from smaf.data.prepare import prepare_dataset
 from smaf.runner import run_logged
@@ -8,14 +8,11 @@ snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 run_logged(
     snakemake.log[0],
     prepare_dataset,
-    root=snakemake.params.root,
-    splits=snakemake.params.splits,
-    num_classes=snakemake.params.num_classes,
-    label_source=snakemake.params.label_source,
-    aug_mask_dir=snakemake.params.aug_mask_dir,
-    saliency_dir=snakemake.params.saliency_dir,
-    out_splits=dict(zip(("train_aug", "train", "val"), snakemake.output.splits, strict=True)),
-    out_labels=snakemake.output.labels,
+    source=snakemake.params.source,
+    settings=dict(snakemake.params.settings),
+    out_index=snakemake.output.index,
     out_info=snakemake.output.info,
     name=snakemake.wildcards.dataset,
+    roles=list(snakemake.params.roles),
+    threads=snakemake.threads,
 )

@@ -11,10 +11,7 @@ snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 run_training(
     snakemake.log[0],
     pretrain,
-    dataset_info=snakemake.input.info,
-    split_file=snakemake.input.split,
-    labels_csv=snakemake.input.labels,
-    saliency_dir=snakemake.params.saliency_dir,
+    index=snakemake.input.index,
     model=snakemake.params.model,
     params={**snakemake.params.pretrain, **runtime_settings(snakemake.config)},
     out_model=snakemake.output.model,

@@ -11,9 +11,7 @@ snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 run_training(
     snakemake.log[0],
     self_train,
-    dataset_info=snakemake.input.info,
-    split_file=snakemake.input.split,
-    labels_csv=snakemake.input.labels,
+    index=snakemake.input.index,
     init_model=snakemake.input.model,
     teacher_dir=snakemake.input.get("teacher"),
     params={**snakemake.params.self_train, **runtime_settings(snakemake.config)},

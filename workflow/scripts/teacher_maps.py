@@ -10,9 +10,7 @@ snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
 run_logged(
     snakemake.log[0],
     teacher_maps,
-    dataset_info=snakemake.input.info,
-    split_file=snakemake.input.split,
-    labels_csv=snakemake.input.labels,
+    index=snakemake.input.index,
     model_path=snakemake.input.model,
     cam=snakemake.params.cam,
     amp=snakemake.params.amp,

@@ -1,23 +1,21 @@
-"""Datasets: the PASCAL VOC 2012 reader and image-level label formats."""
+"""Data: the dataset index every stage reads, its source adapters, label formats and Datasets."""
 
-from smaf.data.voc import (
-    VOC_CLASSES,
-    VOCLayout,
-    VOCSegmentation,
-    image_labels,
+from smaf.data.index import DatasetIndex, ImageRecord, read_index
+from smaf.data.labels import (
     labels_from_mask,
+    labels_from_xml,
     load_legacy_cls_labels,
     read_labels_csv,
     write_labels_csv,
 )
 
 __all__ = [
-    "VOC_CLASSES",
-    "VOCLayout",
-    "VOCSegmentation",
-    "image_labels",
+    "DatasetIndex",
+    "ImageRecord",
     "labels_from_mask",
+    "labels_from_xml",
     "load_legacy_cls_labels",
+    "read_index",
     "read_labels_csv",
     "write_labels_csv",
 ]

@@ -1,172 +1,206 @@
-"""The dataset stage's index: check a VOC-layout dataset once, write what later stages read.
+"""The dataset stage: build a dataset's index with its source adapter, check it once, write it.
 
-Every later stage reads the three split lists, the image-label CSV and ``dataset.json`` written
-here instead of re-discovering the dataset, so problems (missing images, a val/train_aug
-overlap, an image with no class) surface once, before hours of training, with one message.
+Every later stage reads ``index.csv`` and ``dataset.json`` (:mod:`smaf.data.index`) instead of
+the dataset's own folders, so problems surface here, once, before hours of training, with one
+message naming the file and the fix: missing or unreadable files, an image and its mask or
+saliency map of different sizes, val images inside the training split, a training or
+evaluation image without any class.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from smaf.data.voc import VOC_CLASSES, VOCLayout, image_labels, write_labels_csv
+from smaf.data.index import GT_COLUMNS, PATH_COLUMNS, DatasetIndex
+from smaf.data.sources import TRAINVAL_ROLES, build_index
 from smaf.errors import DataError
-from smaf.io import atomic_write, write_id_list
 
 log = logging.getLogger(__name__)
 
-#: Split roles of every dataset, in the order their lists are written.
-ROLES = ("train_aug", "train", "val")
 #: Roles whose images must have ground-truth masks (they are evaluated).
 ROLES_WITH_MASKS = ("train", "val")
+#: Roles whose images must have at least one class in their image-level label.
+ROLES_WITH_LABELS = TRAINVAL_ROLES
+#: What each path column is called in messages.
+_WHAT = {
+    "image": "image",
+    "mask": "mask",
+    "aug_mask": "SegmentationClassAug mask",
+    "saliency": "saliency map",
+}
 
 
-def class_names_for(layout: VOCLayout, num_classes: int) -> list[str]:
-    """Class names, background first: the CSV header if present, else VOC's, else generic."""
-    csv_path = layout.root / "cls_labels.csv"
-    if csv_path.is_file():
-        with open(csv_path, newline="") as f:
-            header = next(csv.reader(f), [])
-        if len(header) == num_classes + 1:
-            return ["background", *header[1:]]
-    if num_classes == len(VOC_CLASSES) - 1:
-        return list(VOC_CLASSES)
-    return ["background", *(f"class_{k}" for k in range(1, num_classes + 1))]
+def _first(items: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(items[:n])
+    return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
 
-def _train_aug_ids(layout: VOCLayout, list_name: str, val_ids: Sequence[str]) -> list[str]:
-    """train_aug ids: the list when present, else every SegmentationClassAug mask minus val.
+def _check_files_exist(index: DatasetIndex) -> None:
+    """Every path in the index names an existing file (one listdir per folder)."""
+    listings: dict[Path, set[str]] = {}
+    for column in PATH_COLUMNS:
+        missing = []
+        for value in index.table[column]:
+            if not value:
+                continue
+            path = Path(value)
+            if path.parent not in listings:
+                parent = path.parent
+                listings[parent] = set(os.listdir(parent)) if parent.is_dir() else set()
+            if path.name not in listings[path.parent]:
+                missing.append(value)
+        if missing:
+            raise DataError(
+                f"{len(missing)} of {len(index)} {_WHAT[column]}s listed for dataset "
+                f"{index.name or '?'} are missing: {_first(missing)}. Re-extract the dataset or "
+                "fix its split lists / annotations."
+            )
 
-    The field's train_aug (10,582 ids) is exactly the SBD + VOC masks (12,031) minus VOC val,
-    and the SegmentationClassAug download ships the masks but no list.
+
+def _image_size(path: str) -> tuple[int, int]:
+    """(height, width) from the file header; a corrupt file is a DataError naming it."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DataError(
+            f"cannot read {path} ({exc}). The file is corrupt or truncated: re-download or "
+            "re-extract it."
+        ) from None
+    return h, w
+
+
+def _check_sizes(index: DatasetIndex, threads: int) -> None:
+    """Record every image's size; its mask, aug mask and saliency map must have the same."""
+    table = index.table
+    columns = [c for c in PATH_COLUMNS if index.has_column(c)]
+    jobs = [(c, p) for c in columns for p in table[c] if p]
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        sizes = dict(zip(jobs, pool.map(lambda job: _image_size(job[1]), jobs), strict=True))
+    heights, widths = [], []
+    for image_id, row in zip(table.index, table.itertuples(index=False), strict=True):
+        size = sizes[("image", row.image)]
+        heights.append(size[0])
+        widths.append(size[1])
+        for column in columns[1:]:
+            path = getattr(row, column)
+            if path and sizes[(column, path)] != size:
+                h, w = sizes[(column, path)]
+                raise DataError(
+                    f"{_WHAT[column]} {path} is {w}x{h} but its image {row.image} is "
+                    f"{size[1]}x{size[0]} (WxH): the file belongs to another image or was "
+                    f"resized. Replace it with one made for {image_id} at full resolution."
+                )
+    table["height"] = heights
+    table["width"] = widths
+
+
+def validate_index(index: DatasetIndex, *, threads: int = 4) -> DatasetIndex:
+    """Check an adapter's index once so stages can trust it; fills ``width`` / ``height``.
+
+    Raises:
+        DataError: naming the file(s) and the fix.
     """
-    if (layout.split_dir / f"{list_name}.txt").is_file():
-        return layout.split_ids(list_name)
-    if layout.aug_mask_dir is None or not layout.aug_mask_dir.is_dir():
-        # Let split_ids raise its message naming the missing list.
-        return layout.split_ids(list_name)
-    val = set(val_ids)
-    ids = sorted(p[:-4] for p in os.listdir(layout.aug_mask_dir) if p.endswith(".png"))
-    ids = [i for i in ids if i not in val]
-    log.info(
-        "no %s.txt in %s: derived train_aug from %d SegmentationClassAug masks minus val",
-        list_name,
-        layout.split_dir,
-        len(ids),
-    )
-    return ids
+    roles = [r for r in index.roles if (index.table["split_" + r] == 1).any()]
+    if not roles:
+        raise DataError(f"dataset {index.name or '?'} has no images in any split.")
+    _check_files_exist(index)
+    if "val" in roles and "train_aug" in roles:
+        leaked = sorted(set(index.ids("val")) & set(index.ids("train_aug")))
+        if leaked:
+            raise DataError(
+                f"{len(leaked)} val images are also in train_aug ({_first(leaked)}): "
+                "evaluation would be on training images. Fix the split lists."
+            )
+        not_in_aug = (
+            set(index.ids("train")) - set(index.ids("train_aug")) if "train" in roles else set()
+        )
+        if not_in_aug:
+            log.warning(
+                "%d train images are not in train_aug (usually train ⊂ train_aug)", len(not_in_aug)
+            )
+    for role in ROLES_WITH_MASKS:
+        if role in roles:
+            no_mask = [i for i in index.ids(role) if index.mask_path(i) is None]
+            if no_mask:
+                raise DataError(
+                    f"{len(no_mask)} {role} images have no ground-truth mask ({_first(no_mask)}): "
+                    f"the {role} split is evaluated. Add their masks or move them to another split."
+                )
+    labelled = [i for r in ROLES_WITH_LABELS if r in roles for i in index.ids(r)]
+    empty = [i for i in dict.fromkeys(labelled) if not index.labels(i).any()]
+    if empty:
+        raise DataError(
+            f"{len(empty)} images have no foreground class in their image-level label "
+            f"({_first(empty)}): weakly supervised training needs at least one class per "
+            "image. Remove them from the split lists or fix their annotations."
+        )
+    _check_sizes(index, threads)
+    return DatasetIndex(index.table, index.info)
+
+
+def summarize(index: DatasetIndex, roles: Sequence[str]) -> dict[str, Any]:
+    """Counts for ``dataset.json``: images per role, per class, saliency / aug-mask coverage."""
+    names = index.class_names
+    info: dict[str, Any] = {"images": {r: len(index.ids(r)) for r in roles}}
+    if "train_aug" in roles:
+        train_aug = index.ids("train_aug")
+        lab = np.stack([index.labels(i) for i in train_aug])
+        info["images_per_class_train_aug"] = {
+            n: int(c) for n, c in zip(names[1:], lab.sum(0), strict=True)
+        }
+        info["classes_per_image_train_aug"] = float(lab.sum(1).mean())
+        has_sal = index.has_column("saliency")
+        info["saliency_maps_train_aug"] = (
+            sum(index.saliency_path(i) is not None for i in train_aug) if has_sal else None
+        )
+    if "train" in roles:
+        has_aug = index.has_column(GT_COLUMNS["SegmentationClassAug"])
+        info["aug_masks_train"] = (
+            sum(index.mask_path(i, "aug_mask") is not None for i in index.ids("train"))
+            if has_aug
+            else None
+        )
+    return info
 
 
 def prepare_dataset(
     *,
-    root: str | os.PathLike[str],
-    splits: Mapping[str, str],
-    num_classes: int,
-    out_splits: Mapping[str, str | os.PathLike[str]],
-    out_labels: str | os.PathLike[str],
-    out_info: str | os.PathLike[str],
-    label_source: str = "auto",
-    aug_mask_dir: str | os.PathLike[str] | None = None,
-    saliency_dir: str | os.PathLike[str] | None = None,
-    name: str | None = None,
-) -> dict:
-    """Check the dataset at ``root`` and write its index.
+    source: str,
+    settings: Mapping[str, Any],
+    out_index: str | os.PathLike[str],
+    out_info: str | os.PathLike[str] | None = None,
+    name: str,
+    roles: Sequence[str] = TRAINVAL_ROLES,
+    threads: int = 4,
+) -> dict[str, Any]:
+    """Build, check and write the index of dataset ``name``; return its ``dataset.json``.
 
     Args:
-        root: the ``VOC2012`` folder.
-        splits: split list name for each role in :data:`ROLES` (e.g. ``{"train": "train"}``).
-        num_classes: foreground classes C.
-        out_splits: output path of each role's id list.
-        out_labels: output image-label CSV (every id of every role).
-        out_info: output ``dataset.json`` (counts, class names, per-class image counts).
-        label_source: ``auto``, ``csv``, ``xml`` or ``masks`` (see :func:`image_labels`).
-        aug_mask_dir / saliency_dir: optional folders of SegmentationClassAug masks and
-            saliency maps.
-        name: the dataset's config name, for messages.
-
-    Returns:
-        The summary written to ``out_info``.
+        source: the adapter (:data:`smaf.data.sources.ADAPTERS`): ``synthetic``, ``voc``, ...
+        settings: the dataset's config entry (plus resolved folders) for the adapter.
+        out_index: ``index.csv`` to write (atomically).
+        out_info: its ``dataset.json`` (default: beside ``out_index``), written last: its
+            presence means the index is whole.
+        roles: :data:`~smaf.data.sources.TRAINVAL_ROLES` or ``("test",)``.
+        threads: threads reading image headers.
 
     Raises:
-        DataError: missing folders/lists/images/masks, val overlapping train_aug, or images
-            whose image-level label is empty.
+        DataError / ConfigError: see :func:`validate_index` and the adapters.
     """
-    layout = VOCLayout.from_root(root, aug_mask_dir=aug_mask_dir, saliency_dir=saliency_dir)
-    ids: dict[str, list[str]] = {}
-    ids["val"] = layout.validate(splits["val"], require_masks=True, name=name)
-    ids["train"] = layout.validate(splits["train"], require_masks=True, name=name)
-    ids["train_aug"] = _train_aug_ids(layout, splits["train_aug"], ids["val"])
-    _check_images_exist(layout, ids["train_aug"], "train_aug")
-
-    leaked = sorted(set(ids["val"]) & set(ids["train_aug"]))
-    if leaked:
-        raise DataError(
-            f"{len(leaked)} val images are also in train_aug ({', '.join(leaked[:5])}, ...): "
-            "evaluation would be on training images. Fix the split lists."
-        )
-    not_in_aug = set(ids["train"]) - set(ids["train_aug"])
-    if not_in_aug:
-        log.warning(
-            "%d train images are not in train_aug (usually train ⊂ train_aug)", len(not_in_aug)
-        )
-
-    names = class_names_for(layout, num_classes)
-    all_ids = list(dict.fromkeys(ids["train_aug"] + ids["train"] + ids["val"]))
-    labels = image_labels(layout, all_ids, num_classes, label_source, class_names=names)
-    empty = [i for i in all_ids if not np.any(labels[i])]
-    if empty:
-        raise DataError(
-            f"{len(empty)} images have no foreground class in their image-level label "
-            f"({', '.join(empty[:5])}): weakly supervised training needs at least one class per "
-            "image. Remove them from the split lists or fix their annotations."
-        )
-
-    saliency = None
-    if layout.saliency_dir is not None and layout.saliency_dir.is_dir():
-        have = set(os.listdir(layout.saliency_dir))
-        saliency = sum(f"{i}.png" in have for i in ids["train_aug"])
-    aug_masks = None
-    if layout.aug_mask_dir is not None and layout.aug_mask_dir.is_dir():
-        have = set(os.listdir(layout.aug_mask_dir))
-        aug_masks = sum(f"{i}.png" in have for i in ids["train"])
-
-    lab = np.stack([labels[i] for i in ids["train_aug"]])
-    info = {
-        "name": name,
-        "root": str(root),
-        "num_classes": num_classes,
-        "class_names": names,
-        "images": {role: len(ids[role]) for role in ROLES},
-        "label_source": label_source,
-        "images_per_class_train_aug": {
-            n: int(c) for n, c in zip(names[1:], lab.sum(0), strict=True)
-        },
-        "classes_per_image_train_aug": float(lab.sum(1).mean()),
-        "saliency_maps_train_aug": saliency,
-        "aug_masks_train": aug_masks,
-    }
-    log.info("dataset %s: %s", name or root, json.dumps(info["images"]))
-
-    write_labels_csv(out_labels, labels, names)
-    for role in ROLES:
-        write_id_list(out_splits[role], ids[role])
-    with atomic_write(out_info) as tmp:  # written last: its presence means the index is whole
-        Path(tmp).write_text(json.dumps(info, indent=2))
-    return info
-
-
-def _check_images_exist(layout: VOCLayout, ids: Sequence[str], role: str) -> None:
-    images = set(os.listdir(layout.image_dir))
-    missing = [i for i in ids if f"{i}.jpg" not in images]
-    if missing:
-        raise DataError(
-            f"{len(missing)} of {len(ids)} {role} images are missing from {layout.image_dir} "
-            f"(first: {missing[0]}.jpg). Re-extract the dataset or fix the split list."
-        )
+    index = build_index(source, settings, name=name, roles=roles)
+    index = validate_index(index, threads=threads)
+    index.info.update({"num_classes": index.num_classes, "class_names": index.class_names})
+    index.info.update(summarize(index, roles))
+    log.info("dataset %s: %s", name, json.dumps(index.info["images"]))
+    index.write(out_index, out_info)
+    return index.info

@@ -378,7 +378,7 @@ def write_dataset(cfg: SyntheticConfig | dict, root: str | Path) -> dict:
     project's image-level label file) and ``synthetic.json`` (config + statistics). Every file is
     written atomically; the split lists and ``synthetic.json`` come last.
     """
-    from smaf.data.voc import write_labels_csv  # data layer sibling; imported lazily
+    from smaf.data.labels import write_labels_csv
 
     if isinstance(cfg, dict):
         cfg = SyntheticConfig(**cfg)

@@ -8,7 +8,8 @@ from smaf.models.convert_mxnet import (
     mxnet_to_resnet38d_state_dict,
 )
 from smaf.models.heads import CAMHead, EPSHead, SMAFHead, move_background_first
-from smaf.models.resnet38d import IMAGENET_MEAN, IMAGENET_STD, OUTPUT_STRIDE, ResNet38d
+from smaf.models.resnet38d import OUTPUT_STRIDE, ResNet38d
+from smaf.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "CAMHead",

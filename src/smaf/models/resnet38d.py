@@ -21,11 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Per-channel mean of ImageNet RGB images scaled to [0, 1] (the ResNet38d weights expect it).
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-#: Per-channel standard deviation of ImageNet RGB images scaled to [0, 1].
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
-
 #: Input size / feature-map size of :class:`ResNet38d`.
 OUTPUT_STRIDE = 8
 

@@ -24,7 +24,8 @@ Two variants (config ``crf.method``):
   can never appear; the CRF label index is mapped back to the class id afterwards.
 
 Output: ``<out_dir>/<id>.png`` palette PNGs with values 0..C, and ``crf.json`` (settings,
-counts). This module imports only numpy/PIL at load time so spawned workers start fast.
+counts). :func:`crf_split` is DeepLab's CRF post-processing of its predictions (stage 6). This
+module imports only numpy/PIL at load time so spawned workers start fast.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +44,10 @@ from typing import Any
 import numpy as np
 
 from smaf.config import dataclass_from
-from smaf.crf import crf_from_labels, crf_images_parallel, dense_crf
+from smaf.crf import DenseCRF, crf_from_labels, crf_images_parallel, dense_crf
 from smaf.errors import ConfigError, DataError
-from smaf.io import atomic_write, load_image, load_mask, read_id_list, save_mask
-from smaf.stages.staging import open_staging, publish
+from smaf.io import atomic_write, load_image, load_mask, save_mask
+from smaf.stages.staging import file_identity, open_staging, publish
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +207,10 @@ def _seeds_identity(seeds_dir: Path) -> str:
 
 
 def refine_seeds(
-    root: str | os.PathLike[str],
-    split_file: str | os.PathLike[str],
+    index: Any,
+    role: str,
     seeds_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    num_classes: int,
     method: str = "labels",
     params: dict[str, Any] | None = None,
     processes: int = 1,
@@ -217,15 +218,15 @@ def refine_seeds(
     work_dir: str | os.PathLike[str] | None = None,
     log_every: int = 50,
 ) -> dict[str, Any]:
-    """CRF-refine the seeds of every id of ``split_file``; write ``out_dir/<id>.png`` (0..C).
+    """CRF-refine the seeds of every image of split ``role``; write ``out_dir/<id>.png`` (0..C).
 
     Args:
-        root: the ``VOC2012``-layout folder holding ``JPEGImages/<id>.jpg``.
-        split_file: one image id per line.
+        index: the dataset index (:class:`~smaf.data.index.DatasetIndex`) or its path: the
+            images and C (the CRF of ``labels`` has C+1 labels).
+        role: the split.
         seeds_dir: output of :func:`smaf.stages.seeds.make_seeds` (``<id>.png``,
             ``maps/<id>.npz``).
         out_dir: output folder.
-        num_classes: foreground classes C (the CRF of ``labels`` has C+1 labels).
         method: ``'labels'`` (released SMAF) or ``'probs'`` (PSA / EPS), see the module doc.
         params: the method's settings (:class:`LabelCRFParams` / :class:`ProbCRFParams`
             fields); missing keys take the reference defaults.
@@ -238,16 +239,18 @@ def refine_seeds(
         ``images``, ``computed``, ``seconds``, ``images_per_s``, ``changed_fraction`` (share of
         pixels whose label the CRF changed, over the computed images).
     """
-    from smaf.data.voc import VOCLayout  # imports torch: keep it out of the workers' imports
+    # pandas: imported here, not by the spawned workers that import this module.
+    from smaf.data.index import read_index
 
+    index = read_index(index)
+    num_classes = index.num_classes
     p = _params(method, params)
     if processes < 1:
         raise ConfigError(f"processes must be >= 1, got {processes}")
     seeds_dir = Path(seeds_dir)
     if not seeds_dir.is_dir():
         raise DataError(f"seeds folder not found: {seeds_dir}. Run the seeds rule first.")
-    ids = read_id_list(split_file)
-    layout = VOCLayout.from_root(root)
+    ids = index.ids(role)
     missing = [i for i in ids if not (seeds_dir / f"{i}.png").is_file()]
     if missing:
         raise DataError(
@@ -255,12 +258,12 @@ def refine_seeds(
             f"{missing[0]}.png); rerun the seeds rule for this split."
         )
     settings = {"method": method, "params": asdict(p), "num_classes": num_classes}
-    fingerprint = {**settings, "seeds": _seeds_identity(seeds_dir), "root": str(root)}
+    fingerprint = {**settings, "seeds": _seeds_identity(seeds_dir), "index": index.fingerprint(ids)}
     work = open_staging(out_dir, work_dir, fingerprint)
     tasks = [
         _Task(
             image_id=i,
-            image=str(layout.image_path(i)),
+            image=str(index.image_path(i)),
             seeds=str(seeds_dir / f"{i}.png"),
             maps=str(seeds_dir / "maps" / f"{i}.npz"),
             out=str(work / f"{i}.png"),
@@ -294,3 +297,109 @@ def refine_seeds(
         out_dir,
     )
     return stats
+
+
+# ------------------------------------------------- DeepLab's CRF post-processing (stage 6)
+def upsampled_probs(logits: Any, size: Sequence[int]) -> Any:
+    """Softmax of logits ``[K, h, w]`` (tensor or array) bilinearly upsampled to ``size`` →
+    torch float32 ``[K, H, W]``."""
+    import torch  # here, not at module load: the seed-CRF workers never need it
+    import torch.nn.functional as F
+
+    lg = torch.as_tensor(logits, dtype=torch.float32)[None]
+    lg = F.interpolate(lg, size=tuple(size), mode="bilinear", align_corners=False)
+    return torch.softmax(lg[0], dim=0)
+
+
+@dataclass(frozen=True)
+class _CRFTask:
+    """One image of :func:`crf_split`, picklable for the process pool."""
+
+    image: str  # JPEG path
+    logits: str  # .npy of [K, h, w] logits
+    out: str  # output PNG
+
+
+def _crf_one(task: _CRFTask, crf: DenseCRF) -> bool:
+    """CRF-refine one image's upsampled softmax and write its PNG; False if already done."""
+    if os.path.isfile(task.out):
+        return False
+    import torch
+
+    torch.set_num_threads(1)  # one image per process: more threads would oversubscribe
+    image = load_image(task.image)  # [H, W, 3] raw RGB, as DeepLab's CRF wants
+    try:
+        logits = np.load(task.logits, allow_pickle=False)  # [K, h, w]
+    except FileNotFoundError:
+        raise DataError(f"logits missing: {task.logits}. Rerun the deeplab_predict rule.") from None
+    probs = upsampled_probs(logits, image.shape[:2]).numpy()  # [K, H, W]
+    refined = crf(image, probs)  # [K, H, W] marginals
+    save_mask(task.out, refined.argmax(0).astype(np.uint8))
+    return True
+
+
+def crf_split(
+    index: Any,
+    role: str,
+    logits_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    crf: DenseCRF | Mapping[str, Any] | None = None,
+    processes: int = 1,
+    work_dir: str | os.PathLike[str] | None = None,
+    log_every: int = 50,
+) -> dict[str, Any]:
+    """DeepLab's dense-CRF post-processing of :func:`predict_split`'s logits.
+
+    Per image: logits ``[K, h, w]`` → bilinear upsampling to the image → softmax →
+    :class:`~smaf.crf.DenseCRF` with the raw image → argmax → ``out_dir/<id>.png`` (0..C).
+
+    Args:
+        crf: :class:`~smaf.crf.DenseCRF` or its fields (``pos_w``, ``pos_xy_std``, ``bi_w``,
+            ``bi_xy_std``, ``bi_rgb_std``, ``n_iter``); ``None`` = DeepLab's VOC values.
+        processes: worker processes (the rule's threads).
+        work_dir: staging folder for resuming (see :mod:`smaf.stages.staging`).
+    """
+    from smaf.data.index import read_index  # pandas: not imported by the spawned workers
+
+    if not isinstance(crf, DenseCRF):
+        crf = dataclass_from(DenseCRF, crf, "deeplab.test.crf")
+    index = read_index(index)
+    ids = index.ids(role)
+    logits_dir = Path(logits_dir)
+    fingerprint = {
+        "crf": asdict(crf),
+        "logits": file_identity(logits_dir),
+        "index": index.fingerprint(ids),
+    }
+    work = open_staging(out_dir, work_dir, fingerprint)
+    tasks = [
+        _CRFTask(str(index.image_path(i)), str(logits_dir / f"{i}.npy"), str(work / f"{i}.png"))
+        for i in ids
+    ]
+    t0 = time.perf_counter()
+    fn = _CRFWorker(crf)
+    results = crf_images_parallel(fn, tasks, max(1, int(processes)), log, log_every=log_every)
+    if work_dir is not None:
+        publish(work, out_dir)
+    summary = {
+        "images": len(ids),
+        "refined": int(sum(results)),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "crf": asdict(crf),
+    }
+    log.info("crf: %s", json.dumps(summary))
+    return summary
+
+
+@dataclass(frozen=True)
+class _CRFWorker:
+    """``_crf_one`` bound to its CRF settings; a picklable callable for spawned workers."""
+
+    crf: DenseCRF
+
+    def __call__(self, task: _CRFTask) -> bool:
+        return _crf_one(task, self.crf)
+
+
+# ------------------------------------------------------------------------------ submission

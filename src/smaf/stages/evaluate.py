@@ -16,21 +16,24 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from smaf.data.index import GT_COLUMNS, DatasetIndex, read_index
 from smaf.errors import ConfigError, DataError
-from smaf.io import atomic_write, load_mask, read_id_list
+from smaf.io import atomic_write, load_mask
 from smaf.metrics import ConfusionMeter
+from smaf.progress import Progress
 
 log = logging.getLogger(__name__)
 
-#: Ground-truth folders an evaluation can use (the folder names of the VOC layout).
-GT_KINDS = ("SegmentationClass", "SegmentationClassAug")
+#: Ground truths an evaluation can use, as results/summary.csv names them (VOC's folder
+#: names): the index's ``mask`` and ``aug_mask`` columns.
+GT_KINDS = tuple(GT_COLUMNS)
 #: Columns of ``results/summary.csv``, in order (extra record fields follow them).
 SUMMARY_COLUMNS = (
     "dataset",
@@ -49,56 +52,29 @@ SUMMARY_COLUMNS = (
 _SORT = ["dataset", "experiment", "stage", "split", "gt"]
 
 
-def gt_mask_dir(
-    root: str | os.PathLike[str],
-    gt: str = "SegmentationClass",
-    aug_mask_dir: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Folder of the ground-truth masks ``gt`` (``aug_mask_dir`` overrides the Aug location)."""
-    if gt not in GT_KINDS:
-        raise ConfigError(f"evaluation gt must be one of {', '.join(GT_KINDS)}, got {gt!r}")
-    if gt == "SegmentationClassAug" and aug_mask_dir is not None:
-        return Path(aug_mask_dir)
-    return Path(root) / gt
-
-
-def has_aug_masks(
-    root: str | os.PathLike[str] | None, aug_mask_dir: str | os.PathLike[str] | None = None
-) -> bool:
-    """Whether ``SegmentationClassAug`` masks exist (``aug_mask_dir``, else under ``root``)."""
-    if aug_mask_dir is not None:
-        return Path(aug_mask_dir).is_dir()
-    return root is not None and (Path(root) / "SegmentationClassAug").is_dir()
-
-
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def evaluate_split(
     pred_dir: str | os.PathLike[str],
-    root: str | os.PathLike[str],
-    split_file: str | os.PathLike[str],
-    num_classes: int,
+    index: DatasetIndex | str | os.PathLike[str],
+    role: str,
     gt: str = "SegmentationClass",
-    aug_mask_dir: str | os.PathLike[str] | None = None,
-    class_names: Sequence[str] | None = None,
     *,
     out_csv: str | os.PathLike[str] | None = None,
     out_json: str | os.PathLike[str] | None = None,
     meta: Mapping[str, Any] | None = None,
     log_every: int = 500,
 ) -> dict[str, Any]:
-    """Score ``pred_dir/<id>.png`` for every id of ``split_file`` against the ground truth.
+    """Score ``pred_dir/<id>.png`` for every image of split ``role`` against its ground truth.
 
     Args:
         pred_dir: folder of uint8 ``[H, W]`` label PNGs with values 0..C.
-        root: the ``VOC2012``-layout folder.
-        split_file: one image id per line; every id needs a prediction and a mask.
-        num_classes: foreground classes C (the confusion matrix is ``[C+1, C+1]``).
-        gt: ``'SegmentationClass'`` or ``'SegmentationClassAug'``.
-        aug_mask_dir: where ``SegmentationClassAug`` lives when not under ``root``.
-        class_names: C+1 names, background first (default ``class_0 .. class_C``).
+        index: the dataset index (or its path): ground-truth paths, C and the class names.
+        role: the split; every image needs a prediction and a ``gt`` mask.
+        gt: ``'SegmentationClass'`` (the index's ``mask``) or ``'SegmentationClassAug'``
+            (``aug_mask``).
         out_csv: per-class table: columns ``class, iou, precision, recall, gt_pixels,
             pred_pixels, tp, pixel_acc``; one row per class then a ``mean`` row (iou = mIoU,
             precision / recall = their class means, pixel counts summed, pixel_acc set).
@@ -114,50 +90,50 @@ def evaluate_split(
     Raises:
         DataError: missing predictions or masks, size mismatches, labels outside 0..C.
     """
-    names = list(class_names) if class_names is not None else None
-    if names is None:
-        names = ["background", *(f"class_{k}" for k in range(1, num_classes + 1))]
-    if len(names) != num_classes + 1:
-        raise ConfigError(f"{len(names)} class names for C+1 = {num_classes + 1} labels")
+    if gt not in GT_KINDS:
+        raise ConfigError(f"evaluation gt must be one of {', '.join(GT_KINDS)}, got {gt!r}")
+    index = read_index(index)
+    num_classes = index.num_classes
+    names = index.class_names
     pred_dir = Path(pred_dir)
-    mask_dir = gt_mask_dir(root, gt, aug_mask_dir)
-    if not mask_dir.is_dir():
+    ids = index.ids(role)
+    no_gt = [i for i in ids if index.mask_path(i, gt) is None]
+    if no_gt:
         raise DataError(
-            f"ground-truth folder not found: {mask_dir}. "
+            f"{len(no_gt)} of {len(ids)} {role} images have no {gt} ground truth (first: "
+            f"{no_gt[0]}). "
             + (
                 "SegmentationClassAug is optional: set the dataset's aug_source / aug_mask_dir, "
                 "or drop it from evaluation.gt."
                 if gt == "SegmentationClassAug"
-                else "Check the dataset root."
+                else "Evaluate a split with masks."
             )
         )
-    ids = read_id_list(split_file)
-    if not ids:
-        raise DataError(f"split list {split_file} is empty.")
-    for folder, what in ((pred_dir, "predictions"), (mask_dir, f"{gt} masks")):
-        have = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-        missing = [i for i in ids if f"{i}.png" not in have]
-        if missing:
-            raise DataError(
-                f"{len(missing)} of {len(ids)} {what} are missing from {folder} (first: "
-                f"{missing[0]}.png)."
-            )
+    have = {p.name for p in pred_dir.iterdir()} if pred_dir.is_dir() else set()
+    missing = [i for i in ids if f"{i}.png" not in have]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(ids)} predictions are missing from {pred_dir} (first: "
+            f"{missing[0]}.png)."
+        )
 
     meter = ConfusionMeter(num_classes + 1)
-    for n, image_id in enumerate(ids, 1):
+    progress = Progress("evaluate", len(ids), every=log_every, log=log)
+    for image_id in ids:
         pred = load_mask(pred_dir / f"{image_id}.png")  # [H, W] 0..C
-        mask = load_mask(mask_dir / f"{image_id}.png")  # [H, W] 0..C, 255
+        mask_path = index.mask_path(image_id, gt)
+        mask = load_mask(mask_path)  # [H, W] 0..C, 255
         if pred.shape != mask.shape:
             raise DataError(
-                f"prediction {pred_dir / image_id}.png is {pred.shape} but its {gt} mask is "
-                f"{mask.shape} (H, W); predictions must be at full image resolution."
+                f"prediction {pred_dir / image_id}.png is {pred.shape} but its {gt} mask "
+                f"{mask_path} is {mask.shape} (H, W); predictions must be at full image "
+                "resolution."
             )
         try:
             meter.update(pred, mask)
         except ValueError as exc:
             raise DataError(f"image {image_id}: {exc}") from None
-        if n % log_every == 0:
-            log.info("evaluate: %d/%d images", n, len(ids))
+        progress.update()
 
     s = meter.scores()
     conf = meter.conf.astype(np.float64)
@@ -193,7 +169,7 @@ def evaluate_split(
 
     record: dict[str, Any] = {
         **dict(meta or {}),
-        "split": (meta or {}).get("split", Path(split_file).stem),
+        "split": (meta or {}).get("split", role),
         "gt": gt,
         "path": str(pred_dir),
         "n_images": len(ids),
@@ -218,36 +194,6 @@ def evaluate_split(
         100 * s["pixel_acc"],
     )
     return record
-
-
-def evaluate_from_info(
-    pred_dir: str | os.PathLike[str],
-    dataset_info: str | os.PathLike[str],
-    split_file: str | os.PathLike[str],
-    gt: str,
-    out_csv: str | os.PathLike[str],
-    out_json: str | os.PathLike[str],
-    *,
-    aug_mask_dir: str | os.PathLike[str] | None = None,
-    meta: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """:func:`evaluate_split` with root, C and class names read from ``dataset.json``."""
-    try:
-        info = json.loads(Path(dataset_info).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{dataset_info} not found: run the prepare_dataset rule first.") from None
-    return evaluate_split(
-        pred_dir,
-        info["root"],
-        split_file,
-        int(info["num_classes"]),
-        gt,
-        aug_mask_dir,
-        info.get("class_names"),
-        out_csv=out_csv,
-        out_json=out_json,
-        meta=meta,
-    )
 
 
 def write_summary(

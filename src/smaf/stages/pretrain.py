@@ -8,25 +8,23 @@ background, trained with ``L_cls + L_sal`` (saliency loss with τ and λ; see
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from smaf import distributed
 from smaf.config import dataclass_from
+from smaf.data.datasets import WeakTrainSet
+from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
-from smaf.io import atomic_write
 from smaf.losses import classification_loss, eps_saliency_loss
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
-from smaf.stages.common import WeakTrainSet, read_dataset_info
-from smaf.train import LoopConfig, OptimConfig, build_optimizer, fit, loop_identity, use_threads
-from smaf.transforms import AugmentConfig
+from smaf.stages.common import split_stage_config, write_history
+from smaf.train import build_optimizer, fit, loop_identity, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +45,6 @@ class PretrainConfig:
             raise ConfigError(
                 f"pretrain.tau and pretrain.lam must be in [0, 1], got {self.tau}, {self.lam}"
             )
-
-
-def split_stage_config(params: dict[str, Any], section: str):
-    """Split a stage's flat config dict into (loop, optim, augment, rest) dataclasses/dicts."""
-    p = dict(params)
-    augment = dataclass_from(AugmentConfig, p.pop("augment", {}), f"{section}.augment")
-    optim_keys = {"lr", "weight_decay", "momentum", "poly_power"}
-    optim = dataclass_from(OptimConfig, {k: p.pop(k) for k in list(p) if k in optim_keys}, section)
-    loop_keys = set(LoopConfig.__dataclass_fields__)
-    loop = dataclass_from(LoopConfig, {k: p.pop(k) for k in list(p) if k in loop_keys}, section)
-    return loop, optim, augment, p
-
-
-def write_history(path: str | os.PathLike[str], history: list[dict[str, float]]) -> None:
-    """Loss history as CSV (one row per step), atomically."""
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
 
 
 def eps_step(cfg: PretrainConfig):
@@ -95,42 +73,34 @@ def eps_step(cfg: PretrainConfig):
 
 def pretrain(
     *,
-    dataset_info: str | os.PathLike[str],
-    split_file: str | os.PathLike[str],
-    labels_csv: str | os.PathLike[str],
-    saliency_dir: str | os.PathLike[str] | None,
+    index: DatasetIndex | str | os.PathLike[str],
     model: dict[str, Any],
     params: dict[str, Any],
     out_model: str | os.PathLike[str],
     out_history: str | os.PathLike[str],
     state_dir: str | os.PathLike[str],
     threads: int | None = None,
+    role: str = "train_aug",
 ) -> None:
-    """Train the pretraining classifier on ``split_file`` and write it to ``out_model``.
+    """Train the pretraining classifier on split ``role`` and write it to ``out_model``.
 
     Args:
-        dataset_info: the dataset stage's ``dataset.json`` (root, classes).
+        index: the dataset index (``results/<dataset>/data/index.csv``) or its path.
         model: ``ModelConfig`` fields (``num_classes`` is taken from the dataset).
         params: the ``pretrain`` config section (method, loss, optimiser, loop, augment keys).
         state_dir: checkpoint folder outside the rule's outputs (resume after a kill).
+        role: the training split.
     """
-    info = read_dataset_info(dataset_info)
+    index = read_index(index)
     loop, optim, augment, rest = split_stage_config(params, "pretrain")
     loop.num_workers = use_threads(threads)
     cfg = dataclass_from(PretrainConfig, rest, "pretrain")
-    model_cfg = dataclass_from(ModelConfig, {**model, "num_classes": info["num_classes"]}, "model")
+    model_cfg = dataclass_from(ModelConfig, {**model, "num_classes": index.num_classes}, "model")
     if cfg.method == "eps" and model_cfg.head == "cam":
         raise ConfigError(
             "pretrain.method 'eps' needs a background channel: set model.head to 'eps' or 'smaf'."
         )
-    dataset = WeakTrainSet(
-        info["root"],
-        split_file,
-        labels_csv,
-        info["num_classes"],
-        augment,
-        saliency_dir=saliency_dir if cfg.method == "eps" else None,
-    )
+    dataset = WeakTrainSet(index, role, augment, saliency=cfg.method == "eps")
     torch.manual_seed(loop.seed)  # the head's initialisation
     net = build_classifier(model_cfg)
     optimizer = build_optimizer(net.param_groups(), optim)
@@ -138,7 +108,7 @@ def pretrain(
         "pretrain (%s): %d images, %d classes, %s, %d iterations of batch %d",
         cfg.method,
         len(dataset),
-        info["num_classes"],
+        index.num_classes,
         model_cfg.backbone,
         loop.iterations,
         loop.batch_size,
@@ -149,7 +119,7 @@ def pretrain(
         "loop": loop_identity(loop),
         "optim": asdict(optim),
         "augment": asdict(augment),
-        "split": Path(split_file).name,
+        "split": role,
     }
     history = fit(net, optimizer, dataset, eps_step(cfg), loop, optim, state_dir, full_config)
     if not distributed.is_main():
@@ -158,7 +128,7 @@ def pretrain(
     meta = {
         "stage": "pretrain",
         "method": cfg.method,
-        "class_names": info["class_names"],
+        "class_names": index.class_names,
         "iterations": loop.iterations,
     }
     save_model(out_model, net.cpu(), meta)  # written last: its presence means done

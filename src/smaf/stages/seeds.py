@@ -32,12 +32,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from smaf.cam import CAMConfig, class_maps, save_maps, seed_labels
+from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.config import dataclass_from
-from smaf.data.voc import VOCLayout, read_labels_csv
-from smaf.errors import ConfigError, DataError
-from smaf.io import atomic_write, load_image, read_id_list, save_mask
+from smaf.data.index import DatasetIndex, read_index
+from smaf.errors import ConfigError
+from smaf.io import atomic_write, load_image, save_maps, save_mask
 from smaf.models.checkpoint import load_model
+from smaf.progress import Progress
 from smaf.stages.staging import file_identity, open_staging, publish
 from smaf.train import resolve_device, use_threads
 
@@ -67,13 +68,11 @@ def _write_outputs(
 
 def make_seeds(
     model_path: str | os.PathLike[str],
-    root: str | os.PathLike[str],
-    split_file: str | os.PathLike[str],
-    labels_csv: str | os.PathLike[str],
+    index: DatasetIndex | str | os.PathLike[str],
+    role: str,
     out_dir: str | os.PathLike[str],
     cam: dict[str, Any] | CAMConfig | None,
     thr: float,
-    num_classes: int,
     device: str = "auto",
     log_every: int = 20,
     *,
@@ -81,19 +80,18 @@ def make_seeds(
     amp: bool = False,
     num_threads: int | None = None,
 ) -> dict[str, Any]:
-    """Write seeds and fused maps of every id of ``split_file`` into ``out_dir``.
+    """Write seeds and fused maps of every image of split ``role`` into ``out_dir``.
 
     Args:
-        model_path: a classifier saved by :func:`smaf.models.checkpoint.save_model`.
-        root: the ``VOC2012``-layout folder holding ``JPEGImages/<id>.jpg``.
-        split_file: one image id per line.
-        labels_csv: image-level labels (``results/<dataset>/data/cls_labels.csv``); absent
-            classes are zeroed in the maps (denoising) and can never be seeds.
+        model_path: a classifier saved by :func:`smaf.models.checkpoint.save_model`; it must
+            be for the index's number of classes.
+        index: the dataset index (or its path): images and image-level labels (absent
+            classes are zeroed in the maps (denoising) and can never be seeds).
+        role: the split whose images get seeds.
         out_dir: output folder (layout in the module docstring).
         cam: :class:`~smaf.cam.CAMConfig` or its fields as a dict (scales, flip, resize_mode,
             eps); ``None`` = the defaults (paper: scales 0.5/1/1.5/2 with flips).
         thr: constant background score prepended before the argmax (paper: 0.2), in (0, 1).
-        num_classes: foreground classes C; the model file must be for as many.
         device: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
         log_every: progress line every this many images.
         work_dir: staging folder to write into and publish onto ``out_dir`` at the end
@@ -115,17 +113,9 @@ def make_seeds(
         raise ConfigError(f"seeds.thr must be in (0, 1) (a background score), got {thr}")
     if log_every < 1:
         raise ConfigError(f"log_every must be >= 1, got {log_every}")
-    ids = read_id_list(split_file)
-    if not ids:
-        raise DataError(f"split list {split_file} is empty.")
-    labels = read_labels_csv(labels_csv, num_classes)
-    missing = [i for i in ids if i not in labels]
-    if missing:
-        raise DataError(
-            f"{labels_csv} has no image labels for {len(missing)} of {len(ids)} ids of "
-            f"{split_file} (first: {missing[0]}). Rerun the prepare_dataset rule."
-        )
-    layout = VOCLayout.from_root(root)
+    index = read_index(index)
+    ids = index.ids(role)
+    num_classes = index.num_classes
 
     dev = resolve_device(device)
     use_threads(num_threads)
@@ -135,15 +125,14 @@ def make_seeds(
     fingerprint = {
         **settings,
         "model": file_identity(model_path),
-        "labels_csv": file_identity(labels_csv),
-        "root": str(root),
+        "index": index.fingerprint(ids),
     }
     work = open_staging(out_dir, work_dir, fingerprint)
     (work / "maps").mkdir(exist_ok=True)
     log.info(
         "seeds: %d images of %s, model %s (stage %s) on %s, scales %s, flip %s, thr %.3g",
         len(ids),
-        Path(split_file).name,
+        role,
         model_path,
         meta.get("stage", "?"),
         dev,
@@ -153,20 +142,21 @@ def make_seeds(
     )
 
     t0 = time.perf_counter()
-    computed = 0
+    progress = Progress("seeds", len(ids), every=log_every, log=log)
     fg_fraction = 0.0
     # Compressing and writing an image's outputs (zlib, PNG: they release the GIL) overlaps
     # the network's next image in a writer thread; at most WRITE_AHEAD images wait for it.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seeds-writer")
     pending: deque[Future] = deque()
     try:
-        for n, image_id in enumerate(ids, 1):
+        for image_id in ids:
             png = work / f"{image_id}.png"
             npz = work / "maps" / f"{image_id}.npz"
             if png.is_file() and npz.is_file():
-                continue  # finished by an earlier, interrupted run
-            image = load_image(layout.image_path(image_id))  # [H, W, 3] uint8
-            lab = labels[image_id]  # [C] 0/1
+                progress.update(counted=False)  # finished by an earlier, interrupted run
+                continue
+            image = load_image(index.image_path(image_id))  # [H, W, 3] uint8
+            lab = index.labels(image_id)  # [C] 0/1
             with (
                 torch.inference_mode(),
                 torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"),
@@ -176,26 +166,15 @@ def make_seeds(
             pending.append(writer.submit(_write_outputs, npz, png, maps, lab, seeds))
             while len(pending) > WRITE_AHEAD:
                 pending.popleft().result()  # re-raises a write error here
-            computed += 1
             fg_fraction += float(np.count_nonzero(seeds)) / seeds.size
-            if n % log_every == 0 or n == len(ids):
-                elapsed = time.perf_counter() - t0
-                rate = computed / elapsed if elapsed > 0 else float("inf")
-                eta = (len(ids) - n) / rate if rate > 0 else float("nan")
-                log.info(
-                    "seeds: %d/%d images (%d computed), %.2f images/s, %.0f s elapsed, ETA %.0f s",
-                    n,
-                    len(ids),
-                    computed,
-                    rate,
-                    elapsed,
-                    eta,
-                )
+            progress.update()
+        progress.close()
         while pending:
             pending.popleft().result()
     finally:
         writer.shutdown(wait=True, cancel_futures=True)
     elapsed = time.perf_counter() - t0
+    computed = progress.counted
     stats = {
         "images": len(ids),
         "computed": computed,
@@ -207,7 +186,7 @@ def make_seeds(
         **settings,
         "model_path": str(model_path),
         "model_meta": meta,
-        "split_file": str(split_file),
+        "split": role,
         "device": str(dev),
         "run_id": uuid.uuid4().hex,  # changes with every finished run (the CRF fingerprint)
         **stats,

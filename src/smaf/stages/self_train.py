@@ -28,15 +28,16 @@ import torch
 import torch.nn.functional as F
 
 from smaf import distributed
-from smaf.cam import CAMConfig, attention
+from smaf.cam import CAMConfig, attention, attention_maps
 from smaf.config import dataclass_from
+from smaf.data.datasets import WeakTrainSet
+from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
 from smaf.fusion import denoise, fuse_scales, multiscale_maps, reactivate
 from smaf.losses import smaf_loss
 from smaf.models.build import Classifier
 from smaf.models.checkpoint import load_model, save_model
-from smaf.stages.common import WeakTrainSet, read_dataset_info
-from smaf.stages.pretrain import split_stage_config, write_history
+from smaf.stages.common import split_stage_config, write_history
 from smaf.train import build_optimizer, fit, loop_identity, resolve_device, use_threads
 
 log = logging.getLogger(__name__)
@@ -67,12 +68,11 @@ class SelfTrainConfig:
 
 
 def student_maps(model: Classifier, cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Student attention at the target size: softmax over C+1, or normalised ReLU CAM (Eq. 2)."""
-    cam = F.interpolate(cam.float(), size=size, mode="bilinear", align_corners=False)
-    if model.has_background:
-        return torch.softmax(cam, dim=1)  # [B, C+1, h, w]
-    m = F.relu(cam)  # [B, C, h, w]
-    return m / (m.amax(dim=(2, 3), keepdim=True) + 1e-5)
+    """Student attention M_o at the target size (Eq. 2): ``[B, C+1, h, w]`` softmax with a
+    background channel, else ``[B, C, h, w]`` max-normalised ReLU CAM."""
+    return attention_maps(
+        cam, model.has_background, size=size, keep_background=True, normalize=True
+    )
 
 
 def make_target(
@@ -121,9 +121,7 @@ def smaf_step(cfg: SelfTrainConfig, teacher: Classifier | None, cam_cfg: CAMConf
 
 def self_train(
     *,
-    dataset_info: str | os.PathLike[str],
-    split_file: str | os.PathLike[str],
-    labels_csv: str | os.PathLike[str],
+    index: DatasetIndex | str | os.PathLike[str],
     init_model: str | os.PathLike[str],
     teacher_dir: str | os.PathLike[str] | None,
     params: dict[str, Any],
@@ -131,14 +129,16 @@ def self_train(
     out_history: str | os.PathLike[str],
     state_dir: str | os.PathLike[str],
     threads: int | None = None,
+    role: str = "train_aug",
 ) -> None:
     """Self-train the student initialised from ``init_model``; write it to ``out_model``.
 
     Args:
+        index: the dataset index or its path; the student trains on split ``role``.
         teacher_dir: the teacher_maps stage's folder (required for ``teacher: offline``).
         params: the ``self_train`` config section.
     """
-    info = read_dataset_info(dataset_info)
+    index = read_index(index)
     loop, optim, augment, rest = split_stage_config(params, "self_train")
     loop.num_workers = use_threads(threads)
     cfg = dataclass_from(SelfTrainConfig, rest, "self_train")
@@ -147,17 +147,15 @@ def self_train(
         raise ConfigError(
             "self_train.teacher 'offline' needs the teacher maps (rule teacher_maps)."
         )
-    student, meta = load_model(init_model, num_classes=info["num_classes"])
+    student, meta = load_model(init_model, num_classes=index.num_classes)
     teacher = None
     if cfg.teacher == "online":
         teacher = copy.deepcopy(student).eval().to(resolve_device(loop.device))
         for p in teacher.parameters():
             p.requires_grad_(False)
     dataset = WeakTrainSet(
-        info["root"],
-        split_file,
-        labels_csv,
-        info["num_classes"],
+        index,
+        role,
         augment,
         teacher_dir=Path(teacher_dir) / "maps" if cfg.teacher == "offline" else None,
     )

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from smaf.stages.common import read_dataset_info
+from smaf.data.index import DatasetIndex
 from smaf.stages.seeds import make_seeds
 
 log = logging.getLogger(__name__)
@@ -29,9 +29,7 @@ PREVIEW_THR = 0.2
 
 def teacher_maps(
     *,
-    dataset_info: str | os.PathLike[str],
-    split_file: str | os.PathLike[str],
-    labels_csv: str | os.PathLike[str],
+    index: DatasetIndex | str | os.PathLike[str],
     model_path: str | os.PathLike[str],
     cam: dict[str, Any],
     out_dir: str | os.PathLike[str],
@@ -40,23 +38,21 @@ def teacher_maps(
     threads: int | None = None,
     thr: float = PREVIEW_THR,
     amp: bool = False,
+    role: str = "train_aug",
 ) -> dict[str, Any]:
-    """Write the teacher's maps of every id of ``split_file``; return run statistics.
+    """Write the teacher's maps of every image of split ``role``; return run statistics.
 
     ``work_dir`` is the resumable staging folder (outside the rule's outputs): images already
     done there are skipped after an interruption. ``thr`` is the previews' background score.
     ``amp``: bf16 autocast on CUDA, as for the seeds (config ``seeds.amp``).
     """
-    info = read_dataset_info(dataset_info)
     stats = make_seeds(
         model_path,
-        info["root"],
-        split_file,
-        labels_csv,
+        index,
+        role,
         out_dir,
         cam,
         thr,
-        info["num_classes"],
         device,
         work_dir=work_dir,
         amp=amp,
