@@ -200,7 +200,8 @@ def safe_extract(
     try:
         try:
             names = extract(archive, tmp, strip_components)
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as exc:
+        # ValueError: undecodable or NUL-containing names and link targets.
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, ValueError) as exc:
             raise DownloadError(
                 f"cannot extract {archive}: {exc}. The archive is corrupt or truncated; delete "
                 "it and download it again."
