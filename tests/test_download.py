@@ -1,29 +1,26 @@
-"""Downloads (resume, retries, checksums), safe extraction, manual items, SBD .mat conversion.
+"""Downloads (resume, retries, checksums), manual items, and the download/extract scripts.
 
 Every network test talks only to a throw-away HTTP server on 127.0.0.1 (port 0) started here;
-proxies are switched off so nothing leaves the machine.
+proxies are switched off so nothing leaves the machine. Extraction is tested in
+test_archives.py, SBD's .mat conversion in test_sbd.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
-import struct
 import subprocess
 import sys
-import tarfile
 import threading
 import time
-import zipfile
-import zlib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_archives import _tar
 
 from smaf.download import (
     EPS_SALIENCY_DRIVE_ID,
@@ -31,16 +28,12 @@ from smaf.download import (
     VOC_TEST_INSTRUCTIONS,
     ManualDownloadRequired,
     check_manual,
-    convert_sbd_to_png,
     download,
     file_digest,
-    read_mat_v5,
     require_manual,
-    safe_extract,
     verify_checksum,
 )
 from smaf.errors import DownloadError
-from smaf.io import load_mask
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
@@ -265,142 +258,6 @@ def test_file_url_is_copied_and_verified(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# safe_extract()
-# ------------------------------------------------------------------------------------------------
-
-
-def _tar(path: Path, entries: list[tuple[str, str, bytes | str]], mode: str = "w") -> Path:
-    """Write a tar from ``(name, kind, data-or-linkname)``; kind: file/dir/sym/hard/chr/fifo."""
-    kinds = {
-        "dir": tarfile.DIRTYPE,
-        "sym": tarfile.SYMTYPE,
-        "hard": tarfile.LNKTYPE,
-        "chr": tarfile.CHRTYPE,
-        "fifo": tarfile.FIFOTYPE,
-    }
-    with tarfile.open(path, mode) as tf:
-        for name, kind, arg in entries:
-            info = tarfile.TarInfo(name)
-            info.mode = 0o755 if kind == "dir" else 0o644
-            if kind == "file":
-                assert isinstance(arg, bytes)
-                info.size = len(arg)
-                tf.addfile(info, io.BytesIO(arg))
-                continue
-            info.type = kinds[kind]
-            if kind in ("sym", "hard"):
-                info.linkname = str(arg)
-            tf.addfile(info)
-    return path
-
-
-def _assert_nothing_extracted(tmp_path: Path, dest: Path) -> None:
-    assert not dest.exists() or not any(dest.iterdir())
-    assert not list(dest.parent.glob(f".{dest.name}.extract-*"))  # temp dir cleaned up
-    assert not (tmp_path / "evil").exists() and not (tmp_path / "abs_evil").exists()
-
-
-@pytest.mark.parametrize(
-    ("entries", "bad_member"),
-    [
-        ([("ok.txt", "file", b"ok"), ("../evil", "file", b"x")], "../evil"),
-        ([("top/../../evil", "file", b"x")], "top/../../evil"),
-        ([("ok.txt", "file", b"ok"), ("<ABS>", "file", b"x")], "<ABS>"),
-        ([("link", "sym", "../../evil")], "link"),
-        ([("link", "sym", "<ABS>")], "link"),
-        # Each link stays inside on its own; chained, "e" points above the root.
-        ([("d", "sym", "."), ("e", "sym", "d/..")], "e"),
-        ([("d", "sym", ".."), ("d/evil", "file", b"x")], "d"),
-        ([("hard", "hard", "../evil")], "hard"),
-        ([("null", "chr", "")], "null"),
-        ([("pipe", "fifo", "")], "pipe"),
-    ],
-)
-def test_traversal_or_link_leaving_the_tree_in_tar_is_refused(
-    tmp_path: Path, entries: list[tuple[str, str, bytes | str]], bad_member: str
-) -> None:
-    abs_target = str(tmp_path / "abs_evil")
-    entries = [
-        (
-            n.replace("<ABS>", abs_target),
-            k,
-            a.replace("<ABS>", abs_target) if isinstance(a, str) else a,
-        )
-        for n, k, a in entries
-    ]
-    bad_member = bad_member.replace("<ABS>", abs_target)
-    archive = _tar(tmp_path / "evil.tar", entries)
-    dest = tmp_path / "out" / "dest"
-    with pytest.raises(DownloadError) as err:
-        safe_extract(archive, dest)
-    assert repr(bad_member) in str(err.value) and str(archive) in str(err.value)
-    _assert_nothing_extracted(tmp_path, dest)
-
-
-@pytest.mark.parametrize("name", ["../evil", "/abs_evil", "a/../../evil", "..\\evil"])
-def test_traversal_in_zip_is_refused(tmp_path: Path, name: str) -> None:
-    archive = tmp_path / "evil.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("ok.txt", b"ok")
-        zf.writestr(zipfile.ZipInfo(name), b"x")  # ZipInfo keeps the name as given
-    dest = tmp_path / "dest"
-    with pytest.raises(DownloadError, match="refusing to extract"):
-        safe_extract(archive, dest)
-    _assert_nothing_extracted(tmp_path, dest)
-
-
-def test_tar_gz_with_strip_components(tmp_path: Path) -> None:
-    archive = _tar(
-        tmp_path / "good.tar.gz",
-        [
-            ("./top", "dir", b""),
-            ("./top/a.txt", "file", b"alpha"),
-            ("./top/sub/b.txt", "file", b"beta"),
-            ("./top/sub/link", "sym", "../a.txt"),  # inside: allowed
-            ("./top/hard", "hard", "top/a.txt"),  # archive path: stripped too
-        ],
-        mode="w:gz",
-    )
-    dest = tmp_path / "dest"
-    (dest / "sub").mkdir(parents=True)
-    (dest / "keep.txt").write_text("kept")  # existing content is merged, not wiped
-    files = safe_extract(archive, dest, strip_components=1)
-    assert files == [dest / "a.txt", dest / "sub/b.txt", dest / "sub/link", dest / "hard"]
-    assert (dest / "a.txt").read_bytes() == b"alpha"
-    assert (dest / "sub/b.txt").read_bytes() == b"beta"
-    assert (dest / "sub/link").is_symlink() and (dest / "sub/link").read_bytes() == b"alpha"
-    assert (dest / "hard").read_bytes() == b"alpha"
-    assert (dest / "keep.txt").read_text() == "kept"
-    assert not list(tmp_path.glob(".dest.extract-*"))
-
-
-def test_zip_with_strip_components(tmp_path: Path) -> None:
-    archive = tmp_path / "SegmentationClassAug.zip"
-    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("SegmentationClassAug/", b"")
-        zf.writestr("SegmentationClassAug/2007_000032.png", b"png1")
-        zf.writestr("SegmentationClassAug/sub/2007_000033.png", b"png2")
-        zf.writestr("__MACOSX/._junk", b"")  # stripping is blind to names: this lands too
-    files = safe_extract(archive, tmp_path / "dest", strip_components=1)
-    dest = tmp_path / "dest"
-    assert files == [dest / "2007_000032.png", dest / "sub/2007_000033.png", dest / "._junk"]
-    assert (dest / "sub/2007_000033.png").read_bytes() == b"png2"
-
-
-def test_corrupt_or_foreign_archive(tmp_path: Path) -> None:
-    good = _tar(tmp_path / "g.tar.gz", [("a.txt", "file", PAYLOAD)], mode="w:gz")
-    truncated = tmp_path / "t.tar.gz"
-    truncated.write_bytes(good.read_bytes()[:-2000])
-    with pytest.raises(DownloadError, match="corrupt or truncated"):
-        safe_extract(truncated, tmp_path / "dest")
-    _assert_nothing_extracted(tmp_path, tmp_path / "dest")
-    html = tmp_path / "page.zip"
-    html.write_text("<html>Dropbox sign-in</html>")
-    with pytest.raises(DownloadError, match="neither a tar nor a zip"):
-        safe_extract(html, tmp_path / "dest")
-
-
-# ------------------------------------------------------------------------------------------------
 # Manual items
 # ------------------------------------------------------------------------------------------------
 
@@ -421,116 +278,6 @@ def test_manual_item_message(tmp_path: Path) -> None:
 
     with pytest.raises(ManualDownloadRequired, match=r"host\.robots\.ox\.ac\.uk.*voc_test"):
         require_manual("VOC test", expected_path="voc_test", instructions=VOC_TEST_INSTRUCTIONS)
-
-
-# ------------------------------------------------------------------------------------------------
-# SBD .mat → PNG, with MAT v5 files built byte by byte from the MathWorks format spec
-# ------------------------------------------------------------------------------------------------
-
-MI_INT8, MI_UINT8, MI_INT32, MI_UINT32, MI_DOUBLE, MI_MATRIX, MI_COMPRESSED = 1, 2, 5, 6, 9, 14, 15
-MX_CELL, MX_STRUCT, MX_SPARSE, MX_DOUBLE, MX_UINT8 = 1, 2, 5, 6, 9
-
-
-def _el(e: str, mtype: int, payload: bytes, pad: bool = True) -> bytes:
-    """A data element: 8-byte tag (type, byte count), payload, zero padding to 8 bytes."""
-    return struct.pack(e + "II", mtype, len(payload)) + payload + b"\0" * (-len(payload) % 8 * pad)
-
-
-def _small_el(e: str, mtype: int, payload: bytes) -> bytes:
-    """A small data element (<= 4 bytes): 16-bit count and type packed into the tag."""
-    # As one uint32 in file byte order: count in the high 16 bits, type in the low 16 bits.
-    head = struct.pack(e + "I", len(payload) << 16 | mtype)
-    return head + payload.ljust(4, b"\0")
-
-
-def _matrix(
-    e: str, mx_class: int, dims: tuple[int, ...], name: str, body: bytes, nzmax: int = 0
-) -> bytes:
-    """A miMATRIX element: array flags (class, nzmax), dimensions, name, then ``body``."""
-    flags = _el(e, MI_UINT32, struct.pack(e + "II", mx_class, nzmax))
-    dims_el = _el(e, MI_INT32, struct.pack(e + f"{len(dims)}i", *dims))
-    return _el(e, MI_MATRIX, flags + dims_el + _el(e, MI_INT8, name.encode()) + body)
-
-
-def _uint8(e: str, arr: np.ndarray, name: str = "") -> bytes:
-    return _matrix(e, MX_UINT8, arr.shape, name, _el(e, MI_UINT8, arr.tobytes(order="F")))
-
-
-def _sparse(e: str) -> bytes:
-    """3x4 double sparse matrix with one 1.0 at (1, 1): ir, jc, pr."""
-    ir = _el(e, MI_INT32, struct.pack(e + "i", 1))
-    jc = _el(e, MI_INT32, struct.pack(e + "5i", 0, 0, 1, 1, 1))
-    pr = _el(e, MI_DOUBLE, struct.pack(e + "d", 1.0))
-    return _matrix(e, MX_SPARSE, (3, 4), "", ir + jc + pr, nzmax=1)
-
-
-def _struct(e: str, name: str, fields: dict[str, bytes]) -> bytes:
-    names = b"".join(f.encode().ljust(32, b"\0") for f in fields)
-    body = _small_el(e, MI_INT32, struct.pack(e + "i", 32)) + _el(e, MI_INT8, names)
-    return _matrix(e, MX_STRUCT, (1, 1), name, body + b"".join(fields.values()))
-
-
-def _sbd_mat(path: Path, seg: np.ndarray, e: str = "<", compress: bool = True) -> Path:
-    """An SBD-like cls .mat: struct GTcls {Boundaries: cell of sparse, Segmentation, Categories}."""
-    gtcls = _struct(
-        e,
-        "GTcls",
-        {
-            "Boundaries": _matrix(e, MX_CELL, (1, 1), "", _sparse(e)),
-            "Segmentation": _uint8(e, seg),
-            "CategoriesPresent": _uint8(e, np.unique(seg[seg > 0]).reshape(-1, 1)),
-        },
-    )
-    # A double array stored as miUINT8, as MATLAB does for small integers.
-    other = _matrix(e, MX_DOUBLE, (1, 2), "version", _el(e, MI_UINT8, bytes([4, 2])))
-    text = b"MATLAB 5.0 MAT-file, Platform: smaf tests, Created on: 2011".ljust(116, b" ")
-    header = text + b"\0" * 8 + struct.pack(e + "H", 0x0100) + struct.pack(e + "H", 0x4D49)
-    elements = [other, gtcls]
-    if compress:  # MATLAB >= 7 wraps each variable in an unpadded zlib element
-        elements = [_el(e, MI_COMPRESSED, zlib.compress(x), pad=False) for x in elements]
-    path.write_bytes(header + b"".join(elements))
-    return path
-
-
-@pytest.mark.parametrize(("endian", "compress"), [("<", True), (">", False)])
-def test_read_mat_v5(tmp_path: Path, endian: str, compress: bool) -> None:
-    seg = np.arange(12, dtype=np.uint8).reshape(3, 4)
-    variables = read_mat_v5(_sbd_mat(tmp_path / "x.mat", seg, endian, compress))
-    np.testing.assert_array_equal(variables["version"], [[4.0, 2.0]])
-    gt = variables["GTcls"]
-    assert gt["Segmentation"].dtype == np.uint8
-    np.testing.assert_array_equal(gt["Segmentation"], seg)
-    np.testing.assert_array_equal(gt["CategoriesPresent"].ravel(), np.arange(1, 12))
-    assert gt["Boundaries"] == [None]  # sparse: skipped, but correctly stepped over
-
-
-def test_convert_sbd_to_png(tmp_path: Path) -> None:
-    cls_dir = tmp_path / "benchmark_RELEASE" / "dataset" / "cls"
-    cls_dir.mkdir(parents=True)
-    rng = np.random.default_rng(1)
-    segs = {i: rng.integers(0, 21, (7, 9), dtype=np.uint8) for i in ("2008_000002", "2008_000003")}
-    for image_id, seg in segs.items():
-        _sbd_mat(cls_dir / f"{image_id}.mat", seg)
-    out = tmp_path / "SegmentationClassAug"
-    written = convert_sbd_to_png(cls_dir, out)
-    assert written == [out / "2008_000002.png", out / "2008_000003.png"]
-    for image_id, seg in segs.items():
-        np.testing.assert_array_equal(load_mask(out / f"{image_id}.png"), seg)
-    assert convert_sbd_to_png(cls_dir, tmp_path / "one", ids=["2008_000003"]) == [
-        tmp_path / "one" / "2008_000003.png"
-    ]
-    with pytest.raises(DownloadError, match="2008_999999.mat not found"):
-        convert_sbd_to_png(cls_dir, out, ids=["2008_999999"])
-    (cls_dir / "v73.mat").write_bytes(b"MATLAB 7.3 MAT-file".ljust(512, b" "))
-    with pytest.raises(DownloadError, match="v7.3"):
-        convert_sbd_to_png(cls_dir, out, ids=["v73"])
-    (cls_dir / "junk.mat").write_bytes(b"<html>not a mat file</html>")
-    with pytest.raises(DownloadError, match="not a MATLAB v5"):
-        convert_sbd_to_png(cls_dir, out, ids=["junk"])
-    broken = _sbd_mat(cls_dir / "broken.mat", segs["2008_000002"]).read_bytes()
-    (cls_dir / "broken.mat").write_bytes(broken[:-40])  # truncated zlib stream
-    with pytest.raises(DownloadError, match="cannot parse MAT-file"):
-        convert_sbd_to_png(cls_dir, out, ids=["broken"])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -557,6 +304,17 @@ def _run_script(name: str, spec: dict[str, dict[str, object]]) -> subprocess.Com
     return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
 
 
+def _error_lines(stderr: str) -> list[str]:
+    """The first ERROR line of a script's stderr and every line after it.
+
+    Scripts log to stderr through smaf.runner.run_logged, so progress (INFO) lines may come
+    first; a failure must end them with exactly one line: the reason, no traceback.
+    """
+    lines = stderr.splitlines()
+    start = next((i for i, line in enumerate(lines) if " ERROR " in line), len(lines))
+    return lines[start:]
+
+
 def test_download_script(tmp_path: Path) -> None:
     src = tmp_path / "src.bin"
     src.write_bytes(PAYLOAD)
@@ -575,7 +333,8 @@ def test_download_script(tmp_path: Path) -> None:
     spec["params"]["md5"] = "0" * 32
     done = _run_script("download.py", spec)
     assert done.returncode == 1
-    assert done.stderr.count("\n") == 1 and "checksum mismatch" in done.stderr
+    (line,) = _error_lines(done.stderr)  # one line, nothing after it
+    assert "checksum mismatch" in line
     assert "Traceback" not in done.stderr and "checksum mismatch" in log.read_text()
 
 
@@ -617,7 +376,7 @@ def test_extract_and_manual_scripts(tmp_path: Path) -> None:
     assert done.stderr.count("\n") == 1 and not (tmp_path / "flags" / "saliency").exists()
 
 
-@pytest.mark.parametrize("name", ["download.py", "extract.py", "manual_item.py"])
+@pytest.mark.parametrize("name", ["download.py", "extract.py", "manual_item.py", "convert_sbd.py"])
 def test_scripts_have_no_future_import(name: str) -> None:
     """Snakemake prepends a preamble to scripts: a __future__ import there is a SyntaxError."""
     text = (REPO_ROOT / "workflow" / "scripts" / name).read_text()

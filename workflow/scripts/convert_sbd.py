@@ -1,7 +1,7 @@
 """Snakemake glue: unpack SBD's benchmark.tgz and convert its class masks to SegmentationClassAug PNGs."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
-from smaf.download import extract_and_convert_sbd
+from smaf.data.sbd import extract_and_convert_sbd
 from smaf.runner import run_logged
 
 snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
