@@ -16,6 +16,12 @@ Backbones (``DeepLabConfig.backbone``):
   Two known differences from the Caffe DeepLab ResNet: torchvision puts the stride in the 3×3
   conv of a bottleneck (v1.5), and the first block of a dilated stage keeps the previous
   stage's dilation in its 3×3 conv.
+* ``resnet101_caffe`` — the DeepLab authors' Caffe ResNet-101 layout
+  (:class:`~smaf.models.resnet101_caffe.ResNet101Caffe`: stride in the first 1×1 conv,
+  ceil-mode stem pool, frozen BN, BGR/mean input converted inside), the layout of the
+  COCO-pretrained init that deeplab-pytorch, and EPS/SMAF after it, start from
+  (``init.caffemodel`` or its conversion ``deeplabv1_resnet101-coco.pth``; loaded by
+  :func:`~smaf.models.deeplab_weights.load_caffe_backbone`). Has a width multiplier for tests.
 * ``resnet50`` — the same with 50 layers (faster; ``resnet50-0676ba61.pth``).
 * ``resnet38d`` — :class:`~smaf.models.resnet38d.ResNet38d`, which is already output stride 8
   (dilated b5–b7) and has a width multiplier. At ``width`` 0.125 it is the CPU demo backbone:
@@ -26,7 +32,8 @@ Backbones (``DeepLabConfig.backbone``):
 
 The background is label / channel 0, so ``argmax`` over the C+1 channels is the VOC label map.
 Images arrive normalised with ImageNet mean/std on RGB/255 (:func:`smaf.transforms.normalize`),
-which is what the torchvision weights expect.
+which is what the torchvision weights expect (``resnet101_caffe`` converts them to its Caffe
+BGR/mean input itself).
 """
 
 from __future__ import annotations
@@ -48,24 +55,29 @@ from smaf.models.convert_mxnet import (
     load_state_dict_checked,
     read_state_dict,
 )
+from smaf.models.deeplab_weights import load_caffe_backbone
 from smaf.models.resnet38d import OUTPUT_STRIDE, ResNet38d, freeze_batchnorm
+from smaf.models.resnet101_caffe import ResNet101Caffe
 
 #: Backbones :func:`build_deeplab` knows.
-BACKBONES = ("resnet101", "resnet50", "resnet38d")
+BACKBONES = ("resnet101", "resnet101_caffe", "resnet50", "resnet38d")
+#: Backbones with a width multiplier (the others exist only at width 1.0).
+WIDTH_BACKBONES = ("resnet38d", "resnet101_caffe")
 
 
 @dataclass
 class DeepLabConfig:
     """What to build (config ``deeplab.*`` model keys); stored in the model file."""
 
-    backbone: str = "resnet101"  # resnet101 (paper) | resnet50 | resnet38d (width 0.125: demo)
-    width: float = 1.0  # channel multiplier, resnet38d only (torchvision ResNets: 1.0)
+    # resnet101 (torchvision) | resnet101_caffe (the DeepLab authors') | resnet50 | resnet38d
+    backbone: str = "resnet101"
+    width: float = 1.0  # channel multiplier, resnet38d / resnet101_caffe only (others: 1.0)
     num_classes: int = 20  # foreground classes C; the network outputs C+1 (0 = background)
     atrous_rates: tuple[int, ...] = (6, 12, 18, 24)  # ASPP dilations (DeepLab-v2 "LargeFOV" ×4)
     msc_scales: tuple[float, ...] = (1.0, 0.75, 0.5)  # MSC input scales; the first sets the size
     freeze_bn: bool = True  # BN in eval mode, no grad (batches of 5 are too small to train BN)
-    # ImageNet weights of the backbone: torchvision .pth (resnet101/50), ResNet38d .params/.pth;
-    # None = random init (demo, tests).
+    # Backbone init: torchvision .pth (resnet101/50), ResNet38d .params/.pth, DeepLab COCO init
+    # .caffemodel/.pth (resnet101_caffe); None = random init (demo, tests).
     pretrained: str | None = None
 
     def __post_init__(self) -> None:
@@ -75,10 +87,10 @@ class DeepLabConfig:
             raise ConfigError(
                 f"deeplab.backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
             )
-        if not self.width > 0 or (self.backbone != "resnet38d" and self.width != 1.0):
+        if not self.width > 0 or (self.backbone not in WIDTH_BACKBONES and self.width != 1.0):
             raise ConfigError(
-                f"deeplab.width must be > 0 and is only adjustable for resnet38d (got "
-                f"{self.width!r} for {self.backbone})."
+                f"deeplab.width must be > 0 and is only adjustable for "
+                f"{' and '.join(WIDTH_BACKBONES)} (got {self.width!r} for {self.backbone})."
             )
         if not isinstance(self.num_classes, int) or self.num_classes < 1:
             raise ConfigError(f"deeplab: num_classes must be an int >= 1, got {self.num_classes!r}")
@@ -243,6 +255,10 @@ class MSC(nn.Module):
         1. other backbone parameters (BN affine, only when BN is not frozen): lr × 1, no decay;
         2. ASPP weights: lr × 10, weight decay;
         3. ASPP biases: lr × 20, no weight decay.
+
+        deeplab-pytorch's ``get_params`` (``main.py``): "1x" = the convs of the backbone
+        (bias-free), "10x" = ASPP weights, "20x" = ASPP biases with weight decay 0; its BN
+        parameters are in no group (frozen), so there is no ×2 group.
         """
         groups: list[dict[str, Any]] = [
             {"name": "backbone_weight", "params": [], "lr_mult": 1.0, "weight_decay_mult": 1.0},
@@ -274,6 +290,10 @@ def build_deeplab(cfg: DeepLabConfig) -> MSC:
             block.dropout_2b2 = nn.Identity()
         if cfg.pretrained is not None:
             load_imagenet_weights(backbone, cfg.pretrained)
+    elif cfg.backbone == "resnet101_caffe":
+        backbone = ResNet101Caffe(width=cfg.width, freeze_bn=cfg.freeze_bn)
+        if cfg.pretrained is not None:
+            load_caffe_backbone(backbone, cfg.pretrained)
     else:
         depth = 101 if cfg.backbone == "resnet101" else 50
         backbone = ResNetBackbone(depth, freeze_bn=cfg.freeze_bn)
@@ -357,6 +377,7 @@ __all__ = [
     "MSC",
     "OUTPUT_STRIDE",
     "ResNetBackbone",
+    "WIDTH_BACKBONES",
     "build_deeplab",
     "load_classifier_backbone",
     "load_deeplab",
