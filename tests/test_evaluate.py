@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from smaf.data.voc import VOC_CLASSES
+
 from smaf.errors import ConfigError, DataError
 from smaf.io import load_mask, read_id_list, save_mask, write_id_list
 from smaf.stages.evaluate import (

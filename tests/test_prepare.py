@@ -7,10 +7,10 @@ import shutil
 
 import numpy as np
 import pytest
+from smaf.data.voc import VOC_CLASSES, read_labels_csv
 
 from smaf.data.prepare import prepare_dataset
 from smaf.data.synthetic import SyntheticConfig, write_dataset
-from smaf.data.voc import VOC_CLASSES, read_labels_csv
 from smaf.errors import DataError
 from smaf.io import read_id_list, write_id_list
 

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from smaf.data.voc import VOCLayout, image_labels, labels_from_mask, read_labels_csv
 
 from smaf.data.synthetic import (
     SyntheticConfig,
@@ -14,7 +15,6 @@ from smaf.data.synthetic import (
     split_ids,
     write_dataset,
 )
-from smaf.data.voc import VOCLayout, image_labels, labels_from_mask, read_labels_csv
 from smaf.errors import ConfigError
 from smaf.io import load_image, load_mask
 

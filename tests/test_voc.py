@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from smaf.data.voc import labels_from_xml
 
 from smaf.data import (
     VOC_CLASSES,
@@ -19,7 +20,6 @@ from smaf.data import (
     read_labels_csv,
     write_labels_csv,
 )
-from smaf.data.voc import labels_from_xml
 from smaf.errors import DataError
 from smaf.io import load_mask, save_image, save_mask
 

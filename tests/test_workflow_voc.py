@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from workflow_utils import REPO_ROOT, snakemake
-
 from smaf.data.voc import VOC_CLASSES
+from workflow_utils import REPO_ROOT, snakemake
 
 VOC_TAR = "VOCtrainval_11-May-2012.tar"
 AUG_ZIP = "SegmentationClassAug.zip"

@@ -36,7 +36,8 @@ import re
 import torch
 from torch import nn
 
-from smaf.models.resnet38d import IMAGENET_MEAN, IMAGENET_STD, freeze_batchnorm, scaled_channels
+from smaf.models.resnet38d import freeze_batchnorm, scaled_channels
+from smaf.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 #: Per-channel mean the Caffe DeepLab weights expect, **BGR** order, 0–255 scale.
 CAFFE_MEAN_BGR: tuple[float, float, float] = (104.008, 116.669, 122.675)
