@@ -6,6 +6,7 @@ torch import.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import fields
 from typing import Any, TypeVar
 
@@ -45,3 +46,32 @@ def runtime_settings(config: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"config section 'train': missing key(s) {', '.join(missing)}.")
     return {k: train[k] for k in RUNTIME_KEYS}
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with every dict's keys sorted (recursively): same settings, same text."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
+    """``base`` with ``override`` merged in, key by key (dicts recursively, others replaced).
+
+    The one merge of the project: experiment overrides, config presets in the benchmarks.
+    """
+    out = dict(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def did_you_mean(word: str, choices: Any) -> str:
+    """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

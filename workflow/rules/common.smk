@@ -4,30 +4,14 @@ from pathlib import Path
 
 from smaf.codehash import code_hash
 from smaf.errors import ConfigError
-
-
-def canonical(value):
-    """`value` with every dict's keys sorted (recursively)."""
-    if isinstance(value, dict):
-        return {k: canonical(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
-
+from smaf.experiments import Experiments, canonical_config
 
 # Snakemake compares params by their text: with every dict of the config key-sorted once here,
 # the same settings written in another key order (another config file, a --configfile
-# override) rerun nothing. Experiments and ablation tables keep the order they are written in
-# (the first experiment is the report's; tables and rows are listed in that order).
-for _key in list(config):
-    if _key not in ("experiments", "ablations"):
-        config[_key] = canonical(config[_key])
-config["experiments"] = {
-    name: canonical(o or {}) for name, o in config["experiments"].items()
-}
-config["ablations"] = {
-    t: canonical(rows) for t, rows in (config.get("ablations") or {}).items()
-}
+# override) rerun nothing (smaf.experiments.canonical_config).
+config.update(canonical_config(config))
+#: Experiments x seeds, ablation rows and every run's merged config (smaf.experiments).
+EXP = Experiments(config)
 
 DATASET = config["dataset"]
 if DATASET not in config["datasets"]:
@@ -35,9 +19,8 @@ if DATASET not in config["datasets"]:
         f"config: dataset '{DATASET}' is not declared under `datasets:` "
         f"(declared: {', '.join(sorted(config['datasets']))}). Fix `dataset:` or add the entry."
     )
-#: Split roles every dataset provides (the values name the dataset's own split lists).
+#: Split roles of the dataset index (the values name the dataset's own split lists).
 SPLIT_ROLES = ("train_aug", "train", "val")
-
 
 #: Training-loop keys shared by every training stage (config `train:`) that change results:
 #: they reach the rules as params, so changing one reruns training. The other `train:` keys
@@ -46,69 +29,16 @@ SPLIT_ROLES = ("train_aug", "train", "val")
 #: (smaf.config.runtime_settings) or the job's resources, which triggers nothing.
 #: The random seed is added per run (parse_run).
 TRAIN_KEYS = ("amp",)
-
-#: Random seeds: every experiment runs once per seed. EPS pretraining (shared by all
-#: experiments and runs) uses the first.
-SEEDS = list(config["train"]["seeds"])
-#: Run name of an experiment's extra seeds: results/<dataset>/<name>_seed<k>/.
-REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
-
-
+#: Random seeds: every experiment runs once per seed; EPS pretraining uses the first.
+SEEDS = EXP.seeds
+#: Every experiment the workflow knows: `experiments:` plus the ablation rows' own.
+EXPERIMENTS = EXP.all
 #: GPUs (DDP processes) of each training job: its `gpu` resource.
 TRAIN_GPUS = int(config["train"]["gpus"])
-
-
-def _ablation_experiments():
-    """Experiments declared by `ablations:` rows with overrides: name -> overrides."""
-    found = {}
-    for table, rows in (config.get("ablations") or {}).items():
-        for row in rows:
-            name = row["experiment"]
-            if "overrides" not in row:
-                continue
-            if name in config["experiments"] or (
-                name in found and found[name] != row["overrides"]
-            ):
-                raise ConfigError(
-                    f"ablations.{table}: experiment '{name}' is defined twice with different "
-                    "overrides (rename it, or drop `overrides` to reuse the existing one)."
-                )
-            found[name] = row["overrides"] or {}
-    return found
-
-
-#: Every experiment the workflow knows: `experiments:` plus the ablation rows' own.
-EXPERIMENTS = {
-    **config["experiments"],
-    **_ablation_experiments(),
-}
-for _table, _rows in (config.get("ablations") or {}).items():
-    for _row in _rows:
-        if _row["experiment"] not in EXPERIMENTS:
-            raise ConfigError(
-                f"ablations.{_table}: row '{_row['row']}' names experiment "
-                f"'{_row['experiment']}', which is neither under `experiments:` nor given "
-                "`overrides`. Add one of them."
-            )
-for _name in EXPERIMENTS:
-    if REPLICATE.match(_name):
-        raise ConfigError(
-            f"experiment name '{_name}' ends in _seed<k>, which names the extra runs of an "
-            "experiment (train.seeds). Rename it."
-        )
-
-
-def run_names(name):
-    """Run names of experiment `name`: `name` for the first seed, `name_seed<k>` for the others."""
-    return [name if seed == SEEDS[0] else f"{name}_seed{seed}" for seed in SEEDS]
-
-
-def parse_run(run):
-    """(experiment name, random seed) of a run name (see run_names)."""
-    m = REPLICATE.match(run)
-    if m and m["name"] in EXPERIMENTS:
-        return m["name"], int(m["seed"])
-    return run, SEEDS[0]
+run_names = EXP.run_names
+parse_run = EXP.parse_run
+experiment_section = EXP.section
+teacher_owner = EXP.teacher_owner
 
 
 def script_code(script):
@@ -160,7 +90,11 @@ def dataset_root(wildcards):
 def dataset_settings(wildcards):
     """What the dataset's source adapter reads: its config entry with the resolved folders."""
     ds = dataset_cfg(wildcards)
-    return {**ds, "root": dataset_root(wildcards), "aug_mask_dir": aug_mask_dir(wildcards)}
+    return {
+        **ds,
+        "root": dataset_root(wildcards),
+        "aug_mask_dir": aug_mask_dir(wildcards),
+    }
 
 
 def data_path(wildcards, name="index.csv"):
@@ -239,23 +173,6 @@ def synthetic_params(wildcards):
     return {**ds.get("synthetic", {}), "num_classes": ds["num_classes"]}
 
 
-def deep_merge(base, override):
-    """`base` with `override` merged in, key by key (dicts recursively; others replaced)."""
-    out = dict(base)
-    for key, value in (override or {}).items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def experiment_section(experiment, section):
-    """Config section `section` with the overrides of experiment (or run) `experiment` applied."""
-    name, _ = parse_run(experiment)
-    return deep_merge(config[section], EXPERIMENTS[name].get(section, {}))
-
-
 def experiment_cfg(wildcards, section):
     """Config section `section` with the overrides of experiment `{experiment}` applied."""
     return experiment_section(wildcards.experiment, section)
@@ -271,22 +188,19 @@ def experiment_field(section, key):
 
 
 def stage_params(section):
-    """Input function: a training stage's section plus the shared `train:` loop keys."""
+    """Input function: a training stage's params (pretraining: shared by every run)."""
 
     def get(wildcards):
-        shared = {k: config["train"][k] for k in TRAIN_KEYS}
-        return {**shared, "seed": SEEDS[0], **config[section]}
+        return EXP.train_params(None, section)
 
     return get
 
 
 def experiment_stage_params(section):
-    """Like stage_params, with the experiment's overrides of `section` applied."""
+    """Input function: a training stage's params for the run in the wildcards."""
 
     def get(wildcards):
-        shared = {k: config["train"][k] for k in TRAIN_KEYS}
-        seed = parse_run(wildcards.experiment)[1]
-        return {**shared, "seed": seed, **experiment_cfg(wildcards, section)}
+        return EXP.train_params(wildcards.experiment, section)
 
     return get
 
@@ -324,25 +238,7 @@ def self_train_inputs(wildcards):
     return inputs
 
 
-def teacher_owner(run):
-    """Experiment whose teacher_maps a run uses: the first one with the same teacher settings.
-
-    The maps depend only on the EPS model and self_train.teacher_cam, so the extra seeds of an
-    experiment, and experiments that change other settings, reuse one offline pass.
-    """
-    cam = experiment_section(run, "self_train")["teacher_cam"]
-    return next(
-        name
-        for name in EXPERIMENTS
-        if experiment_section(name, "self_train")["teacher_cam"] == cam
-    )
-
-
 # ------------------------------------------ seeds, CRF and evaluation (seeds/crf/evaluate.smk)
-#: Classifiers whose seeds are made: the EPS model (pretrain) and the SMAF model (self_train).
-CLASSIFIERS = ("eps", "smaf")
-#: What is evaluated of each classifier: its CAM seeds and their CRF refinement.
-SEED_STAGES = ("seed", "crf")
 
 
 def classifier_path(dataset, experiment, model):
@@ -390,48 +286,19 @@ def run_meta(wildcards):
     }
 
 
-def dataset_has_aug_masks(dataset):
-    """Whether `dataset` has SegmentationClassAug masks (downloaded, converted or present)."""
-    ds = config["datasets"][dataset]
-    if ds["source"] == "synthetic":
-        return False  # the generator writes SegmentationClass only
-    if ds.get("aug_source", "none") != "none":
-        return True  # the workflow downloads / converts them
-    if ds.get("aug_mask_dir"):
-        return Path(ds["aug_mask_dir"]).is_dir()
-    return Path(ds["root"], "SegmentationClassAug").is_dir()
-
-
-def evaluation_targets(dataset, experiment):
-    """Evaluation records of one experiment: models x {seed, crf} x splits x available gts."""
-    ev = experiment_section(experiment, "evaluation")
-    gts = [
-        g
-        for g in ev["gt"]
-        if g != "SegmentationClassAug" or dataset_has_aug_masks(dataset)
-    ]
-    return expand(
-        "results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.json",
-        dataset=dataset,
-        experiment=experiment,
-        model=ev["models"],
-        stage=SEED_STAGES,
-        split=ev["splits"],
-        gt=gts,
-    )
-
-
 def summary_inputs(wildcards):
     """Every evaluation record of the configured dataset, over all experiments and seeds."""
-    return [
-        f
-        for name in config["experiments"]
-        for run in run_names(name)
-        for f in [
-            *evaluation_targets(DATASET, run),
-            *deeplab_eval_targets(DATASET, run),
-        ]
-    ]
+    return EXP.summary_records(DATASET)
+
+
+def evaluation_targets(dataset, run):
+    """Seed / CRF evaluation records of one run (the report's per-class tables)."""
+    return EXP.seed_records(dataset, run)
+
+
+def deeplab_eval_targets(dataset, run):
+    """DeepLab's val evaluation records of one run."""
+    return EXP.deeplab_records(dataset, run)
 
 
 def final_targets():
@@ -440,27 +307,14 @@ def final_targets():
         f"results/{DATASET}/data/dataset.json",
         "results/summary.csv",
         "results/report.html",
-        *deeplab_submission_targets(DATASET),
+        *EXP.submission_archives(DATASET),
     ]
 
 
 # ------------------------------------------------------------------ DeepLab (rules/deeplab.smk)
-#: How DeepLab's val predictions are scored: MSC alone and MSC + CRF (stages in summary.csv).
-DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
-
-
 def deeplab_cfg(wildcards):
     """The `deeplab` section with the overrides of experiment `{experiment}` applied."""
     return experiment_cfg(wildcards, "deeplab")
-
-
-def deeplab_train_params(wildcards):
-    """DeepLab's model + training keys (not `test`/`labels_from`) plus the shared loop keys."""
-    shared = {k: config["train"][k] for k in TRAIN_KEYS}
-    seed = parse_run(wildcards.experiment)[1]
-    skip = ("test", "labels_from", "init_from")
-    section = {k: v for k, v in deeplab_cfg(wildcards).items() if k not in skip}
-    return {**shared, "seed": seed, **section}
 
 
 def deeplab_train_inputs(wildcards):
@@ -493,7 +347,9 @@ def deeplab_test_field(key):
 def split_index(wildcards):
     """Index of the split DeepLab predicts (`pred_split`): the test images' own index for
     test, the dataset index for val."""
-    return data_path(wildcards, "test_index.csv" if wildcards.pred_split == "test" else "index.csv")
+    return data_path(
+        wildcards, "test_index.csv" if wildcards.pred_split == "test" else "index.csv"
+    )
 
 
 def deeplab_predict_inputs(wildcards):
@@ -530,52 +386,12 @@ def deeplab_submission_inputs(wildcards):
     """Test predictions (CRF-refined unless deeplab.test.submission_crf is false)."""
     suffix = "_crf" if deeplab_cfg(wildcards)["test"]["submission_crf"] else ""
     base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
-    return {"pred": f"{base}/pred_test{suffix}", "index": data_path(wildcards, "test_index.csv")}
-
-
-def deeplab_eval_targets(dataset, experiment):
-    """DeepLab's val records of one experiment: DEEPLAB_STAGES x the available gts."""
-    gts = [
-        g
-        for g in experiment_section(experiment, "evaluation")["gt"]
-        if g != "SegmentationClassAug" or dataset_has_aug_masks(dataset)
-    ]
-    return expand(
-        "results/{dataset}/{experiment}/eval/{stage}_val_{gt}.json",
-        dataset=dataset,
-        experiment=experiment,
-        stage=DEEPLAB_STAGES,
-        gt=gts,
-    )
-
-
-def deeplab_submission_targets(dataset):
-    """Test archives of the experiments whose deeplab.test.submission is true (first seed)."""
-    return [
-        f"results/{dataset}/{run_names(name)[0]}/deeplab_submission.tar.gz"
-        for name in config["experiments"]
-        if experiment_section(name, "deeplab")["test"]["submission"]
-    ]
-
-
-# ---------------------------------------------------- ablations (rules/evaluate.smk: ablations)
-#: What an ablation row reports: the SMAF model's seeds and their CRF, on the train split.
-ABLATION_STAGES = ("seed", "crf")
+    return {
+        "pred": f"{base}/pred_test{suffix}",
+        "index": data_path(wildcards, "test_index.csv"),
+    }
 
 
 def ablation_rows():
     """One entry per (table, row, run, stage) of `ablations:`, with its evaluation record."""
-    return [
-        {
-            "table": table,
-            "row": row["row"],
-            "experiment": run,
-            "seed": parse_run(run)[1],
-            "stage": f"smaf_{stage}",
-            "record": f"results/{DATASET}/{run}/eval/smaf_{stage}_train_SegmentationClass.json",
-        }
-        for table, rows in (config.get("ablations") or {}).items()
-        for row in rows
-        for run in run_names(row["experiment"])
-        for stage in ABLATION_STAGES
-    ]
+    return EXP.ablation_rows(DATASET)

@@ -21,7 +21,7 @@ rule deeplab_train:
         gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("deeplab_train.py"),
-        deeplab=deeplab_train_params,
+        deeplab=experiment_stage_params("deeplab"),
         # Checkpoints outside the outputs: a killed job's rerun resumes from them.
         state_dir="results/{dataset}/state/{experiment}/deeplab",
     script:

@@ -1,0 +1,212 @@
+"""Experiments, runs and ablations: what the workflow builds, computed from the config alone.
+
+The config's ``experiments:`` map a name to overrides of any section; ``train.seeds`` runs each
+experiment once per seed (the first seed in ``<name>/``, the others in ``<name>_seed<k>/``);
+``ablations:`` rows name an experiment, defined by their ``overrides`` or reused from
+``experiments:``. :class:`Experiments` answers every question the rules ask about them (run
+names, the merged section of a run, which run owns an offline teacher pass, the ablation
+rows). Pure Python over plain dicts: unit-tested without Snakemake; ``common.smk`` wraps it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from smaf.config import canonical, deep_merge, did_you_mean
+from smaf.errors import ConfigError
+
+#: Run name of an experiment's extra seeds: ``<name>_seed<k>``.
+REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
+#: Top-level sections an experiment may override (the others are shared by every run).
+OVERRIDABLE = ("self_train", "seeds", "crf", "evaluation", "deeplab")
+#: What an ablation row reports: the SMAF model's seeds and their CRF, on the train split.
+ABLATION_STAGES = ("seed", "crf")
+#: What is evaluated of each classifier: its CAM seeds and their CRF refinement.
+SEED_STAGES = ("seed", "crf")
+#: How DeepLab's val predictions are scored: MSC alone and MSC + CRF (stages in summary.csv).
+DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
+#: `deeplab:` keys the workflow uses (inference, where labels and init come from), not training.
+DEEPLAB_WORKFLOW_KEYS = ("test", "labels_from", "init_from")
+#: `train:` keys that change results: they reach every training stage as params. The other
+#: `train:` keys say where, how fast and how verbosely a job runs (smaf.config.runtime_settings).
+RESULT_TRAIN_KEYS = ("amp",)
+
+
+def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every dict key-sorted (Snakemake compares params by their text, so the same
+    settings in another key order must rerun nothing); experiments and ablation tables keep the
+    order they are written in (the first experiment is the report's)."""
+    out = {k: canonical(v) for k, v in config.items() if k not in ("experiments", "ablations")}
+    out["experiments"] = {n: canonical(o or {}) for n, o in config["experiments"].items()}
+    out["ablations"] = {t: canonical(rows) for t, rows in (config.get("ablations") or {}).items()}
+    return out
+
+
+class Experiments:
+    """The experiments, runs and ablation rows of one (validated, canonical) config."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+        #: Random seeds; pretraining (shared by every run) uses the first.
+        self.seeds = [int(s) for s in config["train"]["seeds"]]
+        self.listed = dict(config["experiments"])  # built by `rule all`
+        self.ablations = dict(config.get("ablations") or {})
+        self.all = {**self.listed, **self._ablation_experiments()}
+        for name, overrides in self.all.items():
+            if REPLICATE.match(name):
+                raise ConfigError(
+                    f"experiment name '{name}' ends in _seed<k>, which names the extra runs of "
+                    "an experiment (train.seeds). Rename it."
+                )
+            for section in sorted(set(overrides or {}) - set(OVERRIDABLE)):
+                raise ConfigError(
+                    f"experiment '{name}' overrides '{section}'{did_you_mean(section, OVERRIDABLE)}"
+                    f": experiments can override {', '.join(OVERRIDABLE)} only (the dataset, "
+                    "the model and pretraining are shared by every run)."
+                )
+        for table, rows in self.ablations.items():
+            for row in rows:
+                if row["experiment"] not in self.all:
+                    raise ConfigError(
+                        f"ablations.{table}: row '{row['row']}' names experiment "
+                        f"'{row['experiment']}', which is neither under `experiments:` nor "
+                        "given `overrides`. Add one of them."
+                    )
+
+    def _ablation_experiments(self) -> dict[str, dict[str, Any]]:
+        """Experiments declared by ``ablations:`` rows with overrides: name → overrides."""
+        found: dict[str, dict[str, Any]] = {}
+        for table, rows in self.ablations.items():
+            for row in rows:
+                name = row["experiment"]
+                if "overrides" not in row:
+                    continue
+                if name in self.listed or (name in found and found[name] != row["overrides"]):
+                    raise ConfigError(
+                        f"ablations.{table}: experiment '{name}' is defined twice with different "
+                        "overrides (rename it, or drop `overrides` to reuse the existing one)."
+                    )
+                found[name] = row["overrides"] or {}
+        return found
+
+    # ------------------------------------------------------------------------------ runs
+    def run_names(self, name: str) -> list[str]:
+        """Runs of experiment ``name``: ``name`` for the first seed, ``name_seed<k>`` after."""
+        return [name if s == self.seeds[0] else f"{name}_seed{s}" for s in self.seeds]
+
+    def parse_run(self, run: str) -> tuple[str, int]:
+        """(experiment name, random seed) of a run name (see :meth:`run_names`)."""
+        m = REPLICATE.match(run)
+        if m and m["name"] in self.all:
+            return m["name"], int(m["seed"])
+        return run, self.seeds[0]
+
+    def runs(self, listed_only: bool = True) -> Iterator[str]:
+        """Every run of the listed experiments (or of all, ablations' included)."""
+        for name in self.listed if listed_only else self.all:
+            yield from self.run_names(name)
+
+    def section(self, run: str, section: str) -> dict[str, Any]:
+        """Config section ``section`` with the overrides of run ``run``'s experiment applied."""
+        name, _ = self.parse_run(run)
+        return deep_merge(self.config[section], (self.all[name] or {}).get(section, {}))
+
+    def merged_config(self, name: str) -> dict[str, Any]:
+        """The whole config as experiment ``name`` sees it (for validating overrides)."""
+        return deep_merge(
+            {k: v for k, v in self.config.items() if k not in ("experiments", "ablations")},
+            self.all[name] or {},
+        )
+
+    def teacher_owner(self, run: str) -> str:
+        """Experiment whose offline teacher maps a run uses: the first with the same settings.
+
+        The maps depend only on the EPS model and ``self_train.teacher_cam``, so the extra seeds
+        of an experiment, and experiments that change other settings, share one pass.
+        """
+        cam = self.section(run, "self_train")["teacher_cam"]
+        return next(n for n in self.all if self.section(n, "self_train")["teacher_cam"] == cam)
+
+    def train_params(self, run: str | None, section: str) -> dict[str, Any]:
+        """What a training stage's rule passes as params: the shared result-changing ``train:``
+        keys, the run's random seed, and the run's ``section`` (``run=None``: pretraining,
+        shared by every run, first seed). DeepLab's workflow keys are left out."""
+        shared = {k: self.config["train"][k] for k in RESULT_TRAIN_KEYS}
+        if run is None:
+            seed, values = self.seeds[0], dict(self.config[section])
+        else:
+            seed, values = self.parse_run(run)[1], self.section(run, section)
+        if section == "deeplab":
+            values = {k: v for k, v in values.items() if k not in DEEPLAB_WORKFLOW_KEYS}
+        return {**shared, "seed": seed, **values}
+
+    # --------------------------------------------------------------------------- targets
+    def has_aug_masks(self, dataset: str) -> bool:
+        """Whether ``dataset`` has SegmentationClassAug masks (downloaded, converted, present)."""
+        ds = self.config["datasets"][dataset]
+        if ds["source"] != "voc":
+            return False  # the synthetic generator writes SegmentationClass only
+        if ds.get("aug_source", "none") != "none":
+            return True  # the workflow downloads / converts them
+        if ds.get("aug_mask_dir"):
+            return Path(ds["aug_mask_dir"]).is_dir()
+        return Path(ds["root"], "SegmentationClassAug").is_dir()
+
+    def _gts(self, dataset: str, run: str) -> list[str]:
+        gts = self.section(run, "evaluation")["gt"]
+        return [g for g in gts if g != "SegmentationClassAug" or self.has_aug_masks(dataset)]
+
+    def seed_records(self, dataset: str, run: str) -> list[str]:
+        """Evaluation records of a run's seeds and CRF: models x stages x splits x gts."""
+        ev = self.section(run, "evaluation")
+        return [
+            f"results/{dataset}/{run}/eval/{model}_{stage}_{split}_{gt}.json"
+            for model, stage, split, gt in itertools.product(
+                ev["models"], SEED_STAGES, ev["splits"], self._gts(dataset, run)
+            )
+        ]
+
+    def deeplab_records(self, dataset: str, run: str) -> list[str]:
+        """DeepLab's val records of a run: MSC and MSC + CRF x the available gts."""
+        return [
+            f"results/{dataset}/{run}/eval/{stage}_val_{gt}.json"
+            for stage, gt in itertools.product(DEEPLAB_STAGES, self._gts(dataset, run))
+        ]
+
+    def summary_records(self, dataset: str) -> list[str]:
+        """Every evaluation record of ``results/summary.csv``: listed experiments x seeds."""
+        return [
+            f
+            for run in self.runs()
+            for f in [*self.seed_records(dataset, run), *self.deeplab_records(dataset, run)]
+        ]
+
+    def submission_archives(self, dataset: str) -> list[str]:
+        """Test archives of the experiments whose deeplab.test.submission is true (first seed)."""
+        return [
+            f"results/{dataset}/{self.run_names(name)[0]}/deeplab_submission.tar.gz"
+            for name in self.listed
+            if self.section(name, "deeplab")["test"]["submission"]
+        ]
+
+    # ------------------------------------------------------------------------- ablations
+    def ablation_rows(self, dataset: str) -> list[dict[str, Any]]:
+        """One entry per (table, row, run, stage) of ``ablations:``, with its evaluation record."""
+        return [
+            {
+                "table": table,
+                "row": row["row"],
+                "experiment": run,
+                "seed": self.parse_run(run)[1],
+                "stage": f"smaf_{stage}",
+                "record": f"results/{dataset}/{run}/eval/smaf_{stage}_train_SegmentationClass.json",
+            }
+            for table, rows in self.ablations.items()
+            for row in rows
+            for run in self.run_names(row["experiment"])
+            for stage in ABLATION_STAGES
+        ]

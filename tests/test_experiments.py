@@ -1,0 +1,95 @@
+"""smaf.experiments: runs, merged sections, teacher sharing, targets and ablation rows."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from smaf.config import canonical, deep_merge, did_you_mean
+from smaf.errors import ConfigError
+from smaf.experiments import Experiments, canonical_config
+
+
+@pytest.fixture(scope="module")
+def demo_config() -> dict:
+    """The repo's config.yaml (the demo), as the workflow sees it before defaults."""
+    return yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+
+
+def _exp(cfg: dict, **changes) -> Experiments:
+    cfg = copy.deepcopy(cfg)
+    cfg.update(changes)
+    return Experiments(canonical_config(cfg))
+
+
+def test_deep_merge_and_canonical() -> None:
+    base = {"a": 1, "b": {"c": 2, "d": {"e": 3}}}
+    assert deep_merge(base, {"b": {"d": {"e": 4}}, "f": 5}) == {
+        "a": 1,
+        "b": {"c": 2, "d": {"e": 4}},
+        "f": 5,
+    }
+    assert base["b"]["d"]["e"] == 3  # not modified
+    assert deep_merge(base, None) == base
+    assert list(canonical({"b": 1, "a": {"d": 2, "c": 3}})) == ["a", "b"]
+    assert list(canonical({"b": 1, "a": {"d": 2, "c": 3}})["a"]) == ["c", "d"]
+    assert did_you_mean("self_trian", ["self_train", "seeds"]) == " (did you mean 'self_train'?)"
+    assert did_you_mean("zzz", ["self_train"]) == ""
+
+
+def test_runs_and_sections(demo_config) -> None:
+    train = {**demo_config["train"], "seeds": [0, 3]}
+    exp = _exp(
+        demo_config,
+        train=train,
+        experiments={"default": {}, "low": {"self_train": {"thr": 0.1}}},
+    )
+    assert exp.run_names("low") == ["low", "low_seed3"]
+    assert exp.parse_run("low_seed3") == ("low", 3) and exp.parse_run("low") == ("low", 0)
+    assert exp.section("low_seed3", "self_train")["thr"] == 0.1
+    assert exp.section("default", "self_train")["thr"] == demo_config["self_train"]["thr"]
+    # Other keys of an overridden section keep their values.
+    assert exp.section("low", "self_train")["alpha"] == demo_config["self_train"]["alpha"]
+    assert list(exp.runs()) == ["default", "default_seed3", "low", "low_seed3"]
+    # thr does not change the teacher's maps: one pass for every run.
+    assert exp.teacher_owner("low_seed3") == "default"
+    params = exp.train_params("low_seed3", "self_train")
+    assert params["seed"] == 3 and params["thr"] == 0.1 and "amp" in params
+    deeplab = exp.train_params("low", "deeplab")
+    assert not {"test", "labels_from", "init_from"} & set(deeplab)
+    assert exp.train_params(None, "pretrain")["seed"] == 0
+
+
+def test_targets_of_the_demo(demo_config) -> None:
+    exp = _exp(demo_config)
+    records = exp.seed_records("synthetic", "default")
+    # eps/smaf x seed/crf on train; no SegmentationClassAug on synthetic data
+    assert len(records) == 4 and all("SegmentationClass.json" in r for r in records)
+    assert "results/synthetic/default/eval/smaf_crf_train_SegmentationClass.json" in records
+    assert exp.deeplab_records("synthetic", "default") == [
+        "results/synthetic/default/eval/deeplab_val_SegmentationClass.json",
+        "results/synthetic/default/eval/deeplab_crf_val_SegmentationClass.json",
+    ]
+    assert exp.submission_archives("synthetic") == [
+        "results/synthetic/default/deeplab_submission.tar.gz"
+    ]
+    rows = exp.ablation_rows("synthetic")
+    assert {r["table"] for r in rows} == {"table3", "table4", "table5"}
+    assert rows[0]["record"].endswith("smaf_seed_train_SegmentationClass.json")
+    # Ablation experiments are known (buildable) but not part of `rule all`.
+    assert "single_2" in exp.all and "single_2" not in exp.listed
+
+
+def test_bad_experiments_are_named(demo_config) -> None:
+    with pytest.raises(ConfigError, match=r"'self_trian' \(did you mean 'self_train'\?\)"):
+        _exp(demo_config, experiments={"x": {"self_trian": {"thr": 0.1}}})
+    with pytest.raises(ConfigError, match="overrides .pretrain.*shared by every run"):
+        _exp(demo_config, experiments={"x": {"pretrain": {"lr": 0.1}}})
+    with pytest.raises(ConfigError, match="_seed<k>"):
+        _exp(demo_config, experiments={"x_seed1": {}})
+    table = [{"row": "r", "experiment": "missing"}]
+    with pytest.raises(ConfigError, match="neither under `experiments:`"):
+        _exp(demo_config, ablations={"table5": table})
