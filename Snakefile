@@ -9,6 +9,8 @@ import os
 
 from snakemake.utils import min_version, validate
 
+from smaf.config import check_config, load_schema
+
 min_version("9.0")
 
 
@@ -17,6 +19,13 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config.yaml")
 
 
+# Every key is checked before any job runs: one message naming each unknown key (with the
+# closest known one) or bad value; then Snakemake fills in the schema's defaults. Experiments are
+# checked merged with the base config (common.smk).
+SCHEMA = load_schema(
+    os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+)
+check_config(config, SCHEMA)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -147,7 +147,7 @@ def test_unknown_dataset_name_is_a_clear_error(tmp_path):
         ),
         (
             {"experiments": {"default": {}, "mine_seed3": {}}},
-            "On instance['experiments']:\n    'mine_seed3'",
+            "experiments: name 'mine_seed3' is not allowed",
         ),
         ({"train": {"seeds": []}}, "should be non-empty"),
     ],

@@ -1,14 +1,21 @@
-"""Turning config sections (plain dicts from config.yaml) into the stages' dataclasses.
+"""The config: checking it before any job runs, merging it, turning sections into dataclasses.
 
-Kept free of torch so that light modules (the CRF workers) can use it without paying for the
-torch import.
+:func:`check_config` reports every unknown key (with the closest known one) and bad value of
+the workflow config against its JSON schema, then values that are impossible together;
+:func:`deep_merge` is the one merge (experiment overrides, presets); :func:`dataclass_from`
+builds a stage's settings dataclass from its section. Kept free of torch so that light modules
+(the CRF workers) can use it without paying for the torch import.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
 
 from smaf.errors import ConfigError
 
@@ -75,3 +82,80 @@ def did_you_mean(word: str, choices: Any) -> str:
     """``" (did you mean 'x'?)"`` for the closest of ``choices``, or ``""``."""
     close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def load_schema(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The workflow's JSON schema (YAML) as a dict."""
+    return yaml.safe_load(Path(path).read_text())
+
+
+def _where(path: Any) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def schema_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """Every place where ``config`` breaks ``schema``, one line each, unknown keys with a
+    suggestion (``self_trian`` → ``self_train``)."""
+    import jsonschema  # Snakemake's dependency; imported here to keep this module light
+
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.path))):
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = set(error.schema.get("properties", {}))
+            for key in sorted(set(error.instance) - known):
+                where = f"in {_where(error.path)}" if error.path else "at the top level"
+                problems.append(
+                    f"unknown key '{key}' {where}{did_you_mean(key, known)}; "
+                    f"known keys there: {', '.join(sorted(known))}."
+                )
+        elif "propertyNames" in error.schema_path:
+            rule = error.schema.get("description") or "see the schema"
+            problems.append(
+                f"{_where(error.path)}: name {error.instance!r} is not allowed ({rule})."
+            )
+        else:
+            problems.append(f"{_where(error.path)}: {error.message}.")
+    return problems
+
+
+def combination_problems(config: dict[str, Any]) -> list[str]:
+    """Values that are each valid but impossible together (checked before any job runs)."""
+    problems = []
+    st = config.get("self_train") or {}
+    crop = (st.get("augment") or {}).get("crop_size")
+    if crop is not None and st.get("target_stride", 1) > crop:
+        problems.append(
+            f"self_train.target_stride {st['target_stride']} is larger than "
+            f"self_train.augment.crop_size {crop}: the target maps would have no pixel. "
+            "Lower target_stride (released: 4) or raise the crop."
+        )
+    gpus = int((config.get("train") or {}).get("gpus", 1))
+    for section in ("pretrain", "self_train", "deeplab"):
+        values = config.get(section) or {}
+        batch, accum = values.get("batch_size"), values.get("grad_accum", 1)
+        if batch is not None and batch % (accum * gpus):
+            problems.append(
+                f"{section}.batch_size {batch} is not divisible by grad_accum {accum} x "
+                f"train.gpus {gpus}: each process needs the same number of images per micro-batch."
+            )
+        augment = values.get("augment") or {}
+        low, high = (augment.get("resize_long") or [0, 0])[:2]
+        if low > high:
+            problems.append(f"{section}.augment.resize_long [{low}, {high}]: min > max.")
+    if (config.get("pretrain") or {}).get("method") == "eps" and (config.get("model") or {}).get(
+        "head"
+    ) == "cam":
+        problems.append(
+            "pretrain.method 'eps' needs a background channel: set model.head to 'eps' or "
+            "'smaf' (or pretrain.method to 'cam')."
+        )
+    return problems
+
+
+def check_config(config: dict[str, Any], schema: dict[str, Any], where: str = "config") -> None:
+    """Raise one ConfigError listing every problem of ``config`` (schema, then combinations)."""
+    problems = schema_problems(config, schema) or combination_problems(config)
+    if problems:
+        shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
+        raise ConfigError(f"{where}: " + " ".join(shown))

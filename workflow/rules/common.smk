@@ -3,6 +3,7 @@ import re
 from pathlib import Path
 
 from smaf.codehash import code_hash
+from smaf.config import check_config
 from smaf.errors import ConfigError
 from smaf.experiments import Experiments, canonical_config
 
@@ -12,6 +13,10 @@ from smaf.experiments import Experiments, canonical_config
 config.update(canonical_config(config))
 #: Experiments x seeds, ablation rows and every run's merged config (smaf.experiments).
 EXP = Experiments(config)
+# Each experiment's overrides, merged into the config, must pass the same schema and the checks
+# of value combinations, before any job runs.
+for _name in EXP.all:
+    check_config(EXP.merged_config(_name), SCHEMA, f"experiment '{_name}'")
 
 DATASET = config["dataset"]
 if DATASET not in config["datasets"]:

@@ -1,0 +1,71 @@
+"""smaf.config: every config problem is found before any job runs, named, with a suggestion."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import REPO_ROOT
+
+from smaf.config import (
+    check_config,
+    combination_problems,
+    deep_merge,
+    load_schema,
+    schema_problems,
+)
+from smaf.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return load_schema(REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml")
+
+
+@pytest.fixture()
+def demo() -> dict:
+    return copy.deepcopy(yaml.safe_load((REPO_ROOT / "config.yaml").read_text()))
+
+
+def test_the_shipped_configs_are_valid(schema, demo) -> None:
+    assert schema_problems(demo, schema) == []
+    assert combination_problems(demo) == []
+    merged = demo
+    for preset in ("voc2012.yaml", "paper.yaml"):  # applied in this order, as documented
+        merged = deep_merge(merged, yaml.safe_load((REPO_ROOT / "config" / preset).read_text()))
+        assert schema_problems(merged, schema) == [], preset
+        assert combination_problems(merged) == [], preset
+
+
+def test_misspelled_top_level_key_is_rejected_with_a_suggestion(schema, demo) -> None:
+    demo["self_trian"] = {"thr": 0.1}
+    (problem,) = schema_problems(demo, schema)
+    assert "unknown key 'self_trian' at the top level (did you mean 'self_train'?)" in problem
+
+
+def test_misspelled_nested_key_is_named_with_its_section(schema, demo) -> None:
+    demo["self_train"]["thrr"] = 0.3
+    demo["crf"]["labels"]["gt_prb"] = 0.7
+    problems = schema_problems(demo, schema)
+    assert any(
+        "unknown key 'gt_prb' in crf.labels (did you mean 'gt_prob'?)" in p for p in problems
+    )
+    assert any("unknown key 'thrr' in self_train (did you mean 'thr'?)" in p for p in problems)
+
+
+def test_out_of_range_value_is_named_by_its_path(schema, demo) -> None:
+    demo["self_train"]["thr"] = 5.0
+    with pytest.raises(ConfigError, match=r"^experiment 'x': self_train\.thr: 5\.0 is greater"):
+        check_config(demo, schema, "experiment 'x'")
+
+
+def test_impossible_combinations(demo) -> None:
+    demo["self_train"]["target_stride"] = 64
+    demo["self_train"]["augment"]["crop_size"] = 48
+    demo["train"]["gpus"] = 3
+    demo["model"]["head"] = "cam"
+    text = " ".join(combination_problems(demo))
+    assert "self_train.target_stride 64 is larger than self_train.augment.crop_size 48" in text
+    assert "pretrain.batch_size 8 is not divisible by grad_accum 1 x train.gpus 3" in text
+    assert "pretrain.method 'eps' needs a background channel" in text
