@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from typing import NoReturn
 
 from smaf.errors import DownloadError
-from smaf.io import atomic_write
+from smaf.io import atomic_write, default_mode
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def safe_extract(
             ) from None
         except OSError as exc:
             raise DownloadError(f"cannot extract {archive} into {dest_dir}: {exc}") from None
-        tmp.chmod(0o755)  # mkdtemp makes it 0700; it may become dest_dir itself
+        tmp.chmod(default_mode(directory=True))  # mkdtemp: 0700; it may become dest_dir
         _merge_move(tmp, dest_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,18 +23,43 @@ from smaf.errors import DataError
 IGNORE_INDEX = 255
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (threads may be writing)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)  # elsewhere: the classic two-call dance
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode ``open()`` / ``mkdir()`` would give a new file / folder under the current umask.
+
+    Temporary files and folders (``tempfile.mkstemp``: 0600, ``mkdtemp``: 0700) get it before
+    they are renamed into place, so outputs are as readable to colleagues on a shared cluster
+    as any file the user writes.
+    """
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only on success.
 
     The temporary file keeps the final suffix (so PIL/numpy pick the right format) and lives in
-    the same directory (so the rename is atomic on POSIX). On any exception it is removed.
+    the same directory (so the rename is atomic on POSIX). On any exception it is removed. The
+    file gets the mode a plain ``open()`` would give it (the umask applies).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent
     )
+    os.fchmod(fd, default_mode())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -153,16 +179,36 @@ def load_saliency(path: str | os.PathLike[str]) -> np.ndarray:
         ) from None
 
 
+#: A line of the field's train_aug lists: "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png".
+_PAIR_LINE = re.compile(r"^/?JPEGImages/(?P<id>.+?)\.jpg\s+/?SegmentationClass\w*/\S+\.png$")
+
+
 def read_id_list(path: str | os.PathLike[str]) -> list[str]:
-    """Read a split list (one image id per line; blank lines ignored; extra columns dropped)."""
+    """Read a split list: one image id per line, the whole line (stripped; spaces are part of
+    the id); blank lines ignored. The field's two-column train_aug lines give their image id.
+
+    Raises:
+        DataError: the file is missing, or an id appears twice (it would count twice).
+    """
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise DataError(f"split list not found: {path}.") from None
-    ids = [line.split()[0] for line in text.splitlines() if line.strip()]
-    # train_aug lists in the wild sometimes hold "/JPEGImages/<id>.jpg /SegmentationClassAug/..".
-    return [Path(i).stem if "/" in i else i for i in ids]
+    ids: dict[str, int] = {}
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        pair = _PAIR_LINE.match(line)
+        image_id = pair["id"] if pair else line
+        if image_id in ids:
+            raise DataError(
+                f"split list {path}, line {lineno}: {image_id!r} is listed again (first on line "
+                f"{ids[image_id]}); an image listed twice would count twice. Remove the duplicate."
+            )
+        ids[image_id] = lineno
+    return list(ids)
 
 
 def write_id_list(path: str | os.PathLike[str], ids: list[str]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import DataError
-from smaf.io import atomic_write, load_mask, save_mask
+from smaf.io import atomic_write, default_mode, load_mask, save_mask
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,7 @@ def make_submission(
         )
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    stage.chmod(default_mode(directory=True))  # it becomes out_dir
     try:
         dest = stage / SUBMISSION_SUBDIR
         for image_id in ids:
