@@ -4,6 +4,7 @@ from pathlib import Path
 
 from smaf.codehash import code_hash
 from smaf.config import check_config
+from smaf.data.sources import source_fingerprint
 from smaf.errors import ConfigError
 from smaf.experiments import Experiments, canonical_config
 
@@ -100,6 +101,16 @@ def dataset_settings(wildcards):
         "root": dataset_root(wildcards),
         "aug_mask_dir": aug_mask_dir(wildcards),
     }
+
+
+def dataset_fingerprint(wildcards):
+    """Names, sizes and mtimes of a user-provided dataset's files (a params entry): an edited
+    split list or a replaced image reruns the dataset stage. None for data the workflow makes
+    (generated or downloaded: Snakemake tracks those outputs itself)."""
+    ds = dataset_cfg(wildcards)
+    if ds.get("download", False):
+        return None
+    return source_fingerprint(ds["source"], dataset_settings(wildcards))
 
 
 def data_path(wildcards, name="index.csv"):

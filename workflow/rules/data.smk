@@ -39,6 +39,7 @@ rule prepare_dataset:
         code=script_code("prepare_dataset.py"),
         source=dataset_field("source"),
         settings=dataset_settings,
+        fingerprint=dataset_fingerprint,
         roles=list(SPLIT_ROLES),
     script:
         "../scripts/prepare_dataset.py"
@@ -61,6 +62,7 @@ rule test_index:
         code=script_code("prepare_dataset.py"),
         source=dataset_field("source"),
         settings=dataset_settings,
+        fingerprint=dataset_fingerprint,
         roles=["test"],
     script:
         "../scripts/prepare_dataset.py"

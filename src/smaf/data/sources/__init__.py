@@ -9,13 +9,21 @@ An adapter is a function ``build(settings, *, name, roles) -> DatasetIndex``:
 * it returns the images with their paths, split roles and image-level labels, unvalidated:
   :func:`smaf.data.prepare.prepare_dataset` checks and writes what every source returns.
 
-A new source is one module here with a ``build`` function, an entry in :data:`ADAPTERS`, and
-its settings in ``workflow/schemas/config.schema.yaml``; no stage changes.
+A source whose files the user provides also has ``watched(settings) -> [paths]``: the files and
+folders whose listing the index depends on, fingerprinted by :func:`fingerprint` so that an
+edited split list or a replaced image reruns the dataset stage (and what follows), and an
+unchanged folder reruns nothing.
+
+A new source is one module here with a ``build`` (and ``watched``) function, an entry in
+:data:`ADAPTERS`, and its settings in ``workflow/schemas/config.schema.yaml``; no stage changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import hashlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from smaf.data.index import DatasetIndex
@@ -31,6 +39,47 @@ ADAPTERS: dict[str, Adapter] = {
     "synthetic": synthetic.build,
     "voc": voc.build,
 }
+#: Source name → the files and folders its index depends on (user-provided data only; the
+#: synthetic dataset is a rule's output and Snakemake tracks it).
+WATCHED: dict[str, Callable[[Mapping[str, Any]], list[Path]]] = {"voc": voc.watched}
+
+
+def _walk(folder: Path, recursive: bool) -> Iterable[str]:
+    """``name size mtime`` of every entry (files of sub-folders too when ``recursive``)."""
+    with os.scandir(folder) as entries:
+        for entry in sorted(entries, key=lambda e: e.name):
+            if entry.is_dir() and recursive:
+                for line in _walk(Path(entry.path), recursive):
+                    yield f"{entry.name}/{line}"
+            else:
+                st = entry.stat()
+                yield f"{entry.name} {st.st_size} {st.st_mtime_ns}"
+
+
+def fingerprint(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = False) -> str:
+    """A cheap fingerprint of files and folders: names, sizes and mtimes, no content read.
+
+    Changes when a file is added, removed, replaced or edited (its mtime), so the dataset
+    stage reruns; a missing path counts as such (it may appear later).
+    """
+    digest = hashlib.sha256()
+    for path in map(Path, paths):
+        digest.update(f"{path}\n".encode())
+        if path.is_dir():
+            for line in _walk(path, recursive):
+                digest.update(f"{line}\n".encode())
+        elif path.exists():
+            st = path.stat()
+            digest.update(f"{st.st_size} {st.st_mtime_ns}\n".encode())
+        else:
+            digest.update(b"missing\n")
+    return digest.hexdigest()
+
+
+def source_fingerprint(source: str, settings: Mapping[str, Any]) -> str | None:
+    """The fingerprint of a user-provided dataset (None for sources the workflow makes)."""
+    watched = WATCHED.get(source)
+    return fingerprint(watched(settings)) if watched is not None else None
 
 
 def build_index(

@@ -401,3 +401,24 @@ def build(
         "saliency_dir": str(layout.saliency_dir) if layout.saliency_dir else None,
     }
     return DatasetIndex.build(records, names, info)
+
+
+def watched(settings: Mapping[str, Any]) -> list[Path]:
+    """Files and folders whose listing (names, sizes, mtimes) the index depends on."""
+    root = Path(settings["root"])
+    paths = [
+        root / "JPEGImages",
+        root / "SegmentationClass",
+        root / "ImageSets" / "Segmentation",
+        root / "Annotations",
+        root / "cls_labels.csv",
+        root / "SegmentationClassAug",
+        root / "SALImages",
+    ]
+    for key in ("aug_mask_dir", "saliency_dir"):
+        if settings.get(key):
+            paths.append(Path(settings[key]))
+    if settings.get("test_root"):
+        test = Path(settings["test_root"])
+        paths += [test / "JPEGImages", test / "ImageSets" / "Segmentation"]
+    return list(dict.fromkeys(paths))
