@@ -41,6 +41,8 @@ rule prepare_dataset:
         settings=dataset_settings,
         fingerprint=dataset_fingerprint,
         roles=list(SPLIT_ROLES),
+        # EPS needs a saliency map per training image: checked here, before any training.
+        needs_saliency=config["pretrain"]["method"] == "eps",
     script:
         "../scripts/prepare_dataset.py"
 

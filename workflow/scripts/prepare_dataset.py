@@ -15,4 +15,5 @@ run_logged(
     name=snakemake.wildcards.dataset,
     roles=list(snakemake.params.roles),
     threads=snakemake.threads,
+    needs_saliency=snakemake.params.get("needs_saliency", False),
 )

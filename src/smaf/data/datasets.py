@@ -20,30 +20,12 @@ from typing import Any, Literal
 import numpy as np
 import torch.utils.data
 
-from smaf.data.index import DatasetIndex, read_index
+from smaf.data.index import DatasetIndex, read_index, require_saliency
 from smaf.errors import DataError
 from smaf.io import IGNORE_INDEX, load_image, load_maps, load_mask, load_saliency
 from smaf.transforms import AugmentConfig, DeepLabAugment, augment_pair, train_augment
 
 MaskMode = Literal["auto", "required", "none"]
-
-#: What to do when EPS has no saliency maps (the three ways to get them, in order).
-SALIENCY_HELP = (
-    "EPS pretraining needs one saliency map per training image. Either (1) point the "
-    "dataset's saliency folder at them (VOC 2012: EPS's PFAN maps, on Google Drive only: the "
-    "manual item voc2012_saliency says how), (2) compute them with the `saliency` rule, or "
-    "(3) set pretrain.method: cam, which needs none"
-)
-
-
-def require_saliency(index: DatasetIndex, ids: list[str], role: str) -> None:
-    """Raise one clear DataError when images of ``ids`` have no saliency map in the index."""
-    missing = [i for i in ids if index.saliency_path(i) is None]
-    if missing:
-        raise DataError(
-            f"{len(missing)} of {len(ids)} {role} images of dataset {index.name or '?'} have no "
-            f"saliency map (first: {missing[0]}). {SALIENCY_HELP}."
-        )
 
 
 def _check_size(image_id: str, what: str, path: Path, arr: np.ndarray, size: tuple) -> None:

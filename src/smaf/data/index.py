@@ -294,3 +294,22 @@ class DatasetIndex:
 def read_index(index: str | os.PathLike[str] | DatasetIndex) -> DatasetIndex:
     """``index`` itself, or the index read from its path (stages accept either)."""
     return index if isinstance(index, DatasetIndex) else DatasetIndex.read(index)
+
+
+#: What to do when EPS has no saliency maps (the three ways to get them, in order).
+SALIENCY_HELP = (
+    "EPS pretraining needs one saliency map per training image. Either (1) point the "
+    "dataset's saliency folder at them (VOC 2012: EPS's PFAN maps, on Google Drive only: the "
+    "manual item voc2012_saliency says how), (2) compute them with the `saliency` rule, or "
+    "(3) set pretrain.method: cam, which needs none"
+)
+
+
+def require_saliency(index: DatasetIndex, ids: list[str], role: str) -> None:
+    """Raise one clear DataError when images of ``ids`` have no saliency map in the index."""
+    missing = [i for i in ids if index.saliency_path(i) is None]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(ids)} {role} images of dataset {index.name or '?'} have no "
+            f"saliency map (first: {missing[0]}). {SALIENCY_HELP}."
+        )

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from smaf.data.index import GT_COLUMNS, PATH_COLUMNS, DatasetIndex
+from smaf.data.index import GT_COLUMNS, PATH_COLUMNS, DatasetIndex, require_saliency
 from smaf.data.sources import TRAINVAL_ROLES, build_index
 from smaf.errors import DataError
 
@@ -182,6 +182,7 @@ def prepare_dataset(
     name: str,
     roles: Sequence[str] = TRAINVAL_ROLES,
     threads: int = 4,
+    needs_saliency: bool = False,
 ) -> dict[str, Any]:
     """Build, check and write the index of dataset ``name``; return its ``dataset.json``.
 
@@ -193,12 +194,15 @@ def prepare_dataset(
             presence means the index is whole.
         roles: :data:`~smaf.data.sources.TRAINVAL_ROLES` or ``("test",)``.
         threads: threads reading image headers.
+        needs_saliency: every train_aug image must have a saliency map (EPS pretraining).
 
     Raises:
         DataError / ConfigError: see :func:`validate_index` and the adapters.
     """
     index = build_index(source, settings, name=name, roles=roles)
     index = validate_index(index, threads=threads)
+    if needs_saliency and "train_aug" in roles:
+        require_saliency(index, index.ids("train_aug"), "train_aug")
     index.info.update({"num_classes": index.num_classes, "class_names": index.class_names})
     index.info.update(summarize(index, roles))
     log.info("dataset %s: %s", name, json.dumps(index.info["images"]))
