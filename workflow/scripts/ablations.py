@@ -3,6 +3,4 @@
 from smaf.runner import run_logged
 from smaf.stages.evaluate import write_ablations
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
-
 run_logged(snakemake.log[0], write_ablations, list(snakemake.params.rows), snakemake.output[0])

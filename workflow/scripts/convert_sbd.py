@@ -4,8 +4,6 @@
 from smaf.data.sbd import extract_and_convert_sbd
 from smaf.runner import run_logged
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
-
 run_logged(
     snakemake.log[0],
     extract_and_convert_sbd,

@@ -8,7 +8,6 @@ from smaf.stages.crf_stage import refine_seeds
 # `snakemake` at the top level would kill them at start-up, and multiprocessing.Pool would
 # then respawn them forever.
 if __name__ == "__main__":
-    snakemake = snakemake  # noqa: F821  (injected by Snakemake)
     run_logged(
         snakemake.log[0],
         refine_seeds,

@@ -9,7 +9,6 @@ from smaf.stages.crf_stage import crf_split
 # `snakemake` at the top level would kill them at start-up, and multiprocessing.Pool would
 # then respawn them forever.
 if __name__ == "__main__":
-    snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
     run_logged(
         snakemake.log[0],
         crf_split,

@@ -5,8 +5,6 @@ from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.deeplab import predict_split
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
-
 run_logged(
     snakemake.log[0],
     predict_split,

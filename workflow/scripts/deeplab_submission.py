@@ -4,8 +4,6 @@
 from smaf.runner import run_logged
 from smaf.stages.submission import make_submission
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
-
 run_logged(
     snakemake.log[0],
     make_submission,

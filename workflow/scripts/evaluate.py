@@ -3,8 +3,6 @@
 from smaf.runner import run_logged
 from smaf.stages.evaluate import evaluate_split
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
-
 run_logged(
     snakemake.log[0],
     evaluate_split,

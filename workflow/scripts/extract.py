@@ -4,8 +4,6 @@
 from smaf.archives import safe_extract
 from smaf.runner import run_logged
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
-
 run_logged(
     snakemake.log[0],
     safe_extract,

@@ -8,8 +8,6 @@ fetched by the workflow; this fails with instructions until the user has put the
 from smaf.download import confirm_manual
 from smaf.runner import run_logged
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
-
 run_logged(
     snakemake.log[0],
     confirm_manual,

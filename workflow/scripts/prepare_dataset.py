@@ -3,8 +3,6 @@
 from smaf.data.prepare import prepare_dataset
 from smaf.runner import run_logged
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
-
 run_logged(
     snakemake.log[0],
     prepare_dataset,

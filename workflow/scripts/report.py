@@ -4,8 +4,6 @@ from smaf.config import runtime_settings
 from smaf.report import build_report
 from smaf.runner import run_logged
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
-
 run_logged(
     snakemake.log[0],
     build_report,

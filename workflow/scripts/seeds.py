@@ -4,7 +4,6 @@ from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.seeds import make_seeds
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 p = snakemake.params
 
 run_logged(

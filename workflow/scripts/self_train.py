@@ -5,8 +5,6 @@ from smaf.config import runtime_settings
 from smaf.distributed import run_training
 from smaf.stages.self_train import self_train
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
-
 # One process, or train.gpus DDP processes under torchrun (the job's gpu resource).
 run_training(
     snakemake.log[0],

@@ -3,8 +3,6 @@
 from smaf.data.synthetic import write_dataset
 from smaf.runner import run_logged
 
-snakemake = snakemake  # noqa: F821  (injected by Snakemake)
-
 run_logged(
     snakemake.log[0],
     write_dataset,

@@ -5,8 +5,6 @@ from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.teacher import teacher_maps
 
-snakemake = snakemake  # noqa: F821 - injected by Snakemake's script directive
-
 run_logged(
     snakemake.log[0],
     teacher_maps,
