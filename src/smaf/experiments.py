@@ -156,7 +156,14 @@ class Experiments:
             return Path(ds["aug_mask_dir"]).is_dir()
         return Path(ds["root"], "SegmentationClassAug").is_dir()
 
+    def has_masks(self, dataset: str) -> bool:
+        """Whether ``dataset`` has ground-truth masks to score (a folder source: if given)."""
+        ds = self.config["datasets"][dataset]
+        return ds["source"] != "folder" or bool(ds.get("masks"))
+
     def _gts(self, dataset: str, run: str) -> list[str]:
+        if not self.has_masks(dataset):
+            return []  # nothing to score against: no mIoU rows rather than made-up ones
         gts = self.section(run, "evaluation")["gt"]
         return [g for g in gts if g != "SegmentationClassAug" or self.has_aug_masks(dataset)]
 
@@ -186,7 +193,14 @@ class Experiments:
         ]
 
     def submission_archives(self, dataset: str) -> list[str]:
-        """Test archives of the experiments whose deeplab.test.submission is true (first seed)."""
+        """Test archives of the experiments whose deeplab.test.submission is true (first seed);
+        a user's own dataset gets its test predictions instead (the VOC server's archive
+        layout means nothing there)."""
+        if self.config["datasets"][dataset]["source"] == "folder":
+            return [
+                f"results/{dataset}/{self.run_names(name)[0]}/deeplab/pred_test_crf"
+                for name in self.listed
+            ]
         return [
             f"results/{dataset}/{self.run_names(name)[0]}/deeplab_submission.tar.gz"
             for name in self.listed

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from smaf.errors import DataError
 
@@ -115,13 +115,50 @@ def save_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 9
         Image.fromarray(image, mode="RGB").save(tmp, format=fmt, quality=quality)
 
 
+#: EXIF orientations that swap width and height (rotations by 90 / 270 degrees).
+_TRANSPOSED = {5, 6, 7, 8}
+#: Pillow modes of 16/32-bit integer greyscale images.
+_WIDE_GREY = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+
+
+def to_rgb(img: Image.Image) -> np.ndarray:
+    """Any Pillow image as uint8 RGB ``[H, W, 3]``, deterministically.
+
+    EXIF orientation is applied (the image as viewers show it, as masks are drawn on it);
+    16-bit greyscale is scaled to 8 bits (÷ 257, so 65535 → 255; a 32-bit "I" image whose
+    values stay within 0..255 is taken as 8-bit), float images are clipped to 0..255; alpha is dropped (the colour under it is kept); palette,
+    greyscale, bilevel and CMYK images are converted with Pillow's standard conversions.
+    """
+    img = ImageOps.exif_transpose(img)
+    if img.mode in _WIDE_GREY:
+        arr = np.asarray(img, dtype=np.int64)
+        # 16-bit data (Pillow opens some 16-bit PNGs as "I"): 0..65535 → 0..255.
+        if img.mode != "I" or arr.max(initial=0) > 255:
+            arr = arr // 257
+        grey = np.clip(arr, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode == "F":
+        grey = np.clip(np.asarray(img, dtype=np.float32), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image as :func:`load_image` returns it, from the header only."""
+    with Image.open(path) as img:
+        w, h = img.size
+        orientation = img.getexif().get(0x0112, 1)  # EXIF Orientation
+    return (w, h) if orientation in _TRANSPOSED else (h, w)
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as uint8 RGB ``[H, W, 3]``; a missing or corrupt file is a DataError."""
+    """Read an image file as uint8 RGB ``[H, W, 3]`` (:func:`to_rgb`); a missing or corrupt
+    file is a DataError."""
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
+            return to_rgb(img)
     except FileNotFoundError:
         raise DataError(
             f"image not found: {path}. Check the dataset root and the split list."

@@ -96,6 +96,9 @@ def dataset_root(wildcards):
 def dataset_settings(wildcards):
     """What the dataset's source adapter reads: its config entry with the resolved folders."""
     ds = dataset_cfg(wildcards)
+    if ds["source"] == "folder":
+        # `saliency: compute`: the saliency rule writes the maps there.
+        return {**ds, "saliency_out": data_path(wildcards, "saliency")}
     return {
         **ds,
         "root": dataset_root(wildcards),
@@ -130,6 +133,8 @@ def test_index_inputs(wildcards):
 def dataset_inputs(wildcards):
     """What must exist before a dataset can be indexed: its generator's or download's output."""
     ds = dataset_cfg(wildcards)
+    if ds["source"] == "folder":
+        return {}  # the user's own files, tracked by dataset_fingerprint
     if ds["source"] == "synthetic":
         return {"root": f"resources/{wildcards.dataset}/VOC2012"}
     inputs = {}

@@ -212,11 +212,11 @@ class DatasetIndex:
     def __contains__(self, image_id: object) -> bool:
         return image_id in self._row
 
-    def ids(self, role: str | None = None) -> list[str]:
+    def ids(self, role: str | None = None, *, allow_empty: bool = False) -> list[str]:
         """Image ids of split ``role`` (all ids for None), in index order.
 
         Raises:
-            DataError: the role is unknown or has no images.
+            DataError: the role is unknown, or has no images (unless ``allow_empty``).
         """
         if role is None:
             return list(self.table.index)
@@ -226,7 +226,7 @@ class DatasetIndex:
                 f"dataset {self.name or '?'} has no split {role!r} (has: {', '.join(self.roles)})."
             )
         ids = list(self.table.index[self.table[col].to_numpy() == 1])
-        if not ids:
+        if not ids and not allow_empty:
             raise DataError(
                 f"split {role!r} of dataset {self.name or '?'} has no images; check the "
                 "dataset's split lists."

@@ -82,22 +82,14 @@ def labels_from_mask(
     return labels
 
 
-def labels_from_xml(path: str | os.PathLike[str], class_names: Sequence[str]) -> np.ndarray:
-    """Image-level labels from a VOC XML annotation: the ``<object><name>`` tags.
+def xml_object_names(path: str | os.PathLike[str]) -> list[str]:
+    """The ``<object><name>`` tags of a VOC-style XML annotation, in file order.
 
     Every object counts, ``difficult`` and ``truncated`` ones included (as in the field's
     ``cls_labels.npy``); body-part names (``<part><name>``) are not objects and are skipped.
-
-    Args:
-        path: the ``Annotations/<id>.xml`` file.
-        class_names: the foreground class names in label order (a leading ``'background'``,
-            as in :data:`VOC_CLASSES`, is dropped).
-
-    Returns:
-        float32 ``[C]`` of 0.0/1.0, ``C = len(foreground names)``.
+    A file declaring a DOCTYPE/ENTITY is refused (entity expansion).
     """
     path = Path(path)
-    names = _foreground_names(class_names)
     try:
         text = path.read_bytes()
     except FileNotFoundError:
@@ -118,13 +110,30 @@ def labels_from_xml(path: str | os.PathLike[str], class_names: Sequence[str]) ->
         raise DataError(
             f"cannot parse annotation {path} ({exc}). Re-download or re-extract the dataset."
         ) from None
-    labels = np.zeros(len(names), dtype=np.float32)
-    index = {name: i for i, name in enumerate(names)}
+    names = []
     for obj in tree.iter("object"):
         name_el = obj.find("name")  # direct child only: <part><name> tags are body parts
         if name_el is None or not (name_el.text or "").strip():
             raise DataError(f"annotation {path} has an <object> without a <name>.")
-        name = name_el.text.strip()
+        names.append(name_el.text.strip())
+    return names
+
+
+def labels_from_xml(path: str | os.PathLike[str], class_names: Sequence[str]) -> np.ndarray:
+    """Image-level labels from a VOC XML annotation: its object names (:func:`xml_object_names`).
+
+    Args:
+        path: the ``Annotations/<id>.xml`` file.
+        class_names: the foreground class names in label order (a leading ``'background'``,
+            as in :data:`VOC_CLASSES`, is dropped).
+
+    Returns:
+        float32 ``[C]`` of 0.0/1.0, ``C = len(foreground names)``.
+    """
+    names = _foreground_names(class_names)
+    labels = np.zeros(len(names), dtype=np.float32)
+    index = {name: i for i, name in enumerate(names)}
+    for name in xml_object_names(path):
         if name not in index:
             raise DataError(
                 f"annotation {path} names an unknown class {name!r}; "

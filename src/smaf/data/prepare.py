@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from smaf.data.index import GT_COLUMNS, PATH_COLUMNS, DatasetIndex, require_saliency
 from smaf.data.sources import TRAINVAL_ROLES, build_index
 from smaf.errors import DataError
+from smaf.io import image_size
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,16 @@ def _first(items: Sequence[str], n: int = 5) -> str:
     return shown + (f", ... ({len(items)} in all)" if len(items) > n else "")
 
 
+def _checked_columns(index: DatasetIndex) -> list[str]:
+    """Path columns whose files must exist now (saliency maps computed later are not)."""
+    computed = index.info.get("saliency_computed", False)
+    return [c for c in PATH_COLUMNS if not (c == "saliency" and computed)]
+
+
 def _check_files_exist(index: DatasetIndex) -> None:
     """Every path in the index names an existing file (one listdir per folder)."""
     listings: dict[Path, set[str]] = {}
-    for column in PATH_COLUMNS:
+    for column in _checked_columns(index):
         missing = []
         for value in index.table[column]:
             if not value:
@@ -67,22 +74,20 @@ def _check_files_exist(index: DatasetIndex) -> None:
 
 
 def _image_size(path: str) -> tuple[int, int]:
-    """(height, width) from the file header; a corrupt file is a DataError naming it."""
+    """(height, width) as loaded (EXIF orientation applied); a corrupt file is a DataError."""
     try:
-        with Image.open(path) as img:
-            w, h = img.size
+        return image_size(path)
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(
             f"cannot read {path} ({exc}). The file is corrupt or truncated: re-download or "
             "re-extract it."
         ) from None
-    return h, w
 
 
 def _check_sizes(index: DatasetIndex, threads: int) -> None:
     """Record every image's size; its mask, aug mask and saliency map must have the same."""
     table = index.table
-    columns = [c for c in PATH_COLUMNS if index.has_column(c)]
+    columns = [c for c in _checked_columns(index) if index.has_column(c)]
     jobs = [(c, p) for c in columns for p in table[c] if p]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         sizes = dict(zip(jobs, pool.map(lambda job: _image_size(job[1]), jobs), strict=True))
@@ -128,7 +133,7 @@ def validate_index(index: DatasetIndex, *, threads: int = 4) -> DatasetIndex:
             log.warning(
                 "%d train images are not in train_aug (usually train ⊂ train_aug)", len(not_in_aug)
             )
-    for role in ROLES_WITH_MASKS:
+    for role in index.info.get("masks_required", ROLES_WITH_MASKS):
         if role in roles:
             no_mask = [i for i in index.ids(role) if index.mask_path(i) is None]
             if no_mask:
@@ -151,7 +156,7 @@ def validate_index(index: DatasetIndex, *, threads: int = 4) -> DatasetIndex:
 def summarize(index: DatasetIndex, roles: Sequence[str]) -> dict[str, Any]:
     """Counts for ``dataset.json``: images per role, per class, saliency / aug-mask coverage."""
     names = index.class_names
-    info: dict[str, Any] = {"images": {r: len(index.ids(r)) for r in roles}}
+    info: dict[str, Any] = {"images": {r: len(index.ids(r, allow_empty=True)) for r in roles}}
     if "train_aug" in roles:
         train_aug = index.ids("train_aug")
         lab = np.stack([index.labels(i) for i in train_aug])
@@ -166,7 +171,10 @@ def summarize(index: DatasetIndex, roles: Sequence[str]) -> dict[str, Any]:
     if "train" in roles:
         has_aug = index.has_column(GT_COLUMNS["SegmentationClassAug"])
         info["aug_masks_train"] = (
-            sum(index.mask_path(i, "aug_mask") is not None for i in index.ids("train"))
+            sum(
+                index.mask_path(i, "aug_mask") is not None
+                for i in index.ids("train", allow_empty=True)
+            )
             if has_aug
             else None
         )

@@ -365,7 +365,7 @@ def crf_split(
     if not isinstance(crf, DenseCRF):
         crf = dataclass_from(DenseCRF, crf, "deeplab.test.crf")
     index = read_index(index)
-    ids = index.ids(role)
+    ids = index.ids(role, allow_empty=True)  # a user's dataset may have no test images
     logits_dir = Path(logits_dir)
     fingerprint = {
         "crf": asdict(crf),

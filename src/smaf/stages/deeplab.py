@@ -236,7 +236,7 @@ def predict_split(
     use_threads(threads)
     dev = resolve_device(device)
     index = read_index(index)
-    ids = index.ids(role)
+    ids = index.ids(role, allow_empty=True)  # a user's dataset may have no test images
     model, meta = load_deeplab(model_path)
     model.to(dev).eval()
     fingerprint = {

@@ -52,6 +52,11 @@ SUMMARY_COLUMNS = (
 _SORT = ["dataset", "experiment", "stage", "split", "gt"]
 
 
+def _masks_required(index: DatasetIndex) -> list[str]:
+    """Roles whose every image has a mask (VOC: train and val; a user's folder: none)."""
+    return list(index.info.get("masks_required", ("train", "val")))
+
+
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -96,9 +101,9 @@ def evaluate_split(
     num_classes = index.num_classes
     names = index.class_names
     pred_dir = Path(pred_dir)
-    ids = index.ids(role)
+    ids = index.ids(role, allow_empty=True)
     no_gt = [i for i in ids if index.mask_path(i, gt) is None]
-    if no_gt:
+    if no_gt and (gt == "SegmentationClassAug" or role in _masks_required(index)):
         raise DataError(
             f"{len(no_gt)} of {len(ids)} {role} images have no {gt} ground truth (first: "
             f"{no_gt[0]}). "
@@ -109,6 +114,14 @@ def evaluate_split(
                 else "Evaluate a split with masks."
             )
         )
+    if no_gt:  # masks for a subset (a user's own data): score the images that have one
+        log.info(
+            "evaluate: %d of %d %s images have a mask; scoring those",
+            len(ids) - len(no_gt),
+            len(ids),
+            role,
+        )
+        ids = [i for i in ids if index.mask_path(i, gt) is not None]
     have = {p.name for p in pred_dir.iterdir()} if pred_dir.is_dir() else set()
     missing = [i for i in ids if f"{i}.png" not in have]
     if missing:
@@ -173,6 +186,7 @@ def evaluate_split(
         "gt": gt,
         "path": str(pred_dir),
         "n_images": len(ids),
+        **({"n_images_without_gt": len(no_gt)} if no_gt else {}),
         "miou": _nan_to_none(s["miou"]),
         "pixel_acc": _nan_to_none(s["pixel_acc"]),
         "mean_acc": _nan_to_none(s["mean_acc"]),

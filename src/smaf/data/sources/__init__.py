@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from smaf.data.index import DatasetIndex
-from smaf.data.sources import synthetic, voc
+from smaf.data.sources import folder, synthetic, voc
 from smaf.errors import ConfigError
 
 TRAINVAL_ROLES = voc.TRAINVAL_ROLES
@@ -38,10 +38,14 @@ Adapter = Callable[..., DatasetIndex]
 ADAPTERS: dict[str, Adapter] = {
     "synthetic": synthetic.build,
     "voc": voc.build,
+    "folder": folder.build,
 }
 #: Source name → the files and folders its index depends on (user-provided data only; the
 #: synthetic dataset is a rule's output and Snakemake tracks it).
-WATCHED: dict[str, Callable[[Mapping[str, Any]], list[Path]]] = {"voc": voc.watched}
+WATCHED: dict[str, Callable[[Mapping[str, Any]], list[Path]]] = {
+    "voc": voc.watched,
+    "folder": folder.watched,
+}
 
 
 def _walk(folder: Path, recursive: bool) -> Iterable[str]:
@@ -79,7 +83,7 @@ def fingerprint(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = Fa
 def source_fingerprint(source: str, settings: Mapping[str, Any]) -> str | None:
     """The fingerprint of a user-provided dataset (None for sources the workflow makes)."""
     watched = WATCHED.get(source)
-    return fingerprint(watched(settings)) if watched is not None else None
+    return fingerprint(watched(settings), recursive=True) if watched is not None else None
 
 
 def build_index(
