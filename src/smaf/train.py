@@ -36,7 +36,7 @@ import random
 import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from smaf import distributed
+from smaf.config import RuntimeConfig
 from smaf.errors import ConfigError, SmafError
 from smaf.io import atomic_write
 
@@ -70,40 +71,37 @@ class OptimConfig:
 
 
 @dataclass
-class LoopConfig:
-    """How long and how to train (shared keys of every training stage)."""
+class LoopConfig(RuntimeConfig):
+    """How long and how to train (shared keys of every training stage).
+
+    The fields inherited from :class:`~smaf.config.RuntimeConfig` (device, cadences, speed
+    options, gpus, num_workers) say how the loop runs; the ones below what it computes.
+    """
 
     iterations: int = 20000  # optimizer steps
     batch_size: int = 8  # images per optimizer step (split over grad_accum micro-batches)
     grad_accum: int = 1  # micro-batches per step (DeepLab: batch 10 as 5 × 2)
-    checkpoint_every: int = 1000  # steps between checkpoints in the state folder
-    log_every: int = 50  # steps between progress lines
     seed: int = 0  # seeds torch / numpy / python and the sample stream
-    device: str = "auto"  # 'auto' (CUDA if available) | 'cpu' | 'cuda' | 'cuda:1' ...
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    num_workers: int = 0  # DataLoader worker processes (the rule's threads - 1)
-    channels_last: bool = False  # NHWC weights (activations follow; faster convs on GPUs)
-    compile: bool = False  # torch.compile the model (slow first steps, faster after)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.iterations < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ConfigError("training: iterations, batch_size and grad_accum must be >= 1")
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"training: batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
             )
-        if self.checkpoint_every < 1 or self.log_every < 1:
-            raise ConfigError("training: checkpoint_every and log_every must be >= 1")
 
 
 def loop_identity(loop: LoopConfig) -> dict[str, Any]:
     """The loop settings that define *what* is trained (for checkpoint fingerprints).
 
-    Device, workers and logging/checkpoint cadence may change between a run and its resume
-    (e.g. resumed on another node) without changing the result.
+    Everything but the :class:`~smaf.config.RuntimeConfig` fields, which may change between a
+    run and its resume (e.g. resumed on another node) without changing the result.
     """
-    skip = {"device", "num_workers", "log_every", "checkpoint_every", "channels_last", "compile"}
-    return {k: v for k, v in asdict(loop).items() if k not in skip}
+    runtime = {f.name for f in fields(RuntimeConfig)}
+    return {k: v for k, v in asdict(loop).items() if k not in runtime}
 
 
 def resolve_device(name: str) -> torch.device:
