@@ -8,6 +8,11 @@ trajectories and the final weights.
 from __future__ import annotations
 
 import copy
+import os
+import signal
+import subprocess
+import sys
+import time
 from itertools import islice
 
 import pandas as pd
@@ -75,6 +80,36 @@ def test_sigterm_or_ctrl_c_to_a_ddp_run_checkpoints_all_ranks_at_one_step(tmp_pa
     assert ckpt["step"] == 3 and len(ckpt["rng_ranks"]) == 2
     resumed = run_worker(tmp_path, "resumed", 2, "--state-dir", str(state))
     assert_same_trajectory(run_worker(tmp_path, "full", 2), resumed, rel=1e-6)
+
+
+def test_ctrl_c_to_the_launcher_alone_is_passed_to_torchrun_and_waited_for(tmp_path):
+    """The job's own process (run_training) passes a SIGINT it alone got to torchrun (here a
+    stand-in that exits 130 on SIGINT, as torchrun's stopped workers do), waits for it, and
+    exits 130 itself, without a KeyboardInterrupt traceback."""
+    ready, stopped = tmp_path / "ready", tmp_path / "stopped"
+    torchrun = (
+        "import pathlib, signal, sys, time\n"
+        "def stop(*_):\n"
+        "    pathlib.Path(sys.argv[2]).write_text('SIGINT')\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "time.sleep(120)\n"
+    )
+    cmd = [sys.executable, "-c", torchrun, str(ready), str(stopped)]
+    launcher = f"from smaf.distributed import _run_torchrun\n_run_torchrun({cmd!r}, 2)\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)  # the launcher only, not its process group
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stopped.read_text() == "SIGINT"
 
 
 def test_torchrun_command_and_stage_names():

@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import nn
 
 from smaf.errors import ConfigError, SmafError
+from smaf.interrupts import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -271,10 +272,16 @@ def run_training(
 
 def _run_torchrun(cmd: list[str], processes: int) -> None:
     log.info("DDP: %d processes: %s", processes, " ".join(cmd))
-    result = subprocess.run(cmd, check=False)
-    if result.returncode != 0:
+    # Ctrl-C / SIGTERM: torchrun passes the signal to its processes, which checkpoint at their
+    # next step and exit (smaf.train.fit says so in the log). Wait for that instead of the
+    # KeyboardInterrupt that would kill torchrun mid-checkpoint, then exit as they did.
+    with subprocess.Popen(cmd) as proc, StopSignals(on_signal=proc.send_signal) as stop:
+        returncode = proc.wait()
+    if returncode != 0 and stop.signum:
+        raise SystemExit(128 + stop.signum)
+    if returncode != 0:
         raise SmafError(
-            f"DDP training with {processes} processes failed (exit status {result.returncode}); "
+            f"DDP training with {processes} processes failed (exit status {returncode}); "
             "the first error of each process is in this log above."
         )
 
