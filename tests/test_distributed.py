@@ -8,47 +8,23 @@ trajectories and the final weights.
 from __future__ import annotations
 
 import copy
-import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from itertools import islice
 
 import pandas as pd
 import pytest
-from workflow_utils import REPO_ROOT, TINY_CONFIG, snakemake
+from worker_utils import assert_same_trajectory, run_worker
+from workflow_utils import TINY_CONFIG, snakemake
 
 from smaf import distributed
 from smaf.errors import ConfigError
 from smaf.models.checkpoint import load_model
 from smaf.stages.pretrain import pretrain
 from smaf.train import SampleStream, load_checkpoint
-
-WORKER = REPO_ROOT / "tests" / "ddp_worker.py"
-
-
-def run_worker(tmp_path, name, processes, *args, expect_ok=True):
-    out = tmp_path / f"{name}.json"
-    cmd = [sys.executable, str(WORKER), str(out), *args]
-    if processes > 1:
-        torchrun = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"]
-        cmd[1:1] = torchrun
-    # A session of its own: --sigterm-at signals the worker's whole process group.
-    result = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=300, check=False, start_new_session=True
-    )
-    if not expect_ok:
-        assert result.returncode != 0, result.stdout + result.stderr
-        return None
-    assert result.returncode == 0, result.stdout + result.stderr
-    return json.loads(out.read_text())
-
-
-def assert_same_trajectory(a, b, rel=1e-5):
-    assert [r["step"] for r in a["history"]] == [r["step"] for r in b["history"]]
-    for ra, rb in zip(a["history"], b["history"], strict=True):
-        for key in ("loss", "cls", "sal", "lr"):
-            assert ra[key] == pytest.approx(rb[key], rel=rel, abs=1e-6), (key, ra, rb)
-    assert a["weights_abs_sum"] == pytest.approx(b["weights_abs_sum"], rel=rel)
 
 
 def test_sample_stream_shards_each_micro_batch_between_processes():
@@ -89,18 +65,51 @@ def test_ddp_resume_after_kill_repeats_the_uninterrupted_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_to_a_ddp_run_checkpoints_all_ranks_at_one_step(tmp_path):
-    """SIGTERM to torchrun and both workers (a SLURM time limit) at rank 0's step 3: the
-    processes agree to stop at that step, rank 0 checkpoints it (between the every-2-steps
-    checkpoints) with both ranks' RNG states, and the rerun finishes like an unkilled run."""
+@pytest.mark.parametrize("signame", ["TERM", "INT"])
+def test_sigterm_or_ctrl_c_to_a_ddp_run_checkpoints_all_ranks_at_one_step(tmp_path, signame):
+    """SIGTERM (a SLURM time limit) or SIGINT (Ctrl-C) to torchrun, which passes it to both
+    workers, at rank 0's step 3 (rank 0 is signalled directly too): the processes agree to stop
+    at that step, rank 0 checkpoints it (between the every-2-steps checkpoints) with both
+    ranks' RNG states and says so in one line, and the rerun finishes like an unkilled run."""
     state = tmp_path / "state"
-    run_worker(
-        tmp_path, "killed", 2, "--state-dir", str(state), "--sigterm-at", "3", expect_ok=False
-    )
+    args = ("--state-dir", str(state), "--signal-at", "3", "--signal-name", signame)
+    stopped = run_worker(tmp_path, "killed", 2, *args, expect_ok=False)
+    line = f"interrupted (SIG{signame}): checkpoint written at step 3; rerun to resume"
+    assert stopped.stderr.count(line) == 1, stopped.stderr
     ckpt = load_checkpoint(state / "checkpoint.pt")
     assert ckpt["step"] == 3 and len(ckpt["rng_ranks"]) == 2
     resumed = run_worker(tmp_path, "resumed", 2, "--state-dir", str(state))
     assert_same_trajectory(run_worker(tmp_path, "full", 2), resumed, rel=1e-6)
+
+
+def test_ctrl_c_to_the_launcher_alone_is_passed_to_torchrun_and_waited_for(tmp_path):
+    """The job's own process (run_training) passes a SIGINT it alone got to torchrun (here a
+    stand-in that exits 130 on SIGINT, as torchrun's stopped workers do), waits for it, and
+    exits 130 itself, without a KeyboardInterrupt traceback."""
+    ready, stopped = tmp_path / "ready", tmp_path / "stopped"
+    torchrun = (
+        "import pathlib, signal, sys, time\n"
+        "def stop(*_):\n"
+        "    pathlib.Path(sys.argv[2]).write_text('SIGINT')\n"
+        "    sys.exit(130)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        "pathlib.Path(sys.argv[1]).touch()\n"
+        "time.sleep(120)\n"
+    )
+    cmd = [sys.executable, "-c", torchrun, str(ready), str(stopped)]
+    launcher = f"from smaf.distributed import _run_torchrun\n_run_torchrun({cmd!r}, 2)\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", launcher], stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while not ready.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)  # the launcher only, not its process group
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert stopped.read_text() == "SIGINT"
 
 
 def test_torchrun_command_and_stage_names():
@@ -137,13 +146,13 @@ def test_workflow_trains_with_one_process_per_gpu_resource(ddp_run):
     for name, stage in (("pretrain", "pretrain"), ("default/self_train", "default/self_train")):
         log = (ddp_run / "logs/synthetic" / f"{name}.log").read_text()
         assert "DDP: 2 processes" in log and "DDP: rank 0 of 2 on cpu" in log
-        assert "step 4/4" in log
+        assert "4/4 steps" in log
         history = pd.read_csv(ddp_run / "results/synthetic" / stage / "history.csv")
         assert history["step"].tolist() == [1, 2, 3, 4]
         model, meta = load_model(ddp_run / "results/synthetic" / stage / "model.pt")
         assert meta["iterations"] == 4 and model.num_classes == 6
     log = (ddp_run / "logs/synthetic/default/deeplab/train.log").read_text()
-    assert "DDP: 2 processes" in log and "step 3/3" in log  # batch 4: 2 per process
+    assert "DDP: 2 processes" in log and "3/3 steps" in log  # batch 4: 2 per process
     history = pd.read_csv(ddp_run / "results/synthetic/default/deeplab/history.csv")
     assert history["step"].tolist() == [1, 2, 3] and history["loss"].notna().all()
 
@@ -156,4 +165,4 @@ def test_fewer_gpus_than_configured_trains_with_fewer_processes(tmp_path):
     snakemake(tmp_path, target, "--cores", "2", "--resources", "gpu=1", config=config)
     log = (tmp_path / "logs/synthetic/pretrain.log").read_text()
     assert "train.gpus is 2 but this job got gpu=1" in log
-    assert "DDP" not in log.split("train.gpus is 2")[1] and "step 4/4" in log
+    assert "DDP" not in log.split("train.gpus is 2")[1] and "4/4 steps" in log

@@ -74,10 +74,10 @@ def _start(workdir: Path, target: str) -> subprocess.Popen:
 
 
 def _last_step(log: Path) -> int:
-    """Highest `step k/N` progress line in a training log (0 if none yet)."""
+    """Highest `k/N steps` progress line in a training log (0 if none yet)."""
     if not log.is_file():
         return 0
-    steps = re.findall(r"step (\d+)/\d+", log.read_text(errors="replace"))
+    steps = re.findall(r"(\d+)/\d+ steps", log.read_text(errors="replace"))
     return max(map(int, steps), default=0)
 
 

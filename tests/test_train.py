@@ -1,16 +1,21 @@
-"""The shared training loop: poly schedule, sample stream, checkpoints, resume, NaN, SIGTERM."""
+"""The shared training loop: poly schedule, sample stream, checkpoints, resume, NaN, SIGTERM,
+Ctrl-C, progress lines, the state folder lock."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
+import socket
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
+from smaf.checkpointing import StateLock
 from smaf.errors import SmafError
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.train import (
@@ -205,3 +210,59 @@ def test_history_is_the_same_whatever_the_log_interval():
     model, opt, cfg = make()
     sparse = fit(model, opt, ToySet(), step_fn, replace(LOOP, log_every=5), cfg, None, CONFIG)
     assert every == sparse
+
+
+def test_ctrl_c_writes_a_checkpoint_then_exits_130_and_restores_the_handler(tmp_path, caplog):
+    def int_at_2(model, batch, device):
+        int_at_2.calls += 1
+        if int_at_2.calls == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step_fn(model, batch, device)
+
+    int_at_2.calls = 0
+    before = signal.getsignal(signal.SIGINT)
+    model, opt, cfg = make()
+    with pytest.raises(SystemExit) as exc:
+        fit(model, opt, ToySet(), int_at_2, LOOP, cfg, tmp_path, CONFIG)
+    assert exc.value.code == 130
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
+    assert "interrupted (SIGINT): checkpoint written at step 2; rerun to resume" in caplog.text
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_progress_lines_every_log_every_steps_and_at_the_first_step_of_a_resumed_run(
+    tmp_path, caplog
+):
+    """A run resumed at step 3 (log_every 4) writes steps 4 (its first), 4 (a multiple, the
+    same line is not repeated) and 6 (the last), with images/s counting this run only."""
+    loop = replace(LOOP, log_every=4)
+    model, opt, cfg = make()
+    fit(model, opt, ToySet(), step_fn, loop, cfg, tmp_path, CONFIG, stop_after=4)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="smaf.train"):
+        model, opt, cfg = make()
+        fit(model, opt, ToySet(), step_fn, loop, cfg, tmp_path, CONFIG, desc="pretrain")
+    lines = [r.getMessage() for r in caplog.records if r.name == "smaf.train"]
+    assert lines[0].startswith("resuming from") and lines[0].endswith("at step 3 of 6")
+    progress = [line for line in lines if line.startswith("pretrain: ")]
+    assert [line.split(",")[0] for line in progress] == [
+        "pretrain: 4/6 steps",
+        "pretrain: 6/6 steps",
+    ]
+    assert "images/s" in progress[0] and "ETA" in progress[0]
+    assert re.search(r"loss=\d+\.\d{4} lr=\d\.\d\de-\d\d$", progress[0]), progress[0]
+
+
+def test_state_folder_lock_is_exclusive_even_in_one_process_and_names_its_holder(tmp_path):
+    first = StateLock(tmp_path)
+    first.acquire()
+    holder = json.loads((tmp_path / "lock").read_text())
+    assert holder == {"pid": os.getpid(), "host": socket.gethostname()}
+    model, opt, cfg = make()
+    with pytest.raises(SmafError, match=rf"another trainer \(PID {os.getpid()} on "):
+        fit(model, opt, ToySet(), step_fn, LOOP, cfg, tmp_path, CONFIG)
+    assert not (tmp_path / "checkpoint.pt").exists()
+    first.release()
+    fit(model, opt, ToySet(), step_fn, replace(LOOP, iterations=1), cfg, tmp_path, CONFIG)
+    with StateLock(tmp_path):  # fit let go of it when it returned
+        pass

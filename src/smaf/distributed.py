@@ -19,6 +19,7 @@ that is how the tests check that 2 processes follow the 1-process loss trajector
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -32,8 +33,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from smaf.errors import ConfigError, SmafError
+from smaf.interrupts import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +120,20 @@ def mean_over_ranks(values: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
 
 
+def max_over_ranks(value: float) -> float:
+    """The largest ``value`` of all processes (identity without a process group)."""
+    if not context().enabled:
+        return value
+    t = torch.tensor([float(value)], dtype=torch.float64, device=_reduce_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def any_rank(flag: bool) -> bool:
     """True when ``flag`` is true on any process (identity without a process group)."""
     if not context().enabled:
         return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=_reduce_device())
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return max_over_ranks(1.0 if flag else 0.0) > 0
 
 
 def gather(obj: Any) -> list[Any]:
@@ -139,6 +149,52 @@ def barrier() -> None:
     """Wait for every process (no-op without a process group)."""
     if context().enabled:
         dist.barrier()
+
+
+class _DDP(nn.parallel.DistributedDataParallel):
+    """DDP that also answers the wrapped model's attributes (``has_background``, ``scales``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.module, name)
+
+
+def _trains_batchnorm(model: nn.Module) -> bool:
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm)
+        and any(p.requires_grad for p in m.parameters(recurse=False))
+        for m in model.modules()
+    )
+
+
+def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` in DDP (SyncBatchNorm on GPUs when BN is trained), in this process group.
+
+    ``model`` itself is changed in place only by the SyncBatchNorm conversion, which keeps its
+    parameter names (checkpoints hold ``model``'s state dict, not the wrapper's).
+    """
+    ctx = context()
+    if _trains_batchnorm(model):
+        if device.type == "cuda":
+            nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            log.info("DDP: BatchNorm layers synchronised across %d GPUs", ctx.world_size)
+        else:
+            log.warning(
+                "DDP on CPU: BatchNorm statistics are per process (SyncBatchNorm needs GPUs)"
+            )
+    wrapped = _DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    log.info("DDP: rank %d of %d on %s", ctx.rank, ctx.world_size, device)
+    return wrapped
+
+
+def no_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """``model.no_sync()`` for a DDP micro-batch that must not all-reduce yet (else nothing)."""
+    if sync:
+        return contextlib.nullcontext()
+    inner = getattr(model, "_orig_mod", model)  # a compiled DDP module
+    return inner.no_sync()
 
 
 def stage_name(func: Callable[..., Any]) -> str:
@@ -216,10 +272,16 @@ def run_training(
 
 def _run_torchrun(cmd: list[str], processes: int) -> None:
     log.info("DDP: %d processes: %s", processes, " ".join(cmd))
-    result = subprocess.run(cmd, check=False)
-    if result.returncode != 0:
+    # Ctrl-C / SIGTERM: torchrun passes the signal to its processes, which checkpoint at their
+    # next step and exit (smaf.train.fit says so in the log). Wait for that instead of the
+    # KeyboardInterrupt that would kill torchrun mid-checkpoint, then exit as they did.
+    with subprocess.Popen(cmd) as proc, StopSignals(on_signal=proc.send_signal) as stop:
+        returncode = proc.wait()
+    if returncode != 0 and stop.signum:
+        raise SystemExit(128 + stop.signum)
+    if returncode != 0:
         raise SmafError(
-            f"DDP training with {processes} processes failed (exit status {result.returncode}); "
+            f"DDP training with {processes} processes failed (exit status {returncode}); "
             "the first error of each process is in this log above."
         )
 

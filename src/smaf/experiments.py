@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from smaf.config import canonical, deep_merge, did_you_mean
+from smaf.config import canonical, deep_merge, did_you_mean, result_train_keys
 from smaf.errors import ConfigError
 
 #: Run name of an experiment's extra seeds: ``<name>_seed<k>``.
@@ -31,9 +31,6 @@ SEED_STAGES = ("seed", "crf")
 DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
 #: `deeplab:` keys the workflow uses (inference, where labels and init come from), not training.
 DEEPLAB_WORKFLOW_KEYS = ("test", "labels_from", "init_from")
-#: `train:` keys that change results: they reach every training stage as params. The other
-#: `train:` keys say where, how fast and how verbosely a job runs (smaf.config.runtime_settings).
-RESULT_TRAIN_KEYS = ("amp",)
 
 
 def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +132,10 @@ class Experiments:
         """What a training stage's rule passes as params: the shared result-changing ``train:``
         keys, the run's random seed, and the run's ``section`` (``run=None``: pretraining,
         shared by every run, first seed). DeepLab's workflow keys are left out."""
-        shared = {k: self.config["train"][k] for k in RESULT_TRAIN_KEYS}
+        # `train:` keys that change results (smaf.config.RuntimeConfig's fields say how a
+        # job runs: they are no params, so changing them reruns nothing).
+        train = self.config["train"]
+        shared = {k: train[k] for k in result_train_keys(train)}
         if run is None:
             seed, values = self.seeds[0], dict(self.config[section])
         else:

@@ -28,13 +28,6 @@ if DATASET not in config["datasets"]:
 #: Split roles of the dataset index (the values name the dataset's own split lists).
 SPLIT_ROLES = ("train_aug", "train", "val")
 
-#: Training-loop keys shared by every training stage (config `train:`) that change results:
-#: they reach the rules as params, so changing one reruns training. The other `train:` keys
-#: (device, checkpoint_every, log_every, channels_last, compile, gpus) only say where, how fast
-#: and how verbosely a job runs; the scripts read them from the config
-#: (smaf.config.runtime_settings) or the job's resources, which triggers nothing.
-#: The random seed is added per run (parse_run).
-TRAIN_KEYS = ("amp",)
 #: Random seeds: every experiment runs once per seed; EPS pretraining uses the first.
 SEEDS = EXP.seeds
 #: Every experiment the workflow knows: `experiments:` plus the ablation rows' own.

@@ -166,7 +166,9 @@ def train_deeplab(
         # Regenerated pseudo labels replace the folder (new mtime): old checkpoints don't resume.
         "labels": file_identity(label_dir),
     }
-    history = fit(net, optimizer, dataset, deeplab_step, loop, optim, state_dir, full_config)
+    history = fit(
+        net, optimizer, dataset, deeplab_step, loop, optim, state_dir, full_config, desc="deeplab"
+    )
     if not distributed.is_main():
         return history  # DDP: rank 0 writes the outputs
     write_history(out_history, history)

@@ -121,7 +121,9 @@ def pretrain(
         "augment": asdict(augment),
         "split": role,
     }
-    history = fit(net, optimizer, dataset, eps_step(cfg), loop, optim, state_dir, full_config)
+    history = fit(
+        net, optimizer, dataset, eps_step(cfg), loop, optim, state_dir, full_config, desc="pretrain"
+    )
     if not distributed.is_main():
         return  # DDP: rank 0 writes the outputs
     write_history(out_history, history)

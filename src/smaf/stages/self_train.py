@@ -191,6 +191,7 @@ def self_train(
         optim,
         state_dir,
         full_config,
+        desc="self_train",
     )
     if not distributed.is_main():
         return  # DDP: rank 0 writes the outputs
