@@ -241,6 +241,8 @@ def write_summary(
             df[col] = pd.NA
     extra = [c for c in df.columns if c not in SUMMARY_COLUMNS]
     df = df[[*SUMMARY_COLUMNS, *extra]]
+    if "n_images_without_gt" in df.columns:  # a count, empty where every image had a mask
+        df["n_images_without_gt"] = df["n_images_without_gt"].astype("Int64")
     if len(df):
         df = df.sort_values(_SORT, kind="stable", na_position="last").reset_index(drop=True)
     with atomic_write(out_csv) as tmp:
