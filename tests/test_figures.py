@@ -299,7 +299,7 @@ def test_snakemake_report_has_the_figures_and_tables(finished_run: Path) -> None
     report = (finished_run / "report.html").read_text()
     categories = re.search(r"var categories = (\{.*?\});", report)
     assert categories, "no categories in Snakemake's report"
-    for category in ("Figures", "Tables", "Training curves", "Summary"):
+    for category in ("Figures", "Tables", "Training curves"):
         assert f'"{category}"' in categories.group(1)
     for name in (
         "fig1_scales.png",

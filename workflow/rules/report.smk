@@ -6,6 +6,7 @@
 # and the tables as pages of their own under results/{dataset}/tables/.
 # Outputs flagged with report() make up Snakemake's report: `snakemake --report report.html`
 # (captions in workflow/report/). Input functions (figure_*, report_*) live in common.smk.
+# Only figure_scales runs a network (gpu=1); the others read files and run where Snakemake runs.
 
 
 report: "../report/workflow.rst"
@@ -85,6 +86,7 @@ rule figure_eps_smaf:
         ),
     log:
         "logs/{dataset}/{experiment}/figures/eps_smaf.log",
+    localrule: True
     conda:
         "../../envs/smaf.yaml"
     params:
@@ -114,6 +116,7 @@ rule figure_labels:
         ),
     log:
         "logs/{dataset}/{experiment}/figures/labels.log",
+    localrule: True
     conda:
         "../../envs/smaf.yaml"
     params:
@@ -138,6 +141,7 @@ rule figure_curves:
         ),
     log:
         "logs/{dataset}/{experiment}/figures/curves.log",
+    localrule: True
     conda:
         "../../envs/smaf.yaml"
     params:
@@ -163,11 +167,9 @@ rule report:
             experiment=config["experiments"],
         ),
     output:
-        page=report(
-            "results/report.html",
-            caption="../report/summary.rst",
-            category="Summary",
-        ),
+        # Not in Snakemake's report: it holds the same figures and tables, and a data: URL of
+        # its size (MBs of embedded PNGs) is beyond what browsers show in a single-file report.
+        page="results/report.html",
         tables=[
             report(
                 f"results/{DATASET}/tables/{stem}.html",

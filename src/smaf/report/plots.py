@@ -22,6 +22,7 @@ from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
 
 from smaf.fusion import reactivate
@@ -62,11 +63,13 @@ def image_grid(
     col_titles: Sequence[str] = (),
     row_titles: Sequence[str] = (),
     tile: float = TILE_IN,
+    aspect: float = 1.0,
     bottom: float = 0.0,
 ) -> tuple[Figure, np.ndarray]:
     """A figure of ``n_rows × n_cols`` image cells (no ticks) with titles.
 
     ``col_titles`` go above the first row, ``row_titles`` left of the first column (wrapped);
+    cells are ``tile`` inches wide and ``aspect × tile`` high (height / width of the images);
     ``bottom`` inches are added below for a colour bar or legend.
 
     Returns:
@@ -74,7 +77,7 @@ def image_grid(
     """
     label_w = 1.5 if row_titles else 0.0
     fig = Figure(
-        figsize=(n_cols * tile + label_w, n_rows * tile + 0.7 + bottom),
+        figsize=(n_cols * tile + label_w, n_rows * tile * aspect + 0.7 + bottom),
         dpi=DPI,
         layout="constrained",
     )
@@ -98,7 +101,7 @@ def show_image(ax: Axes, image: np.ndarray) -> None:
     ax.imshow(image, interpolation="bilinear")
 
 
-def show_heat(ax: Axes, image: np.ndarray, heat: np.ndarray) -> matplotlib.image.AxesImage:
+def show_heat(ax: Axes, image: np.ndarray, heat: np.ndarray) -> AxesImage:
     """``heat`` (``[H, W]`` in [0, 1]) in :data:`HEAT_CMAP` over ``image``; returns the overlay."""
     ax.imshow(image, interpolation="bilinear")
     return ax.imshow(
@@ -127,10 +130,17 @@ def show_missing(ax: Axes, text: str = "missing") -> None:
 
 
 def add_colorbar(fig: Figure, axes: np.ndarray, label: str = "attention") -> None:
-    """A horizontal 0..1 colour bar of :data:`HEAT_CMAP` under ``axes``."""
+    """A horizontal 0..1 colour bar of :data:`HEAT_CMAP` under ``axes``, about two cells wide."""
     mappable = ScalarMappable(Normalize(0.0, 1.0), matplotlib.colormaps[HEAT_CMAP])
+    shrink = min(0.9, 2.0 / axes.shape[1])
     fig.colorbar(
-        mappable, ax=axes, location="bottom", shrink=0.35, aspect=40, pad=0.02, label=label
+        mappable,
+        ax=axes,
+        location="bottom",
+        shrink=shrink,
+        aspect=40 * shrink / 0.35,
+        pad=0.02,
+        label=label,
     )
 
 
@@ -154,6 +164,12 @@ def add_class_legend(fig: Figure, class_names: Sequence[str], classes: Iterable[
             fontsize=8,
             frameon=False,
         )
+
+
+def cell_aspect(images: Sequence[np.ndarray]) -> float:
+    """Height / width of grid cells for ``images`` (``[H, W, ...]``): their median, in [0.5, 2]."""
+    ratios = [im.shape[0] / im.shape[1] for im in images] or [1.0]
+    return float(np.clip(np.median(ratios), 0.5, 2.0))
 
 
 def save_figure(fig: Figure, path: PathLike) -> None:
@@ -190,6 +206,7 @@ def scale_attention_figure(
         title="Fig. 1. Class attention of the EPS model at each scale, and fused",
         col_titles=cols,
         row_titles=[_row_title(s, class_names) for s in samples],
+        aspect=cell_aspect([s.image for s in samples]),
         bottom=0.5,
     )
     for row, s, per, fu in zip(axes, samples, per_scale, fused, strict=True):
@@ -220,6 +237,7 @@ def eps_smaf_figure(
         title=f"Fig. 3. Fused attention of '{name}': EPS vs SMAF",
         col_titles=[s.image_id for s in samples],
         row_titles=["image", "ground truth", f"EPS: {name}", f"SMAF: {name}"],
+        aspect=cell_aspect([s.image for s in samples]),
         bottom=0.5,
     )
     for col, s, e, m in zip(axes.T, samples, eps, smaf, strict=True):
@@ -260,6 +278,7 @@ def reactivation_figure(
         title="Fig. 4. Single-scale vs fused attention, and the reactivated target",
         col_titles=cols,
         row_titles=[_row_title(s, class_names) for s in samples],
+        aspect=cell_aspect([s.image for s in samples]),
         bottom=0.5,
     )
     for i, (row, s) in enumerate(zip(axes, samples, strict=True)):
@@ -297,6 +316,7 @@ def label_figure(
         title=title,
         col_titles=cols,
         row_titles=[r[0] for r in rows],
+        aspect=cell_aspect([r[1] for r in rows]),
         bottom=0.5,
     )
     seen: set[int] = set()
