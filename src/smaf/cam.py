@@ -84,16 +84,14 @@ def attention(model: Classifier, x: torch.Tensor) -> torch.Tensor:
     return attention_maps(model(x)["cam"], model.has_background)
 
 
-@torch.no_grad()
-def class_maps(
+def _scale_attention(
     model: Classifier, image: np.ndarray, labels: np.ndarray | torch.Tensor, cfg: CAMConfig
-) -> torch.Tensor:
-    """Fused, denoised multi-scale attention of one image: float32 ``[C, H, W]`` in [0, 1].
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The network's attention at every scale (and flip) of one image, and its labels.
 
-    Args:
-        model: the classifier, in eval mode, on the device the computation should use.
-        image: uint8 ``[H, W, 3]`` RGB.
-        labels: ``[C]`` 0/1 image-level labels.
+    Returns:
+        ``maps``: :func:`~smaf.fusion.multiscale_maps` of the image, scale-major
+        ``[1, C, h_s, w_s]`` each (the flip right after its scale); ``labels`` ``[1, C]``.
     """
     device = next(model.parameters()).device
     x = normalize(image)[None].to(device)  # [1, 3, H, W]
@@ -107,8 +105,48 @@ def class_maps(
         mode=cfg.resize_mode,
         antialias=antialias,
     )
+    return maps, lab
+
+
+@torch.no_grad()
+def class_maps(
+    model: Classifier, image: np.ndarray, labels: np.ndarray | torch.Tensor, cfg: CAMConfig
+) -> torch.Tensor:
+    """Fused, denoised multi-scale attention of one image: float32 ``[C, H, W]`` in [0, 1].
+
+    Args:
+        model: the classifier, in eval mode, on the device the computation should use.
+        image: uint8 ``[H, W, 3]`` RGB.
+        labels: ``[C]`` 0/1 image-level labels.
+    """
+    maps, lab = _scale_attention(model, image, labels, cfg)
     fused = fuse_scales(maps, tuple(image.shape[:2]), eps=cfg.eps)  # [1, C, H, W]
     return denoise(fused, lab)[0]
+
+
+@torch.no_grad()
+def class_maps_per_scale(
+    model: Classifier, image: np.ndarray, labels: np.ndarray | torch.Tensor, cfg: CAMConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`class_maps` of one image, and the same fusion applied to each scale alone.
+
+    One forward pass per scale serves both, so the fused map is exactly :func:`class_maps`'s
+    (the report's Fig. 1 and 4 show what the teacher and the seeds compute).
+
+    Returns:
+        ``per_scale`` float32 ``[S, C, H, W]``: each scale (with its flip) through Eq. 5-6
+        alone (max-normalised per class), denoised; ``fused`` float32 ``[C, H, W]``: every
+        scale, = :func:`class_maps`.
+    """
+    maps, lab = _scale_attention(model, image, labels, cfg)
+    size = tuple(image.shape[:2])
+    per = len(maps) // len(cfg.scales)  # 2 with flips: the scale and its mirror
+    per_scale = [
+        denoise(fuse_scales(maps[i * per : (i + 1) * per], size, eps=cfg.eps), lab)[0]
+        for i in range(len(cfg.scales))
+    ]  # S x [C, H, W]
+    fused = denoise(fuse_scales(maps, size, eps=cfg.eps), lab)[0]  # [C, H, W]
+    return torch.stack(per_scale), fused
 
 
 def seed_labels(maps: torch.Tensor | np.ndarray, thr: float) -> np.ndarray:

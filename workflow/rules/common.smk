@@ -409,3 +409,80 @@ def deeplab_submission_inputs(wildcards):
 def ablation_rows():
     """One entry per (table, row, run, stage) of `ablations:`, with its evaluation record."""
     return EXP.ablation_rows(DATASET)
+
+
+# ------------------------------------------------- figures and the report (rules/report.smk)
+def figure_split(wildcards):
+    """Split whose images Fig. 1, 3, 4 and 5a show: train when the seeds are evaluated on it."""
+    splits = experiment_cfg(wildcards, "evaluation")["splits"]
+    return "train" if "train" in splits else splits[0]
+
+
+def figure_label_dirs(wildcards):
+    """Fig. 5a columns: title -> label folder (seeds of each evaluated classifier, then CRF)."""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}"
+    models = experiment_cfg(wildcards, "evaluation")["models"]
+    split = figure_split(wildcards)
+    crf = "smaf" if "smaf" in models else models[-1]
+    return {
+        **{f"{m.upper()} seed": f"{base}/seeds/{m}_{split}" for m in models},
+        f"{crf.upper()} seed + CRF": f"{base}/crf/{crf}_{split}",
+    }
+
+
+def figure_pred_dirs(wildcards):
+    """Fig. 5b columns: title -> DeepLab's val predictions (without / with its CRF)."""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
+    return {"DeepLab": f"{base}/pred_val", "DeepLab + CRF": f"{base}/pred_val_crf"}
+
+
+def figure_label_inputs(wildcards):
+    """Index and every label folder of Fig. 5a/5b."""
+    return {
+        "index": data_path(wildcards),
+        "labels": list(figure_label_dirs(wildcards).values()),
+        "preds": list(figure_pred_dirs(wildcards).values()),
+    }
+
+
+def figure_seed_inputs(wildcards):
+    """Fig. 3: the index and the EPS and SMAF seeds of the figure split (their maps/ are read)."""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/seeds"
+    split = figure_split(wildcards)
+    return {
+        "index": data_path(wildcards),
+        "eps": f"{base}/eps_{split}",
+        "smaf": f"{base}/smaf_{split}",
+    }
+
+
+def curve_histories(wildcards):
+    """Training histories of one experiment: EPS pretraining, self-training, DeepLab."""
+    return [
+        f"results/{wildcards.dataset}/pretrain/history.csv",
+        f"results/{wildcards.dataset}/{wildcards.experiment}/self_train/history.csv",
+        f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/history.csv",
+    ]
+
+
+def report_evals(experiment):
+    """Per-class IoU CSVs (beside each evaluation record) of one experiment."""
+    return [
+        f.replace(".json", ".csv")
+        for f in [
+            *evaluation_targets(DATASET, experiment),
+            *deeplab_eval_targets(DATASET, experiment),
+        ]
+    ]
+
+
+def templates_code():
+    """Hash of the page templates (package data, not seen by script_code): a params entry."""
+    import hashlib
+
+    folder = Path(workflow.basedir, "src", "smaf", "templates")
+    digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()

@@ -1,71 +1,189 @@
-# The report: results/report.html, one self-contained page with the paper's tables (Table 1:
-# DeepLab on val, Table 2: pseudo labels on train, Tables 3-5: ablations when
-# results/{dataset}/ablations.csv exists), per-class IoU, training curves and Figures 1, 3, 4, 5.
-# The tables cover every experiment; the figures show the first configured one. The ablation
-# table is a param, not an input: the report never forces the ablation runs. No wildcards, so
-# the inputs are plain values computed here (no input functions).
+# The report. One rule per figure family computes figures under
+# results/{dataset}/{experiment}/figures/ (through the pipeline's own functions); the `report`
+# rule only assembles: results/report.html, one self-contained page with the paper's tables
+# (Table 1: DeepLab on val, Table 2: pseudo labels on train, Tables 3-5: ablations when
+# results/{dataset}/ablations.csv exists), per-class IoU, training curves and Figures 1, 3, 4, 5,
+# and the tables as pages of their own under results/{dataset}/tables/.
+# Outputs flagged with report() make up Snakemake's report: `snakemake --report report.html`
+# (captions in workflow/report/). Input functions (figure_*, report_*) live in common.smk.
+# Only figure_scales runs a network (gpu=1); the others read files and run where Snakemake runs.
 
-#: Experiment whose models, seeds and predictions the figures show.
+
+report: "../report/workflow.rst"
+
+
+#: Experiment whose figures the one-page report shows (the tables cover every experiment).
 REPORT_EXPERIMENT = next(iter(config["experiments"]))
-_report_eval = experiment_section(REPORT_EXPERIMENT, "evaluation")
-#: Split whose pseudo labels Fig. 5a shows: train when the seeds are evaluated on it.
-REPORT_SPLIT = (
-    "train" if "train" in _report_eval["splits"] else _report_eval["splits"][0]
-)
-_report_crf = "smaf" if "smaf" in _report_eval["models"] else _report_eval["models"][-1]
-#: Fig. 5a columns: title -> label folder (seeds of each evaluated classifier, then CRF).
-REPORT_LABEL_DIRS = {
-    **{
-        f"{m.upper()} seed": f"results/{DATASET}/{REPORT_EXPERIMENT}/seeds/{m}_{REPORT_SPLIT}"
-        for m in ("eps", "smaf")
-        if m in _report_eval["models"]
-    },
-    f"{_report_crf.upper()} seed + CRF": (
-        f"results/{DATASET}/{REPORT_EXPERIMENT}/crf/{_report_crf}_{REPORT_SPLIT}"
-    ),
-}
-#: Fused maps the seeds stage stored for the same images (Fig. 3 reads them: no forward pass).
-REPORT_MAPS_DIRS = {
-    m: f"results/{DATASET}/{REPORT_EXPERIMENT}/seeds/{m}_{REPORT_SPLIT}/maps"
-    for m in ("eps", "smaf")
-    if m in _report_eval["models"]
-}
-#: The ablation table (rule ablations), shown when present.
+#: The ablation table (rule ablations), shown when present: a param, not an input, so the
+#: report never forces the ablation runs.
 REPORT_ABLATIONS = f"results/{DATASET}/ablations.csv"
-#: Fig. 5b columns: title -> DeepLab's val predictions (without / with its CRF).
-REPORT_PRED_DIRS = {
-    "DeepLab": f"results/{DATASET}/{REPORT_EXPERIMENT}/deeplab/pred_val",
-    "DeepLab + CRF": f"results/{DATASET}/{REPORT_EXPERIMENT}/deeplab/pred_val_crf",
+#: The figures of one experiment (file stems; smaf.report.page.FIGURES), in the paper's order.
+REPORT_FIGURES = (
+    "fig1_scales",
+    "fig3_eps_vs_smaf",
+    "fig4_reactivation",
+    "fig5a_pseudo_labels",
+    "fig5b_segmentation",
+)
+#: Files of the tables (smaf.report.page.TABLE_FILES), beside their CSV where they have one.
+REPORT_TABLES = {
+    "table1_segmentation": "Table 1",
+    "table2_pseudo_labels": "Table 2",
+    "per_class_iou": "Per-class IoU",
+    "ablations": "Tables 3-5",
 }
+
+
+rule figure_scales:
+    input:
+        index="results/{dataset}/data/index.csv",
+        eps_model="results/{dataset}/pretrain/model.pt",
+        smaf_model="results/{dataset}/{experiment}/self_train/model.pt",
+    output:
+        fig1=report(
+            "results/{dataset}/{experiment}/figures/fig1_scales.png",
+            caption="../report/fig1_scales.rst",
+            category="Figures",
+            subcategory="{experiment}",
+            labels={"figure": "Fig. 1", "experiment": "{experiment}"},
+        ),
+        fig4=report(
+            "results/{dataset}/{experiment}/figures/fig4_reactivation.png",
+            caption="../report/fig4_reactivation.rst",
+            category="Figures",
+            subcategory="{experiment}",
+            labels={"figure": "Fig. 4", "experiment": "{experiment}"},
+        ),
+        # The plotted maps (the fused column = smaf.cam.class_maps of the teacher).
+        maps="results/{dataset}/{experiment}/figures/fig1_fig4_maps.npz",
+    log:
+        "logs/{dataset}/{experiment}/figures/scales.log",
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+    params:
+        code=script_code("figure_scales.py"),
+        # What the teacher computes (Fig. 4 shows its target).
+        cam=experiment_field("self_train", "teacher_cam"),
+        thr=experiment_field("self_train", "thr"),
+        role=figure_split,
+    script:
+        "../scripts/figure_scales.py"
+
+
+rule figure_eps_smaf:
+    input:
+        unpack(figure_seed_inputs),
+    output:
+        report(
+            "results/{dataset}/{experiment}/figures/fig3_eps_vs_smaf.png",
+            caption="../report/fig3_eps_vs_smaf.rst",
+            category="Figures",
+            subcategory="{experiment}",
+            labels={"figure": "Fig. 3", "experiment": "{experiment}"},
+        ),
+    log:
+        "logs/{dataset}/{experiment}/figures/eps_smaf.log",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("figure_eps_smaf.py"),
+        role=figure_split,
+    script:
+        "../scripts/figure_eps_smaf.py"
+
+
+rule figure_labels:
+    input:
+        unpack(figure_label_inputs),
+    output:
+        train=report(
+            "results/{dataset}/{experiment}/figures/fig5a_pseudo_labels.png",
+            caption="../report/fig5a_pseudo_labels.rst",
+            category="Figures",
+            subcategory="{experiment}",
+            labels={"figure": "Fig. 5a", "experiment": "{experiment}"},
+        ),
+        val=report(
+            "results/{dataset}/{experiment}/figures/fig5b_segmentation.png",
+            caption="../report/fig5b_segmentation.rst",
+            category="Figures",
+            subcategory="{experiment}",
+            labels={"figure": "Fig. 5b", "experiment": "{experiment}"},
+        ),
+    log:
+        "logs/{dataset}/{experiment}/figures/labels.log",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("figure_labels.py"),
+        label_dirs=figure_label_dirs,
+        pred_dirs=figure_pred_dirs,
+        train_role=figure_split,
+    script:
+        "../scripts/figure_labels.py"
+
+
+rule figure_curves:
+    input:
+        curve_histories,
+    output:
+        png="results/{dataset}/{experiment}/figures/curves.png",
+        svg=report(
+            "results/{dataset}/{experiment}/figures/curves.svg",
+            caption="../report/curves.rst",
+            category="Training curves",
+            labels={"experiment": "{experiment}"},
+        ),
+    log:
+        "logs/{dataset}/{experiment}/figures/curves.log",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("figure_curves.py"),
+    script:
+        "../scripts/figure_curves.py"
 
 
 rule report:
     input:
         summary="results/summary.csv",
-        index=f"results/{DATASET}/data/index.csv",
-        eps_model=f"results/{DATASET}/pretrain/model.pt",
-        smaf_model=f"results/{DATASET}/{REPORT_EXPERIMENT}/self_train/model.pt",
-        # One chart each: pretraining, then self-training and DeepLab of every experiment.
-        histories=[
-            f"results/{DATASET}/pretrain/history.csv",
-            *[
-                f"results/{DATASET}/{name}/{stage}/history.csv"
-                for name in config["experiments"]
-                for stage in ("self_train", "deeplab")
-            ],
-        ],
-        # Per-class IoU of the figure experiment's evaluations (the CSV beside each record).
-        evals=[
-            f.replace(".json", ".csv")
-            for f in [
-                *evaluation_targets(DATASET, REPORT_EXPERIMENT),
-                *deeplab_eval_targets(DATASET, REPORT_EXPERIMENT),
-            ]
-        ],
-        labels=list(REPORT_LABEL_DIRS.values()),
-        preds=list(REPORT_PRED_DIRS.values()),
+        evals=report_evals(REPORT_EXPERIMENT),
+        figures=expand(
+            "results/{dataset}/{experiment}/figures/{name}.png",
+            dataset=DATASET,
+            experiment=REPORT_EXPERIMENT,
+            name=REPORT_FIGURES,
+        ),
+        # One figure per experiment: pretraining, then its self-training and DeepLab.
+        curves=expand(
+            "results/{dataset}/{experiment}/figures/curves.png",
+            dataset=DATASET,
+            experiment=config["experiments"],
+        ),
     output:
-        "results/report.html",
+        # Not in Snakemake's report: it holds the same figures and tables, and a data: URL of
+        # its size (MBs of embedded PNGs) is beyond what browsers show in a single-file report.
+        page="results/report.html",
+        tables=[
+            report(
+                f"results/{DATASET}/tables/{stem}.html",
+                caption=f"../report/{stem}.rst",
+                category="Tables",
+                labels={"table": name},
+            )
+            for stem, name in REPORT_TABLES.items()
+        ],
+        csv=[
+            f"results/{DATASET}/tables/{stem}.csv"
+            for stem in REPORT_TABLES
+            if stem != "ablations"
+        ],
     log:
         "logs/report.log",
     localrule: True
@@ -73,8 +191,9 @@ rule report:
         "../../envs/smaf.yaml"
     params:
         code=script_code("report.py"),
+        templates=templates_code(),
         dataset=DATASET,
-        train_role=REPORT_SPLIT,
+        experiments=list(config["experiments"]),
         # Optional: built by the `ablations` rule; read if present, never required. Its
         # modification time is a param, so the next run after `snakemake ablations` redoes
         # the report with the tables.
@@ -84,11 +203,5 @@ rule report:
             if os.path.exists(REPORT_ABLATIONS)
             else None
         ),
-        label_dirs=REPORT_LABEL_DIRS,
-        pred_dirs=REPORT_PRED_DIRS,
-        maps_dirs=REPORT_MAPS_DIRS,
-        scales=experiment_section(REPORT_EXPERIMENT, "seeds")["scales"],
-        flip=experiment_section(REPORT_EXPERIMENT, "seeds")["flip"],
-        thr=experiment_section(REPORT_EXPERIMENT, "self_train")["thr"],
     script:
         "../scripts/report.py"

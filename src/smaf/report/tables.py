@@ -1,0 +1,301 @@
+"""The report's tables: pandas DataFrames of display strings, built from the pipeline's CSVs.
+
+* Table 1 (DeepLab on val) and Table 2 (seeds and CRF pseudo labels on train) from
+  ``results/summary.csv``; replicates of one experiment (``<name>_seed<k>``) are shown as
+  ``mean ± std (n=k)``; on VOC the paper's numbers (:data:`PAPER`) stand beside ours;
+* Tables 3–5 (ablations) from ``ablations.csv``;
+* per-class IoU from the evaluation CSVs.
+
+:func:`write_tables` writes them as CSV (for people and scripts) and as small HTML pages (for
+Snakemake's report, which shows HTML results inline).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from smaf.errors import DataError
+
+PathLike = str | os.PathLike[str]
+
+# ------------------------------------------------------------------------- the paper's numbers
+#: mIoU (%) published in the SMAF paper (Yang, Zhu, Zhang, "A Self-Training Framework Based on
+#: Multi-Scale Attention Fusion for WSSS"), all on PASCAL VOC 2012. Shown beside our numbers
+#: only for VOC datasets (names starting with "voc").
+PAPER: dict[str, dict[Any, Any]] = {
+    # Table 1: DeepLab-ASPP (ResNet-101) trained on the pseudo labels, val and test sets.
+    # "Ours w/EPS" = SMAF pseudo labels; "EPS*" = the EPS baseline's labels.
+    "table1": {"smaf": {"val": 72.4, "test": 72.4}, "eps": {"val": 70.9, "test": 70.8}},
+    # Table 2: seeds (Seed) and seeds + DenseCRF (+DenseCRF) on VOC train (1,464 images).
+    "table2": {"smaf": {"seed": 72.0, "crf": 73.8}, "eps": {"seed": 69.5, "crf": 71.4}},
+    # Table 3: seed mIoU (train) for the scale sets the teacher fuses: small-scale {0.5, 1},
+    # large-scale 1 {1, 1.5}, large-scale 2 {1, 2}, full-scale {0.5, 1, 1.5, 2}.
+    "table3": {
+        (0.5, 1.0): 71.1,
+        (1.0, 1.5): 70.5,
+        (1.0, 2.0): 70.5,
+        (0.5, 1.0, 1.5, 2.0): 72.0,
+    },
+    # Table 4: seed mIoU (train) after self-training on one scale's maps, or on the fused maps.
+    "table4": {(0.5,): 69.2, (1.0,): 70.7, (1.5,): 67.7, (2.0,): 63.0, "fused": 72.0},
+    # Table 5: seed mIoU (train) without / with reactivation (Eq. 8), full-scale fusion.
+    "table5": {"without": 71.1, "with": 72.0},
+}
+
+#: Titles of the ablation tables (the ``table`` column of ablations.csv).
+ABLATION_TITLES = {
+    "table3": "Table 3. Scale sets fused by the teacher",
+    "table4": "Table 4. Self-training from a single scale vs fused",
+    "table5": "Table 5. Reactivation",
+}
+
+#: Table 1 columns: the DeepLab stages of summary.csv (val split).
+TABLE1_STAGES = {"deeplab": "DeepLab (MSC)", "deeplab_crf": "DeepLab (MSC) + CRF"}
+#: Table 2: seed stages of summary.csv → (method, column).
+TABLE2_STAGES = {
+    "eps_seed": ("EPS", "seed"),
+    "eps_crf": ("EPS", "+CRF"),
+    "smaf_seed": ("SMAF", "seed"),
+    "smaf_crf": ("SMAF", "+CRF"),
+}
+#: Ablation columns: stage of ablations.csv → column title.
+ABLATION_STAGES = {"smaf_seed": "seed mIoU", "smaf_crf": "+CRF mIoU"}
+
+_REPLICATE = re.compile(r"_seed\d+$")
+NA = "–"
+
+
+def is_voc(dataset: str | None) -> bool:
+    """Whether the paper's (PASCAL VOC) numbers apply to ``dataset``."""
+    return bool(dataset) and str(dataset).lower().startswith("voc")
+
+
+# ------------------------------------------------------------------------------ summary tables
+def replicate_group(experiment: str) -> str:
+    """Experiment name without a replicate suffix: ``'default_seed3'`` → ``'default'``."""
+    return _REPLICATE.sub("", str(experiment))
+
+
+def read_summary(path: PathLike) -> pd.DataFrame:
+    """Read ``results/summary.csv``; add ``group`` / ``seed`` when the file lacks them.
+
+    ``group`` defaults to the experiment without a trailing ``_seed<digits>``, ``seed`` to NaN.
+    """
+    try:
+        df = pd.read_csv(path, dtype={"dataset": str, "experiment": str, "group": str})
+    except FileNotFoundError:
+        raise DataError(
+            f"{path} not found: run the summary rule first (snakemake {path})."
+        ) from None
+    return with_replicates(df)
+
+
+def with_replicates(summary: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``summary`` with ``group`` and ``seed`` columns (derived where missing)."""
+    df = summary.copy()
+    derived = df["experiment"].astype(str).map(replicate_group)
+    if "group" not in df.columns:
+        df["group"] = derived
+    else:
+        df["group"] = df["group"].where(df["group"].notna(), derived).astype(str)
+    if "seed" not in df.columns:
+        df["seed"] = np.nan
+    return df
+
+
+def format_miou(values: Iterable[float]) -> str:
+    """mIoU fractions → ``'57.7'`` (one value) or ``'57.7 ± 1.2 (n=3)'`` (mean ± sample std).
+
+    NaN values are dropped; no value at all gives ``'–'``.
+    """
+    v = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").dropna()
+    v = v.to_numpy(dtype=float) * 100.0
+    if v.size == 0:
+        return NA
+    if v.size == 1:
+        return f"{v[0]:.1f}"
+    return f"{v.mean():.1f} ± {v.std(ddof=1):.1f} (n={v.size})"
+
+
+def _paper_value(value: float | None) -> str:
+    return NA if value is None else f"{value:.1f}"
+
+
+def _wants_paper(df: pd.DataFrame, paper: bool | None) -> bool:
+    if paper is not None:
+        return paper
+    return any(is_voc(d) for d in df["dataset"].dropna().unique())
+
+
+def segmentation_table(summary: pd.DataFrame, *, paper: bool | None = None) -> pd.DataFrame:
+    """Table 1: DeepLab val mIoU (MSC and MSC + CRF) per experiment group.
+
+    Args:
+        summary: rows of results/summary.csv (``group`` / ``seed`` optional).
+        paper: add the paper's val / test columns; None = when a dataset is VOC. Values are
+            filled for VOC rows only, by the source of the pseudo labels (``model``).
+
+    Returns:
+        One row per (dataset, experiment group, pseudo labels, gt); cells are display strings.
+    """
+    df = with_replicates(summary)
+    df = df[df["stage"].isin(TABLE1_STAGES) & (df["split"] == "val")]
+    keys = ["dataset", "group", "model", "gt"]
+    rows = []
+    for key, g in df.groupby(keys, sort=False, dropna=False):
+        row = dict(zip(["dataset", "experiment", "pseudo labels", "gt"], key, strict=True))
+        for stage, col in TABLE1_STAGES.items():
+            row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
+        rows.append(row)
+    columns = ["dataset", "experiment", "pseudo labels", "gt", *TABLE1_STAGES.values()]
+    out = pd.DataFrame(rows, columns=columns)
+    if _wants_paper(summary, paper):
+        for split in ("val", "test"):
+            out[f"paper {split}"] = [
+                _paper_value(PAPER["table1"].get(str(m), {}).get(split)) if is_voc(d) else NA
+                for d, m in zip(out["dataset"], out["pseudo labels"], strict=True)
+            ]
+    return out
+
+
+def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> pd.DataFrame:
+    """Table 2: mIoU of the EPS / SMAF seeds and their CRF refinement per experiment group.
+
+    Args:
+        summary: rows of results/summary.csv.
+        paper: add the paper's seed / +CRF columns; None = when a dataset is VOC. Values are
+            filled for VOC rows on the train split only.
+
+    Returns:
+        One row per (dataset, experiment group, split, gt, method), EPS before SMAF.
+    """
+    df = with_replicates(summary)
+    df = df[df["stage"].isin(TABLE2_STAGES)].copy()
+    df["method"] = df["stage"].map(lambda s: TABLE2_STAGES[s][0])
+    keys = ["dataset", "group", "split", "gt", "method"]
+    rows = []
+    for key, g in df.groupby(keys, sort=False, dropna=False):
+        row = dict(zip(["dataset", "experiment", "split", "gt", "method"], key, strict=True))
+        for stage, (method, col) in TABLE2_STAGES.items():
+            if method == row["method"]:
+                row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
+        rows.append(row)
+    out = pd.DataFrame(
+        rows, columns=["dataset", "experiment", "split", "gt", "method", "seed", "+CRF"]
+    )
+    if len(out):
+        # EPS before SMAF inside each (dataset, experiment, split, gt), first-seen order kept.
+        block = out[["dataset", "experiment", "split", "gt"]].astype(str).agg("|".join, axis=1)
+        out["_k"] = block.map({k: i for i, k in enumerate(pd.unique(block))})
+        out = out.sort_values(["_k", "method"], kind="stable").drop(columns="_k")
+        out = out.reset_index(drop=True)
+    if _wants_paper(summary, paper):
+        for col, field in (("paper seed", "seed"), ("paper +CRF", "crf")):
+            out[col] = [
+                _paper_value(PAPER["table2"][m.lower()][field])
+                if is_voc(d) and s == "train"
+                else NA
+                for d, s, m in zip(out["dataset"], out["split"], out["method"], strict=True)
+            ]
+    return out
+
+
+# ---------------------------------------------------------------------------- ablation tables
+def paper_ablation_miou(table: str, row: str) -> float | None:
+    """The paper's seed mIoU (%) for an ablation row label, or None if it has no counterpart.
+
+    Row labels are matched loosely: Table 3 and 4 by the scales they name (``'{0.5, 1}'``,
+    ``'scale 1.5'``; ``'fused'`` / ``'all'`` = every scale), Table 5 by ``'w/o'`` / ``'without'``
+    / ``'no'`` (else with reactivation).
+    """
+    label = str(row).strip().lower()
+    if table == "table5":
+        off = any(w in label for w in ("w/o", "without", "no ", "off", "false")) or label == "no"
+        return PAPER["table5"]["without" if off else "with"]
+    if table not in ("table3", "table4"):
+        return None
+    if any(w in label for w in ("fused", "full", "all", "multi")):
+        return (
+            PAPER["table3"][(0.5, 1.0, 1.5, 2.0)] if table == "table3" else PAPER["table4"]["fused"]
+        )
+    scales = tuple(sorted(float(x) for x in re.findall(r"\d+(?:\.\d+)?", label)))
+    return PAPER[table].get(scales)
+
+
+def read_ablations(path: PathLike) -> pd.DataFrame:
+    """Read ablations.csv (``table,row,experiment,seed,stage,miou``; miou a fraction)."""
+    df = pd.read_csv(path, dtype={"table": str, "row": str, "experiment": str, "stage": str})
+    missing = {"table", "row", "stage", "miou"} - set(df.columns)
+    if missing:
+        raise DataError(
+            f"{path} lacks the columns {sorted(missing)} (table,row,experiment,seed,stage,miou)."
+        )
+    return df
+
+
+def ablation_tables(ablations: pd.DataFrame, *, paper: bool = False) -> dict[str, pd.DataFrame]:
+    """Tables 3–5: one DataFrame per ``table`` value, rows in file order.
+
+    Columns: ``row``, ``seed mIoU`` and ``+CRF mIoU`` (mean ± std over the seeds of the row),
+    ``experiments`` (the experiment groups behind the row) and, with ``paper``, the paper's
+    seed mIoU of the matching row.
+    """
+    tables: dict[str, pd.DataFrame] = {}
+    df = ablations.copy()
+    df["table"] = df["table"].astype(str)
+    df["row"] = df["row"].astype(str)
+    for table in sorted(pd.unique(df["table"])):
+        sub = df[df["table"] == table]
+        rows = []
+        for label in pd.unique(sub["row"]):
+            r = sub[sub["row"] == label]
+            row: dict[str, Any] = {"row": label}
+            for stage, col in ABLATION_STAGES.items():
+                row[col] = format_miou(r.loc[r["stage"] == stage, "miou"])
+            if "experiment" in r.columns:
+                groups = dict.fromkeys(replicate_group(e) for e in r["experiment"].dropna())
+                row["experiments"] = ", ".join(groups)
+            if paper:
+                row["paper seed mIoU"] = _paper_value(paper_ablation_miou(table, label))
+            rows.append(row)
+        tables[table] = pd.DataFrame(rows)
+    return tables
+
+
+# ------------------------------------------------------------------------------ per-class IoU
+def eval_names(paths: Sequence[PathLike]) -> dict[str, Path]:
+    """Column names for evaluation CSVs: the file stem, prefixed by the experiment when the
+    files come from several experiments (``results/<ds>/<exp>/eval/<stem>.csv``)."""
+    paths = [Path(p) for p in paths]
+    experiments = {p.parent.parent.name for p in paths}
+    if len(experiments) > 1:
+        return {f"{p.parent.parent.name}/{p.stem}": p for p in paths}
+    return {p.stem: p for p in paths}
+
+
+def per_class_table(evals: Mapping[str, PathLike]) -> pd.DataFrame:
+    """IoU (%) per class (rows, the ``mean`` row last) × evaluation (columns), 1 decimal.
+
+    ``evals`` maps a column name to an evaluation CSV (``class, iou, ...`` with a final
+    ``mean`` row) as written by the evaluate rule.
+    """
+    columns: dict[str, pd.Series] = {}
+    order: list[str] = []
+    for name, path in evals.items():
+        df = pd.read_csv(path, dtype={"class": str})
+        if not {"class", "iou"} <= set(df.columns):
+            raise DataError(f"{path} is not an evaluation CSV (no class / iou columns).")
+        s = pd.Series(df["iou"].to_numpy(dtype=float) * 100.0, index=df["class"])
+        columns[name] = s
+        order += [c for c in s.index if c not in order]
+    order = [c for c in order if c != "mean"] + (["mean"] if "mean" in order else [])
+    out = pd.DataFrame({k: v.reindex(order) for k, v in columns.items()}, index=order)
+    out.index.name = "class"
+    return out.round(1)
