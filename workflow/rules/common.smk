@@ -71,10 +71,13 @@ def dataset_field(key, default=None):
 
 
 def dataset_saliency_dir(wildcards):
-    """Saliency folder of a dataset (synthetic: generated beside the images)."""
+    """Saliency folder of a dataset (synthetic: generated beside the images; a folder dataset:
+    its `saliency`, possibly `compute`)."""
     ds = dataset_cfg(wildcards)
     if ds["source"] == "synthetic":
         return f"resources/{wildcards.dataset}/VOC2012/SALImages"
+    if ds["source"] == "folder":
+        return ds.get("saliency")
     return ds.get("saliency_dir")
 
 
@@ -240,6 +243,8 @@ def pretrain_inputs(wildcards):
     markers = manual_markers(saliency, config["model"].get("pretrained"))
     if markers:
         inputs["manual"] = markers
+    if saliency == "compute":  # a folder dataset's maps, made by the saliency rule
+        inputs["saliency"] = data_path(wildcards, "saliency.json")
     return inputs
 
 

@@ -68,3 +68,25 @@ rule test_index:
         roles=["test"],
     script:
         "../scripts/prepare_dataset.py"
+
+
+# Saliency maps for EPS on a user's own data (`saliency: compute`): U²-Net (rembg's ONNX model)
+# on every training image, written where the index says; the stats file marks the end.
+rule saliency:
+    input:
+        index="results/{dataset}/data/index.csv",
+        model=config["saliency"]["model"],
+    output:
+        "results/{dataset}/data/saliency.json",
+    log:
+        "logs/{dataset}/saliency.log",
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        code=script_code("saliency.py"),
+        size=config["saliency"]["size"],
+    script:
+        "../scripts/saliency.py"
