@@ -16,20 +16,14 @@ from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.crf import DenseCRF
 from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.errors import ConfigError, DataError, SmafError
-from smaf.image_files import find_images, folder_fingerprint, read_rgb
 from smaf.io import load_mask, voc_palette
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
 from smaf.models.deeplab import DeepLabConfig, build_deeplab, load_deeplab, save_deeplab
-from smaf.predict import (
-    batch_logits,
-    class_fractions,
-    heat_map,
-    load_predictor,
-    overlay_image,
-    predict_folder,
-    read_class_names,
-)
+from smaf.predict.folder import predict_folder
+from smaf.predict.images import find_images, folder_fingerprint, read_rgb
+from smaf.predict.model import batch_logits, load_predictor, read_class_names
+from smaf.predict.outputs import class_fractions, heat_map, overlay_image
 from smaf.stages.crf_stage import upsampled_probs
 from smaf.stages.deeplab import infer_logits, predict_split
 from smaf.transforms import normalize
@@ -153,6 +147,8 @@ def test_find_images_lists_nested_images_and_refuses_name_clashes(folder, tmp_pa
     found = find_images(root)
     assert [str(f.rel) for f in found] == sorted(sizes)
     assert {str(f.output(".png")) for f in found} >= {"sub/name with spaceé.png", "rotated.png"}
+    # an output folder inside the images is not read back as images
+    assert not any(str(f.rel).startswith("sub/") for f in find_images(root, (root / "sub",)))
     (tmp_path / "a.jpg").write_bytes(b"")
     (tmp_path / "a.png").write_bytes(b"")
     with pytest.raises(DataError, match=r"a\.jpg and a\.png"):
@@ -200,6 +196,23 @@ def test_batched_logits_equal_single_image_logits(models):
     for image, lg in zip(images, batched, strict=True):
         single = infer_logits(model, image, torch.device("cpu"), flip=True)
         torch.testing.assert_close(lg, single, atol=1e-5, rtol=1e-4)
+
+
+def test_batches_of_same_size_images_give_the_single_image_masks(models, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for k, (h, w) in enumerate([(40, 48), (40, 48), (36, 52), (40, 48)]):
+        Image.fromarray(_smooth_rgb(h, w, 10 + k)).save(images / f"{k}.png")
+    one = predict_folder(models["deeplab"], images, tmp_path / "one", device="cpu", flip=True)
+    three = predict_folder(
+        models["deeplab"], images, tmp_path / "three", device="cpu", flip=True, batch_size=3
+    )
+    assert one["predicted"] == three["predicted"] == 4
+    for k in range(4):
+        a = load_mask(tmp_path / "one" / "masks" / f"{k}.png")
+        b = load_mask(tmp_path / "three" / "masks" / f"{k}.png")
+        # equal up to float rounding between batch sizes (a pixel whose top logits tie)
+        assert a.shape == b.shape and np.mean(a != b) < 1e-3
 
 
 # --------------------------------------------------------------------------- DeepLab end to end

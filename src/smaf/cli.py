@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from smaf import __version__
 from smaf.errors import ConfigError, SmafError
 
 PROG = "smaf"
@@ -140,7 +141,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------ predict, export
 def _predict(args: argparse.Namespace) -> int:
-    from smaf.predict import predict_folder
+    from smaf.predict.folder import predict_folder
 
     summary = predict_folder(
         args.model,
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="SMAF: segment new images with a trained model, export it, check configs.",
     )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 

@@ -122,7 +122,7 @@ def export_deeplab(
     Raises:
         SmafError: not a DeepLab model file, or the exported model does not reproduce it.
     """
-    from smaf.predict import load_predictor  # the model file and its class names
+    from smaf.predict.model import load_predictor
 
     if fmt not in FORMATS:
         raise ConfigError(f"export format must be one of {', '.join(FORMATS)}, got {fmt!r}")

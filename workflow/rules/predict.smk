@@ -1,8 +1,8 @@
 # Segment new images: a trained model over the folder `predict.images` (any depth), into
 # results/<dataset>/<experiment>/predict/<predict.name>/ (masks/, overlay/, cams/,
 # classes.json, areas.csv), the same library function as `smaf predict`
-# (smaf.predict.predict_folder). `snakemake predictions` builds it for every listed experiment.
-from smaf.image_files import folder_fingerprint
+# (smaf.predict.folder.predict_folder). `snakemake predictions` builds it for every listed experiment.
+from smaf.predict.images import folder_fingerprint
 
 
 def predict_cfg():
@@ -20,7 +20,7 @@ def predict_inputs(wildcards):
     """The model (DeepLab, or the EPS / SMAF classifier for CAMs) and the images folder."""
     cfg = predict_cfg()
     run = f"results/{wildcards.dataset}/{wildcards.experiment}"
-    if cfg["model"] == "deeplab":
+    if cfg.get("model", "deeplab") == "deeplab":
         model = f"{run}/deeplab/model.pt"
     else:
         model = classifier_path(wildcards.dataset, wildcards.experiment, cfg["model"])
@@ -31,13 +31,14 @@ def predict_settings(wildcards):
     """What the predictions depend on besides the model: the section and the inference
     settings of the run (DeepLab's test flip and CRF; the seeds' CAM settings)."""
     cfg = predict_cfg()
-    if cfg["model"] == "deeplab":
+    overlay = cfg.get("overlay", True)
+    if cfg.get("model", "deeplab") == "deeplab":
         test = deeplab_cfg(wildcards)["test"]
         return {
             "cams": False,
             "flip": test["flip"],
-            "crf": test["crf"] if cfg["crf"] else False,
-            "overlay": cfg["overlay"],
+            "crf": test["crf"] if cfg.get("crf", True) else False,
+            "overlay": overlay,
         }
     seeds = experiment_cfg(wildcards, "seeds")
     return {
@@ -47,7 +48,7 @@ def predict_settings(wildcards):
         "cam": {"resize_mode": seeds["resize_mode"], "eps": seeds["eps"]},
         "thr": seeds["thr"],
         "amp": seeds["amp"],
-        "overlay": cfg["overlay"],
+        "overlay": overlay,
     }
 
 
@@ -59,7 +60,7 @@ def predict_images_fingerprint(wildcards):
 def predict_targets(wildcards):
     """The prediction folder of every listed experiment (first seed) on the dataset (an input
     function: the section is checked only when the target is asked for)."""
-    name = predict_cfg()["name"]
+    name = predict_cfg().get("name", "images")
     return [f"results/{DATASET}/{run}/predict/{name}" for run in EXP.listed]
 
 

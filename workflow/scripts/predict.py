@@ -2,7 +2,7 @@
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
 from smaf.config import runtime_settings
-from smaf.predict import predict_folder
+from smaf.predict.folder import predict_folder
 from smaf.runner import run_logged
 
 run_logged(
