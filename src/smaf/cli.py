@@ -9,9 +9,10 @@ option with one such line and status 2 (argparse's convention). Progress goes to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -287,30 +288,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _configure_logging() -> None:
+@contextlib.contextmanager
+def _logging_to_stderr() -> Iterator[None]:
+    """Log lines (progress, warnings) to stderr while a command runs; the caller's logging
+    setup is restored afterwards (main() may be called from Python)."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
-    root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
     logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``smaf`` with ``argv`` (default: the command line); return the exit status."""
     args = build_parser().parse_args(argv)
-    _configure_logging()
-    try:
-        return int(args.func(args))
-    except SmafError as exc:
-        from smaf.runner import user_message
+    with _logging_to_stderr():
+        try:
+            return int(args.func(args))
+        except SmafError as exc:
+            from smaf.runner import user_message
 
-        line = " ".join(user_message(exc).split())  # one line, whatever the message holds
-        print(f"{PROG}: error: {line}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+            line = " ".join(user_message(exc).split())  # one line, whatever the message holds
+            print(f"{PROG}: error: {line}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"{PROG}: interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":
