@@ -345,3 +345,34 @@ def test_classifier_cams_heat_maps_and_seed_masks(models, folder, tmp_path):
     assert (load_mask(out / "masks" / "plain.png") == seed_labels(maps, 0.3)).all()
     with Image.open(out / "cams" / "plain_cat.png") as im:
         assert (np.asarray(im) == heat_map(image, maps[0].numpy())).all()
+
+
+# ------------------------------------------------------------------------------ real images
+@pytest.mark.voc
+def test_real_voc_images_in_a_user_layout(models, voc_mini_root, tmp_path):
+    """Real photos copied into nested folders (a JPEG as is, a PNG, a grey and an EXIF-rotated
+    re-save): masks of the displayed size; the untouched JPEG gives predict_split's mask."""
+    jpegs = sorted((voc_mini_root / "JPEGImages").glob("*.jpg"))[:4]
+    images = tmp_path / "field photos"
+    (images / "day 1").mkdir(parents=True)
+    (images / "day 2").mkdir()
+    (images / "day 1" / "as_is.jpg").write_bytes(jpegs[0].read_bytes())
+    with Image.open(jpegs[1]) as im:
+        im.save(images / "day 1" / "resaved.png")
+    with Image.open(jpegs[2]) as im:
+        im.convert("L").save(images / "day 2" / "grey.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # Orientation: rotate 90° counter-clockwise to display
+    with Image.open(jpegs[3]) as im:
+        im.save(images / "day 2" / "phone.jpg", exif=exif)
+        stored = im.size  # (W, H)
+    summary = predict_folder(models["deeplab"], images, tmp_path / "out", device="cpu")
+    assert summary["predicted"] == 4
+    with Image.open(tmp_path / "out" / "masks" / "day 2" / "phone.png") as im:
+        assert im.size == stored[::-1]  # upright: width and height swapped
+    index = DatasetIndex.build(
+        [ImageRecord(image_id="a", image=str(jpegs[0]), roles={"test"})], NAMES
+    )
+    predict_split(models["deeplab"], index, "test", tmp_path / "ref", device="cpu")
+    ours = load_mask(tmp_path / "out" / "masks" / "day 1" / "as_is.png")
+    assert (ours == load_mask(tmp_path / "ref" / "a.png")).all()
