@@ -1,0 +1,219 @@
+"""What ``smaf predict`` writes: masks, overlays, CAM heat maps, classes.json, areas.csv.
+
+:class:`OutputFolder` owns one output folder (layout in :mod:`smaf.predict`): it refuses a
+folder made with other settings, writes an image's files atomically with its mask last (a
+mask means the image is done), and writes the tables at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smaf.errors import SmafError
+from smaf.io import atomic_write, load_mask, save_image, save_mask, voc_palette
+from smaf.predict.images import ImageFile
+from smaf.stages.staging import open_staging, publish
+
+#: The settings record of an output folder (also its "made by smaf predict" mark).
+MANIFEST = "predict.json"
+#: What an output folder holds (``overwrite`` removes exactly these).
+OUTPUTS = ("masks", "overlay", "cams", "classes.json", "areas.csv", MANIFEST)
+
+
+def classes_document(class_names: Sequence[str]) -> dict[str, Any]:
+    """``classes.json``: each label value's name and RGB colour (the VOC palette)."""
+    pal = voc_palette()
+    return {
+        "classes": [
+            {"value": v, "name": n, "color": pal[3 * v : 3 * v + 3]}
+            for v, n in enumerate(class_names)
+        ],
+        "palette": "PASCAL VOC",
+    }
+
+
+def overlay_image(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``image`` with each foreground pixel blended with its class colour: uint8 ``[H, W, 3]``.
+
+    ``out = (1 - alpha) * image + alpha * colour`` where ``mask > 0``; background unchanged.
+    """
+    pal = np.asarray(voc_palette(), dtype=np.float32).reshape(256, 3)
+    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * pal[mask]  # [H, W, 3]
+    return np.where((mask > 0)[:, :, None], np.rint(blend), image).astype(np.uint8)
+
+
+def heat_map(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """``(1 - alpha) * image + alpha * jet(cam)``: uint8 ``[H, W, 3]``; ``cam`` ``[H, W]`` in [0, 1]."""
+    from matplotlib import colormaps  # here: only CAMs need it
+
+    jet = colormaps["jet"](np.clip(cam, 0.0, 1.0))[:, :, :3] * 255.0  # [H, W, 3]
+    return np.rint((1.0 - alpha) * image.astype(np.float32) + alpha * jet).astype(np.uint8)
+
+
+def class_fractions(mask: np.ndarray, num_classes: int) -> np.ndarray:
+    """Fraction of the pixels of each label 0..C: float64 ``[C+1]`` summing to 1."""
+    counts = np.bincount(mask.ravel(), minlength=num_classes + 1)[: num_classes + 1]
+    return counts / max(mask.size, 1)
+
+
+def safe_tag(name: str) -> str:
+    """A class name usable inside a file name (path separators and NUL replaced)."""
+    return re.sub(r"[/\\\x00]", "_", name)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+class OutputFolder:
+    """The output folder of one ``smaf predict`` run; open it with :meth:`open`.
+
+    Attributes:
+        root: where the files are written (the output folder, or its staging folder).
+        areas: per image (relative path) its ``areas.csv`` row, for the images done so far.
+    """
+
+    def __init__(
+        self, root: Path, settings: dict[str, Any], class_names: Sequence[str], alpha: float
+    ) -> None:
+        self.root = root
+        self.settings = settings
+        self.names = list(class_names)
+        self.alpha = alpha
+        self.areas: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def open(
+        cls,
+        out: str | os.PathLike[str],
+        settings: dict[str, Any],
+        class_names: Sequence[str],
+        *,
+        alpha: float = 0.5,
+        overwrite: bool = False,
+        work_dir: str | os.PathLike[str] | None = None,
+    ) -> OutputFolder:
+        """Open ``out`` (created if needed) for a run with ``settings``.
+
+        Without ``work_dir`` the files go into ``out`` itself, which must be empty, new or
+        made with the same settings (``overwrite``: this module's files in it are removed
+        first). With ``work_dir`` they go into that staging folder, resumed when its settings
+        match (:func:`smaf.stages.staging.open_staging`), published by :meth:`close`.
+
+        Raises:
+            SmafError: ``out`` holds predictions made with other settings.
+        """
+        out = Path(out)
+        if work_dir is not None:
+            if overwrite and Path(work_dir).exists():
+                shutil.rmtree(work_dir)
+            root = open_staging(out, work_dir, settings)
+        else:
+            root = out
+            old = cls._old_settings(out)
+            if old is not None and old != settings and not overwrite:
+                differ = sorted(
+                    k for k in settings if not isinstance(old, dict) or old.get(k) != settings[k]
+                )
+                raise SmafError(
+                    f"{out} holds predictions made with other settings ({', '.join(differ)} "
+                    "differ); choose another output folder or add --overwrite to redo every image."
+                )
+            if overwrite:
+                for name in OUTPUTS:
+                    if (out / name).is_dir():
+                        shutil.rmtree(out / name)
+                    else:
+                        (out / name).unlink(missing_ok=True)
+            out.mkdir(parents=True, exist_ok=True)
+        folder = cls(root, settings, class_names, alpha)
+        _write_json(root / MANIFEST, {"settings": settings, "finished": False})
+        _write_json(root / "classes.json", classes_document(class_names))
+        return folder
+
+    @staticmethod
+    def _old_settings(out: Path) -> Any:
+        """The settings an earlier run recorded in ``out``; None if it made none there."""
+        manifest = out / MANIFEST
+        if manifest.is_file():
+            try:
+                return json.loads(manifest.read_text(encoding="utf-8")).get("settings")
+            except (ValueError, AttributeError):
+                return "unreadable"
+        return "unknown" if (out / "masks").exists() else None
+
+    # -------------------------------------------------------------------------- per image
+    def mask_path(self, f: ImageFile) -> Path:
+        return self.root / "masks" / f.output(".png")
+
+    def overlay_path(self, f: ImageFile) -> Path:
+        return self.root / "overlay" / f.output(".jpg")
+
+    def cam_path(self, f: ImageFile, label: int) -> Path:
+        return self.root / "cams" / f.output(".png", f"_{safe_tag(self.names[label])}")
+
+    def is_done(self, f: ImageFile) -> bool:
+        """Whether an earlier run finished image ``f`` (its mask is written last)."""
+        return self.mask_path(f).is_file()
+
+    def write(
+        self,
+        f: ImageFile,
+        image: np.ndarray,
+        mask: np.ndarray,
+        *,
+        overlay: bool,
+        cams: Mapping[int, np.ndarray] | None = None,
+    ) -> None:
+        """Write image ``f``'s files: heat maps of ``cams`` (label → ``[H, W]`` in [0, 1]), the
+        overlay, then the mask ``[H, W]`` (0..C)."""
+        for label, cam in (cams or {}).items():
+            save_image(self.cam_path(f, label), heat_map(image, cam, self.alpha))
+        if overlay:
+            save_image(self.overlay_path(f), overlay_image(image, mask, self.alpha))
+        save_mask(self.mask_path(f), mask)  # last: a mask means the image is done
+        self.record(f, mask)
+
+    def reuse(self, f: ImageFile, overlay: bool, read: Callable[[Path], np.ndarray]) -> None:
+        """Take image ``f`` from an earlier run: its areas from the mask, and the overlay
+        (``read`` gives the image) when it is asked for now and missing."""
+        mask = load_mask(self.mask_path(f))
+        if overlay and not self.overlay_path(f).is_file():
+            save_image(self.overlay_path(f), overlay_image(read(f.path), mask, self.alpha))
+        self.record(f, mask)
+
+    def record(self, f: ImageFile, mask: np.ndarray) -> None:
+        """Remember image ``f``'s ``areas.csv`` row."""
+        row: dict[str, Any] = {"image": str(f.rel), "width": mask.shape[1], "height": mask.shape[0]}
+        fractions = class_fractions(mask, len(self.names) - 1)
+        row.update(zip(self.names, fractions.tolist(), strict=True))
+        self.areas[str(f.rel)] = row
+
+    # ----------------------------------------------------------------------------- the end
+    def close(
+        self,
+        files: Sequence[ImageFile],
+        summary: Mapping[str, Any],
+        out: str | os.PathLike[str],
+        skipped: Sequence[str] = (),
+    ) -> None:
+        """Write ``areas.csv`` (rows in ``files`` order) and the finished manifest, then
+        publish a staging folder onto ``out``."""
+        import pandas as pd  # here: the loop does not need it
+
+        rows = [self.areas[str(f.rel)] for f in files if str(f.rel) in self.areas]
+        with atomic_write(self.root / "areas.csv") as tmp:
+            table = pd.DataFrame(rows, columns=["image", "width", "height", *self.names])
+            table.to_csv(tmp, index=False, lineterminator="\n")
+        record = {"settings": self.settings, "finished": True, **summary}
+        _write_json(self.root / MANIFEST, {**record, "skipped_images": list(skipped)})
+        publish(self.root, out)
