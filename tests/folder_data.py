@@ -56,7 +56,9 @@ def build_folder_dataset(
         folder = ["plants & animals", "städte/2007", "misc"][k % 3]
         suffix = ".png" if k % 2 else ".jpg"
         name = f"{folder}/{image_id}{' copy' if k == 5 else ''}{suffix}"
-        image = _shrink(Image.open(voc_root / "JPEGImages" / f"{image_id}.jpg"), max_side, Image.BILINEAR)
+        image = _shrink(
+            Image.open(voc_root / "JPEGImages" / f"{image_id}.jpg"), max_side, Image.BILINEAR
+        )
         mask_arr = load_mask(voc_root / "SegmentationClass" / f"{image_id}.png")
         mask = _shrink(Image.fromarray(mask_arr), max_side, Image.NEAREST)
         target = images / name
@@ -110,9 +112,17 @@ def write_coco_json(out: Path, tags: dict[str, list[str]], classes: list[str]) -
         images.append({"id": k, "file_name": name, "width": 1, "height": 1})
         for c in names:
             annotations.append(
-                {"id": len(annotations) + 1, "image_id": k, "category_id": cat_id[c],
-                 "bbox": [0, 0, 1, 1], "area": 1, "iscrowd": 0}
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": k,
+                    "category_id": cat_id[c],
+                    "bbox": [0, 0, 1, 1],
+                    "area": 1,
+                    "iscrowd": 0,
+                }
             )
     path = out / "instances.json"
-    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    path.write_text(
+        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+    )
     return path

@@ -14,14 +14,15 @@ from PIL import Image
 
 from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.crf import DenseCRF
+from smaf.data.images import find_images, folder_fingerprint
 from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.errors import ConfigError, DataError, SmafError
+from smaf.io import load_image as read_rgb
 from smaf.io import load_mask, voc_palette
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
 from smaf.models.deeplab import DeepLabConfig, build_deeplab, load_deeplab, save_deeplab
 from smaf.predict.folder import predict_folder
-from smaf.predict.images import find_images, folder_fingerprint, read_rgb
 from smaf.predict.model import batch_logits, load_predictor, read_class_names
 from smaf.predict.outputs import class_fractions, heat_map, overlay_image
 from smaf.stages.crf_stage import upsampled_probs

@@ -117,30 +117,27 @@ def save_image(path: str | os.PathLike[str], image: np.ndarray, quality: int = 9
 
 #: EXIF orientations that swap width and height (rotations by 90 / 270 degrees).
 _TRANSPOSED = {5, 6, 7, 8}
-#: Pillow modes of 16/32-bit integer greyscale images.
-_WIDE_GREY = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+#: Pillow modes holding integer grey values of more than 8 bits (taken as 16-bit).
+WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
 
 
 def to_rgb(img: Image.Image) -> np.ndarray:
-    """Any Pillow image as uint8 RGB ``[H, W, 3]``, deterministically.
+    """A Pillow image as uint8 RGB ``[H, W, 3]``, deterministically, whatever its mode.
 
-    EXIF orientation is applied (the image as viewers show it, as masks are drawn on it);
-    16-bit greyscale is scaled to 8 bits (÷ 257, so 65535 → 255; a 32-bit "I" image whose
-    values stay within 0..255 is taken as 8-bit), float images are clipped to 0..255; alpha is dropped (the colour under it is kept); palette,
-    greyscale, bilevel and CMYK images are converted with Pillow's standard conversions.
+    * 16-bit (and 32-bit integer) grey ``v`` → ``round(v / 257)`` (0 → 0, 65535 → 255), values
+      clipped to 0..65535 first. Pillow reads 16-bit RGB PNGs as 8-bit RGB itself.
+    * Alpha (RGBA, LA, PA) is dropped: the stored colours are kept, not composited.
+    * Grey, palette, CMYK, YCbCr, 1-bit, float → RGB by Pillow's ``convert("RGB")`` (grey
+      copied to the three channels; CMYK by Pillow's formula, no ICC profile; float clipped).
     """
-    img = ImageOps.exif_transpose(img)
-    if img.mode in _WIDE_GREY:
-        arr = np.asarray(img, dtype=np.int64)
-        # 16-bit data (Pillow opens some 16-bit PNGs as "I"): 0..65535 → 0..255.
-        if img.mode != "I" or arr.max(initial=0) > 255:
-            arr = arr // 257
-        grey = np.clip(arr, 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    if img.mode == "F":
-        grey = np.clip(np.asarray(img, dtype=np.float32), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    if img.mode in WIDE_GREY_MODES:
+        grey = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)  # [H, W]
+        # (v + 128) // 257 == round(v / 257): v / 257 is never exactly k + 0.5 (257 is odd).
+        grey = ((grey + 128) // 257).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8)
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
@@ -152,22 +149,28 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as uint8 RGB ``[H, W, 3]`` (:func:`to_rgb`); a missing or corrupt
-    file is a DataError."""
+    """Read an image file as uint8 RGB ``[H, W, 3]``: EXIF orientation applied (a phone photo
+    taken upright comes out upright, with its displayed size), then :func:`to_rgb`.
+
+    Raises:
+        DataError: the file is missing, not an image Pillow reads, truncated or too large.
+    """
     path = Path(path)
     try:
         with Image.open(path) as img:
             img.load()
-            return to_rgb(img)
+            return to_rgb(ImageOps.exif_transpose(img))  # the same pixels when there is no tag
     except FileNotFoundError:
         raise DataError(
             f"image not found: {path}. Check the dataset root and the split list."
         ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"cannot read image {path} ({exc}). The file is corrupt or truncated: "
             "re-download or re-extract the dataset."
         ) from None
+    except Image.DecompressionBombError as exc:  # not an OSError
+        raise DataError(f"cannot read image {path} ({exc}).") from None
 
 
 def load_mask(path: str | os.PathLike[str]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Segment new images with a trained model: the library side of ``smaf predict``.
 
 :func:`smaf.predict.folder.predict_folder` runs a model over every image of a folder (any
-depth; :mod:`smaf.predict.images` finds them and reads each one upright as 8-bit RGB):
+depth; :mod:`smaf.data.images` finds them and :func:`smaf.io.load_image` reads each one upright as 8-bit RGB):
 
 * a **DeepLab** model (``deeplab/model.pt``): MSC logits of the full image
   (:func:`smaf.stages.deeplab.infer_logits`, optional flip), bilinear upsampling and softmax
@@ -29,7 +29,7 @@ Every file is written atomically and an image's mask last, so a mask means the i
 a rerun skips those images (resumable) and refuses an output folder made with other settings.
 Unreadable images are skipped with a warning and listed at the end (``strict``: stop instead).
 
-Modules: :mod:`~smaf.predict.images` (numpy and Pillow only: the workflow imports it to
+Modules: :mod:`~smaf.data.images` (standard library only: the workflow imports it to
 fingerprint a folder), :mod:`~smaf.predict.model`, :mod:`~smaf.predict.outputs`,
 :mod:`~smaf.predict.folder`. Nothing is imported here, so the light module stays light.
 """

@@ -19,8 +19,9 @@ import torch
 from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.config import dataclass_from
 from smaf.crf import DenseCRF
+from smaf.data.images import IMAGE_SUFFIXES, ImageFile, find_images
 from smaf.errors import ConfigError, DataError, SmafError
-from smaf.predict.images import IMAGE_SUFFIXES, ImageFile, find_images, read_rgb
+from smaf.io import load_image as read_rgb
 from smaf.predict.model import Predictor, batch_logits, load_predictor
 from smaf.predict.outputs import MANIFEST, OutputFolder
 from smaf.progress import Progress

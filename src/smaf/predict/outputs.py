@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from smaf.data.images import ImageFile
 from smaf.errors import SmafError
 from smaf.io import atomic_write, load_mask, save_image, save_mask, voc_palette
-from smaf.predict.images import ImageFile
 from smaf.stages.staging import open_staging, publish
 
 #: The settings record of an output folder (also its "made by smaf predict" mark).

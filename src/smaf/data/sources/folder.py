@@ -11,7 +11,7 @@ Settings (``datasets.<name>``)::
     splits: {val_fraction: 0.15, seed: 0}   # or lists: {train_aug: f, val: f, test: f}
 
 * Images: every file with an image extension under ``images`` (Pillow reads them; EXIF
-  orientation and modes are handled by :func:`smaf.io.to_rgb`). An image's *name* is its path
+  orientation and modes are handled by :func:`smaf.io.load_image`). An image's *name* is its path
   relative to ``images`` (spaces and non-ASCII allowed); its *id*, which names every output
   file, is that path made file-name safe and unique (:func:`safe_ids`); the index keeps both.
 * Labels (:mod:`smaf.data.tags`): images the labels name are trained on; the others are the
@@ -33,46 +33,30 @@ from typing import Any
 
 import numpy as np
 
+from smaf.data.images import IMAGE_SUFFIXES, find_images
 from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.data.tags import read_tags
 from smaf.errors import ConfigError, DataError
 from smaf.io import read_id_list
 
 TRAINVAL_ROLES = ("train_aug", "train", "val")
-#: Files taken as images (what Pillow reads; case-insensitive).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def find_images(folder: str | Path) -> list[str]:
+def image_names(folder: str | Path) -> list[str]:
     """Image paths under ``folder`` relative to it (POSIX, with extension), sorted.
 
     Raises:
         DataError: the folder is missing or holds no image, or two files differ only by their
             extension (``a.jpg`` and ``a.png``: one name, two images).
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder}. Check the dataset's `images`.")
-    found = sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-    )
+    found = find_images(folder)
     if not found:
         raise DataError(
-            f"no images under {folder} (looked for {', '.join(IMAGE_SUFFIXES)} in any sub-folder)."
+            f"no images under {folder} (looked for {', '.join(IMAGE_SUFFIXES)} in any "
+            "sub-folder). Check the dataset's `images`."
         )
-    stems: dict[str, str] = {}
-    for image in found:
-        stem = str(PurePosixPath(image).with_suffix(""))
-        if stem in stems:
-            raise DataError(
-                f"{folder / stems[stem]} and {folder / image} differ only by their extension: "
-                "one image name for two files. Rename or remove one of them."
-            )
-        stems[stem] = image
-    return found
+    return [str(f.rel) for f in found]
 
 
 def safe_ids(names: Sequence[str]) -> dict[str, str]:
@@ -154,7 +138,7 @@ def build(
 ) -> DatasetIndex:
     """The images under ``settings['images']`` with their labels, masks and splits as an index."""
     images_dir = Path(settings["images"])
-    names = find_images(images_dir)
+    names = image_names(images_dir)
     tags, declared = read_tags(str(settings["labels"]), names)
     unknown_images = sorted(set(tags) - set(names))
     if unknown_images:

@@ -1,19 +1,8 @@
-"""A user's folder of images: finding them, reading any of them as 8-bit RGB, naming outputs.
+"""A user's folder of images: finding them (any depth) and naming their outputs.
 
-:func:`find_images` lists every image under a folder (any depth); :func:`read_rgb` reads one
-the same way whatever its format:
-
-* EXIF orientation applied (:func:`PIL.ImageOps.exif_transpose`): a phone photo taken upright
-  comes out upright, with its displayed width and height.
-* Grey, palette, CMYK, YCbCr, 1-bit → RGB by Pillow's ``convert("RGB")`` (grey copied to the
-  three channels; CMYK by Pillow's formula, no ICC profile).
-* Alpha (RGBA, LA, PA) is dropped: the stored colours are kept, not composited on a
-  background, exactly as :func:`smaf.io.load_image` (and so training) reads such a file.
-* 16-bit (and 32-bit integer) grey ``v`` → ``round(v / 257)`` (0 → 0, 65535 → 255), values
-  clipped to 0..65535 first. Pillow reads 16-bit RGB PNGs as 8-bit RGB itself.
-* Float grey (mode F): clipped to 0..255 by Pillow.
-
-Used by ``smaf predict`` (:mod:`smaf.predict`); numpy and Pillow only.
+Used by the ``folder`` dataset source and by ``smaf predict``; every image is then read by
+:func:`smaf.io.load_image` (upright, 8-bit RGB, whatever its format). Standard library only,
+so the workflow can import it at start-up.
 """
 
 from __future__ import annotations
@@ -23,47 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
-
 from smaf.errors import DataError
 
 #: File name endings (case-insensitive) of the images :func:`find_images` lists.
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
-#: Pillow modes holding integer grey values of more than 8 bits (taken as 16-bit).
-WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")
-
-
-def to_rgb(img: Image.Image) -> np.ndarray:
-    """A Pillow image as uint8 RGB ``[H, W, 3]`` (rules in the module docstring)."""
-    if img.mode in WIDE_GREY_MODES:
-        grey = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)  # [H, W]
-        # (v + 128) // 257 == round(v / 257): v / 257 is never exactly k + 0.5 (257 is odd).
-        grey = ((grey + 128) // 257).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
-    if img.mode != "RGB":
-        img = img.convert("RGB")  # also drops alpha: RGBA -> RGB keeps the stored colours
-    return np.asarray(img, dtype=np.uint8)
-
-
-def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read an image file as uint8 RGB ``[H, W, 3]``, EXIF orientation applied.
-
-    Raises:
-        DataError: the file is missing, not an image Pillow reads, truncated or too large.
-    """
-    path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            upright = ImageOps.exif_transpose(img)  # a new image; the same pixels if no tag
-            return to_rgb(upright)
-    except FileNotFoundError:
-        raise DataError(f"image not found: {path}.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"cannot read image {path} ({exc}).") from None
-    except Image.DecompressionBombError as exc:  # not an OSError
-        raise DataError(f"cannot read image {path} ({exc}).") from None
 
 
 @dataclass(frozen=True)
