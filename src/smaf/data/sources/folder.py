@@ -79,8 +79,9 @@ def safe_ids(names: Sequence[str]) -> dict[str, str]:
 def _stratified_val(
     labelled: list[str], tags: Mapping[str, list[str]], fraction: float, seed: int
 ) -> set[str]:
-    """``fraction`` of ``labelled``, spread evenly over the label sets (systematic sampling of
-    the images ordered by label set, shuffled within each set by ``seed``)."""
+    """``fraction`` of ``labelled``, spread evenly over the label sets: systematic sampling
+    with a random start over the images ordered by label set (shuffled within each set), so
+    every label set keeps its share and ``seed`` picks which images."""
     rng = np.random.default_rng(seed)
     groups: dict[tuple[str, ...], list[str]] = {}
     for name in labelled:
@@ -89,7 +90,9 @@ def _stratified_val(
     for key in sorted(groups):
         members = groups[key]
         ordered += [members[i] for i in rng.permutation(len(members))]
-    return {n for i, n in enumerate(ordered) if int((i + 1) * fraction) > int(i * fraction)}
+    start = float(rng.random())
+    picks = (np.arange(len(ordered) + 1) * fraction + start).astype(np.int64)
+    return {n for i, n in enumerate(ordered) if picks[i + 1] > picks[i]}
 
 
 def _classes(settings: Mapping[str, Any], declared: list[str] | None, tags) -> list[str]:
