@@ -166,7 +166,9 @@ def test_download_extract_prepare_real_voc(
     assert index.ids("train") == train
     assert index.ids("val") == val
     for image_id in train + val:  # every image has its SegmentationClassAug mask
-        assert index.mask_path(image_id, "SegmentationClassAug").is_file()
+        aug_mask = index.mask_path(image_id, "SegmentationClassAug")
+        assert aug_mask == Path("resources/voc2012/SegmentationClassAug") / f"{image_id}.png"
+        assert (tmp_path / aug_mask).is_file()  # paths are relative to the workflow's folder
 
     # Image labels derived from the masks agree with the field's cls_labels.npy.
     reference = np.load(voc_mini / "extras" / "cls_labels.npy", allow_pickle=True).item()
