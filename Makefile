@@ -1,6 +1,7 @@
 # Two commands set everything up on a fresh Linux machine (Python >= 3.10 with venv):
 #   make demo   — create .venv if missing, install SMAF, run the workflow on the demo config
 #   make test   — create .venv if missing, install SMAF with dev extras, run the test suite
+#   make test-fast — the same without the `slow` tests (workflow runs, training): the edit loop
 #   make bench  — CPU benchmarks (~8 min): results/bench/cpu.csv and the table in BENCHMARKS.md
 #   make bench-gpu — GPU benchmarks (needs CUDA): results/bench/gpu.csv and its BENCHMARKS.md table
 # Both are idempotent: the install steps rerun only when pyproject.toml changes.
@@ -11,10 +12,10 @@ BIN := $(VENV)/bin
 CORES ?= all
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench bench-gpu lint format clean help
+.PHONY: demo test test-fast bench bench-gpu lint format clean help
 
 help:
-	@echo "make demo | test | bench | bench-gpu | lint | format | clean"
+	@echo "make demo | test | test-fast | bench | bench-gpu | lint | format | clean"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/cpu.py

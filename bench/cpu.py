@@ -59,34 +59,29 @@ def rule_rate(workdir: Path, bench: str, images: int) -> float:
 
 def crf_rates(demo: Path) -> tuple[str, float, float]:
     """(data, 1-process images/s, 2-process images/s): medians of 3 CRF stage runs."""
+    from smaf.data.index import DatasetIndex
     from smaf.stages.crf_stage import refine_seeds
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         if (VOC_MINI / "VOCdevkit").is_dir():
             sys.path.insert(0, str(REPO / "bench"))
-            from crf_speed import C, make_inputs
+            from crf_speed import make_inputs
 
-            from smaf.io import read_id_list
-
-            root = VOC_MINI / "VOCdevkit" / "VOC2012"
-            ids = read_id_list(root / "ImageSets" / "Segmentation" / "subset_train.txt")[:40]
-            split, seeds = make_inputs(root, ids, work)
-            data, n, num_classes = "40 VOC images", len(ids), C
+            index, role, seeds = make_inputs(VOC_MINI, 40, work)
+            data = "40 VOC images"
         else:
-            root = demo / "resources" / "synthetic" / "VOC2012"
-            split = demo / "results" / "synthetic" / "data" / "splits" / "train_aug.txt"
+            index = DatasetIndex.read(demo / "results" / "synthetic" / "data" / "index.csv")
+            role = "train_aug"
             seeds = demo / "results" / "synthetic" / "default" / "seeds" / "smaf_train_aug"
-            n, num_classes = len(split.read_text().split()), 6
-            data = f"{n} demo images"
+            data = f"{len(index.ids(role))} demo images"
+        n = len(index.ids(role))
         rates = {}
         for procs in (1, 2):
             runs = []
             for r in range(3):
                 t0 = time.perf_counter()
-                refine_seeds(
-                    root, split, seeds, work / f"out{procs}_{r}", num_classes, "labels", None, procs
-                )
+                refine_seeds(index, role, seeds, work / f"out{procs}_{r}", "labels", None, procs)
                 runs.append(n / (time.perf_counter() - t0))
             rates[procs] = statistics.median(runs)
     return data, rates[1], rates[2]
@@ -94,18 +89,16 @@ def crf_rates(demo: Path) -> tuple[str, float, float]:
 
 def evaluate_rate(demo: Path) -> float:
     """images/s of scoring the demo's SMAF CRF labels of train (median of 3)."""
+    from smaf.data.index import DatasetIndex
     from smaf.stages.evaluate import evaluate_split
 
-    split = demo / "results" / "synthetic" / "data" / "splits" / "train.txt"
-    n = len(split.read_text().split())
+    index = DatasetIndex.read(demo / "results" / "synthetic" / "data" / "index.csv")
+    n = len(index.ids("train"))
     runs = []
     for _ in range(3):
         t0 = time.perf_counter()
         evaluate_split(
-            demo / "results" / "synthetic" / "default" / "crf" / "smaf_train",
-            demo / "resources" / "synthetic" / "VOC2012",
-            split,
-            6,
+            demo / "results" / "synthetic" / "default" / "crf" / "smaf_train", index, "train"
         )
         runs.append(n / (time.perf_counter() - t0))
     return statistics.median(runs)
@@ -115,7 +108,7 @@ def teacher_map_sizes(demo: Path) -> tuple[float, float]:
     """(stored kB per image, kB of the same maps as dense float32 ``[C, H, W]``).
 
     The offline teacher keeps only the image's classes, as float16, in a compressed ``.npz``
-    (:func:`smaf.cam.save_maps`).
+    (:func:`smaf.io.save_maps`).
     """
     import numpy as np
 

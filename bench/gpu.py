@@ -71,19 +71,20 @@ from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from smaf.cam import CAMConfig, class_maps, save_maps, seed_labels
+from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.config import dataclass_from
 from smaf.crf import crf_from_labels
 from smaf.data.synthetic import SyntheticConfig, generate_sample
-from smaf.io import save_mask
+from smaf.io import save_maps, save_mask
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.deeplab import DeepLabConfig, build_deeplab
 from smaf.stages.crf_stage import LabelCRFParams
-from smaf.stages.deeplab import DeepLabAugment, deeplab_step, split_deeplab_params
+from smaf.stages.deeplab import deeplab_step, split_deeplab_params
 from smaf.stages.pretrain import PretrainConfig, eps_step, split_stage_config
 from smaf.stages.self_train import SelfTrainConfig, smaf_step
 from smaf.stages.teacher import PREVIEW_THR
 from smaf.train import LoopConfig, OptimConfig, StepFn, build_optimizer, resolve_device
+from smaf.transforms import DeepLabAugment
 
 REPO = Path(__file__).resolve().parents[1]
 HEADING = "## GPU (`bench/gpu.py`)"

@@ -1,11 +1,22 @@
-"""Shared fixtures: the real VOC 2012 subset (skips cleanly when absent) and repo paths."""
+"""Shared fixtures: the real VOC 2012 subset (skips cleanly when absent), its index, the tiny
+synthetic dataset and the tiny random classifier (built once per session; tests/helpers.py
+holds the functions behind them)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from helpers import (
+    TINY,
+    VOC_MINI_SPLITS,
+    dataset_root,
+    index_dataset,
+    synthetic_index,
+    tiny_classifier,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,3 +39,33 @@ def voc_mini() -> Path:
 def voc_mini_root(voc_mini: Path) -> Path:
     """``VOCdevkit/VOC2012`` inside the real subset."""
     return voc_mini / "VOCdevkit" / "VOC2012"
+
+
+@pytest.fixture(scope="session")
+def voc_mini_index(voc_mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``index.csv`` of the real subset (labels from the masks), by the dataset stage."""
+    out = tmp_path_factory.mktemp("voc_mini_index")
+    return index_dataset(
+        voc_mini_root, out, 20, source="voc", label_source="masks", splits=VOC_MINI_SPLITS
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``index.csv`` of the tiny synthetic dataset (:data:`helpers.TINY`, C = 6), with
+    ``test_index.csv`` beside it. Shared by the whole session: never modify its files (use
+    :func:`tiny_root` for a copy to damage)."""
+    return synthetic_index(tmp_path_factory.mktemp("tiny"), with_test=True, **TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny classifier file (width 0.125, EPS head, C = 6)."""
+    return tiny_classifier(tmp_path_factory.mktemp("tiny_model") / "model.pt")
+
+
+@pytest.fixture()
+def tiny_root(tiny_index: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny dataset's generated folder (``tmp_path/VOC2012``), for tests
+    that damage files; index it with :func:`helpers.index_dataset`."""
+    return Path(shutil.copytree(dataset_root(tiny_index), tmp_path / "VOC2012"))

@@ -7,12 +7,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from helpers import noisy_seeds
 
-from smaf.cam import save_maps
-from smaf.data.synthetic import SyntheticConfig, write_dataset
+from smaf.data.index import DatasetIndex
 from smaf.errors import ConfigError, DataError
-from smaf.io import load_mask, read_id_list, save_mask
+from smaf.io import load_mask
 from smaf.metrics import ConfusionMeter
 from smaf.stages.crf_stage import (
     ProbCRFParams,
@@ -21,58 +20,28 @@ from smaf.stages.crf_stage import (
     refine_seeds,
 )
 
-C = 4
-
 
 @pytest.fixture(scope="module")
-def noisy(tmp_path_factory):
-    """Synthetic images with seeds = ground truth + 10 % random labels of present classes, and
-    soft maps = blurred one-hot ground truth, stored like the seeds stage stores them."""
+def noisy(tiny_index, tmp_path_factory):
+    """The tiny dataset's train images with seeds = ground truth + 10 % random labels of
+    present classes, and soft maps = blurred one-hot ground truth, stored like the seeds stage
+    stores them."""
     tmp = tmp_path_factory.mktemp("crf")
-    root = tmp / "VOC2012"
-    write_dataset(
-        SyntheticConfig(
-            num_classes=C, n_train_aug=4, n_train=4, n_val=1, n_test=0, min_size=48, max_size=64
-        ),
-        root,
-    )
-    split = root / "ImageSets" / "Segmentation" / "train.txt"
-    seeds_dir = tmp / "seeds"
-    rng = np.random.default_rng(0)
-    for image_id in read_id_list(split):
-        gt = load_mask(root / "SegmentationClass" / f"{image_id}.png")
-        clean = np.where(gt == 255, 0, gt).astype(np.uint8)  # [H, W] 0..C
-        present = np.unique(clean[clean > 0])
-        labels = np.zeros(C, dtype=np.float32)
-        labels[present - 1] = 1
-        noise = rng.random(clean.shape) < 0.1
-        seeds = np.where(noise, rng.choice(np.r_[0, present], clean.shape), clean)
-        save_mask(seeds_dir / f"{image_id}.png", seeds.astype(np.uint8))
-        onehot = torch.from_numpy(np.stack([clean == k for k in range(1, C + 1)])).float()
-        soft = torch.nn.functional.avg_pool2d(onehot[None], 5, 1, 2, count_include_pad=False)[0]
-        soft = soft * torch.from_numpy(labels)[:, None, None]  # [C, H, W], absent classes 0
-        save_maps(seeds_dir / "maps" / f"{image_id}.npz", soft, labels)
-    return {"root": root, "split": split, "seeds": seeds_dir, "tmp": tmp}
+    index = DatasetIndex.read(tiny_index)
+    ids = index.ids("train")
+    return {"index": index, "ids": ids, "seeds": noisy_seeds(index, ids, tmp / "seeds"), "tmp": tmp}
 
 
 def _miou(pred_dir, data) -> float:
-    meter = ConfusionMeter(C + 1)
-    for i in read_id_list(data["split"]):
-        meter.update(
-            load_mask(pred_dir / f"{i}.png"),
-            load_mask(data["root"] / "SegmentationClass" / f"{i}.png"),
-        )
+    index = data["index"]
+    meter = ConfusionMeter(index.num_classes + 1)
+    for i in data["ids"]:
+        meter.update(load_mask(pred_dir / f"{i}.png"), load_mask(index.mask_path(i)))
     return meter.scores()["miou"]
 
 
 def _refine(data, out, **kw):
-    args = dict(
-        root=data["root"],
-        split_file=data["split"],
-        seeds_dir=data["seeds"],
-        out_dir=out,
-        num_classes=C,
-    )
+    args = dict(index=data["index"], role="train", seeds_dir=data["seeds"], out_dir=out)
     return refine_seeds(**{**args, **kw})
 
 
@@ -82,7 +51,7 @@ def test_refine_seeds_both_methods_workers_agree(noisy, method):
     two = noisy["tmp"] / f"{method}_p2"
     stats = _refine(noisy, one, method=method, processes=1)
     _refine(noisy, two, method=method, processes=2)
-    ids = read_id_list(noisy["split"])
+    ids = noisy["ids"]
     assert stats["computed"] == len(ids) and 0 < stats["changed_fraction"] < 0.5
     for i in ids:
         a = load_mask(one / f"{i}.png")
@@ -98,7 +67,7 @@ def test_refine_seeds_both_methods_workers_agree(noisy, method):
 def test_refine_seeds_resumes_and_validates(noisy):
     out = noisy["tmp"] / "resume"
     _refine(noisy, out)
-    ids = read_id_list(noisy["split"])
+    ids = noisy["ids"]
     (out / f"{ids[0]}.png").unlink()
     assert _refine(noisy, out)["computed"] == 1
     with pytest.raises(ConfigError, match="unknown key"):

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from smaf.data.prepare import prepare_dataset
-from smaf.data.synthetic import SyntheticConfig, write_dataset
+from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.errors import ConfigError, DataError, SmafError
-from smaf.io import load_mask, read_id_list, save_mask
+from smaf.io import load_mask, save_mask
+from smaf.losses import masked_cross_entropy, resize_labels
 from smaf.models.deeplab import (
     ASPP,
     MSC,
@@ -26,20 +26,12 @@ from smaf.models.deeplab import (
     load_deeplab,
     save_deeplab,
 )
-from smaf.stages.deeplab import (
-    SUBMISSION_SUBDIR,
-    DeepLabAugment,
-    augment_pair,
-    crf_split,
-    make_submission,
-    masked_cross_entropy,
-    predict_split,
-    resize_labels,
-    split_deeplab_params,
-    train_deeplab,
-)
-from smaf.stages.evaluate import evaluate_from_info
+from smaf.stages.crf_stage import crf_split
+from smaf.stages.deeplab import predict_split, split_deeplab_params, train_deeplab
+from smaf.stages.evaluate import evaluate_split
+from smaf.stages.submission import SUBMISSION_SUBDIR, make_submission
 from smaf.train import OptimConfig, build_optimizer
+from smaf.transforms import DeepLabAugment, augment_pair
 
 SMALL = {"backbone": "resnet38d", "width": 0.125, "freeze_bn": False}
 
@@ -290,25 +282,17 @@ def test_augment_pads_the_label_with_255_and_the_image_with_the_mean():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tiny_index, tmp_path_factory):
+    """The session's tiny dataset, its test index, and pseudo labels = the ground-truth masks
+    (standing in for the CRF-refined seeds)."""
     tmp = tmp_path_factory.mktemp("deeplab")
-    root = tmp / "VOC2012"
-    write_dataset(
-        SyntheticConfig(n_train_aug=6, n_train=3, n_val=2, n_test=2, min_size=40, max_size=56), root
-    )
-    idx = tmp / "index"
-    roles = ("train_aug", "train", "val")
-    prepare_dataset(
-        root=root,
-        splits={r: r for r in roles},
-        num_classes=6,
-        out_splits={r: idx / f"{r}.txt" for r in roles},
-        out_labels=idx / "cls_labels.csv",
-        out_info=idx / "dataset.json",
-    )
-    labels = tmp / "pseudo"  # the GT masks stand in for the CRF-refined seeds
-    shutil.copytree(root / "SegmentationClass", labels)
-    return {"root": root, "idx": idx, "labels": labels, "tmp": tmp}
+    index = DatasetIndex.read(tiny_index)
+    labels = tmp / "pseudo"
+    labels.mkdir()
+    for image_id in index.ids():
+        shutil.copy(index.mask_path(image_id), labels / f"{image_id}.png")
+    test_index = tiny_index.with_name("test_index.csv")
+    return {"index": tiny_index, "test_index": test_index, "labels": labels, "tmp": tmp}
 
 
 PARAMS = {
@@ -326,11 +310,11 @@ PARAMS = {
 
 
 def test_train_predict_crf_evaluate_and_submit(tiny):
-    tmp, idx, root = tiny["tmp"], tiny["idx"], tiny["root"]
+    tmp, index_path = tiny["tmp"], tiny["index"]
+    index = DatasetIndex.read(index_path)
     out = tmp / "deeplab"
     history = train_deeplab(
-        dataset_info=idx / "dataset.json",
-        split_file=idx / "train_aug.txt",
+        index=index_path,
         label_dir=tiny["labels"],
         params=PARAMS,
         out_model=out / "model.pt",
@@ -346,8 +330,8 @@ def test_train_predict_crf_evaluate_and_submit(tiny):
 
     predict_split(
         out / "model.pt",
-        root,
-        idx / "val.txt",
+        index_path,
+        "val",
         out / "pred_val",
         logits_dir=out / "logits_val",
         flip=True,
@@ -355,9 +339,9 @@ def test_train_predict_crf_evaluate_and_submit(tiny):
         work_dir=tmp / "state" / "pred_val",
     )
     assert not (tmp / "state" / "pred_val").exists()  # published and cleaned up
-    crf_split(root, idx / "val.txt", out / "logits_val", out / "pred_val_crf", processes=1)
-    for image_id in read_id_list(idx / "val.txt"):
-        gt = load_mask(root / "SegmentationClass" / f"{image_id}.png")
+    crf_split(index_path, "val", out / "logits_val", out / "pred_val_crf", processes=1)
+    for image_id in index.ids("val"):
+        gt = load_mask(index.mask_path(image_id))
         logits = np.load(out / "logits_val" / f"{image_id}.npy")
         assert logits.shape == (7, -(-gt.shape[0] // 8), -(-gt.shape[1] // 8))
         for folder in ("pred_val", "pred_val_crf"):
@@ -367,23 +351,22 @@ def test_train_predict_crf_evaluate_and_submit(tiny):
 
     for stage, folder in (("deeplab", "pred_val"), ("deeplab_crf", "pred_val_crf")):
         meta = {"dataset": "synthetic", "experiment": "default", "stage": stage, "model": "smaf"}
-        record = evaluate_from_info(
+        record = evaluate_split(
             out / folder,
-            idx / "dataset.json",
-            idx / "val.txt",
+            index_path,
+            "val",
             "SegmentationClass",
-            tmp / f"{stage}.csv",
-            tmp / f"{stage}.json",
+            out_csv=tmp / f"{stage}.csv",
+            out_json=tmp / f"{stage}.json",
             meta={**meta, "split": "val"},
         )
         saved = json.loads((tmp / f"{stage}.json").read_text())
         assert saved["stage"] == stage and saved["split"] == "val" and 0 <= record["miou"] <= 1
 
-    test_split = root / "ImageSets" / "Segmentation" / "test.txt"
-    test_ids = read_id_list(test_split)
-    predict_split(out / "model.pt", root, test_split, out / "pred_test", device="cpu")
+    test_ids = DatasetIndex.read(tiny["test_index"]).ids("test")
+    predict_split(out / "model.pt", tiny["test_index"], "test", out / "pred_test", device="cpu")
     tar_path = tmp / "deeplab_submission.tar.gz"
-    n = make_submission(out / "pred_test", test_split, out / "submission", tar_path, 6)
+    n = make_submission(out / "pred_test", tiny["test_index"], out / "submission", tar_path)
     assert n == len(test_ids) == 2
     expected = sorted(f"{SUBMISSION_SUBDIR}/{i}.png" for i in test_ids)
     assert SUBMISSION_SUBDIR == "results/VOC2012/Segmentation/comp6_test_cls"
@@ -399,26 +382,25 @@ def test_train_predict_crf_evaluate_and_submit(tiny):
 
 
 def test_submission_refuses_missing_or_out_of_range_predictions(tmp_path):
-    split = tmp_path / "test.txt"
-    split.write_text("a\nb\n")
+    records = [ImageRecord(i, f"{i}.jpg", roles={"test"}) for i in ("a", "b")]
+    index = DatasetIndex.build(records, [f"c{k}" for k in range(1, 7)])  # C = 6
     save_mask(tmp_path / "pred" / "a.png", np.zeros((4, 4), np.uint8))
     with pytest.raises(DataError, match="1 of 2 test predictions are missing"):
-        make_submission(tmp_path / "pred", split, tmp_path / "sub", tmp_path / "s.tar.gz", 6)
+        make_submission(tmp_path / "pred", index, tmp_path / "sub", tmp_path / "s.tar.gz")
     save_mask(tmp_path / "pred" / "b.png", np.full((4, 4), 255, np.uint8))
     with pytest.raises(DataError, match="label 255"):
-        make_submission(tmp_path / "pred", split, tmp_path / "sub", tmp_path / "s.tar.gz", 6)
+        make_submission(tmp_path / "pred", index, tmp_path / "sub", tmp_path / "s.tar.gz")
     assert not (tmp_path / "s.tar.gz").exists() and not (tmp_path / "sub").exists()
 
 
 def test_missing_pseudo_labels_are_a_clear_error(tiny, tmp_path):
     labels = tmp_path / "partial"
     shutil.copytree(tiny["labels"], labels)
-    first = read_id_list(tiny["idx"] / "train_aug.txt")[0]
+    first = DatasetIndex.read(tiny["index"]).ids("train_aug")[0]
     (labels / f"{first}.png").unlink()
     with pytest.raises(DataError, match="pseudo labels are missing"):
         train_deeplab(
-            dataset_info=tiny["idx"] / "dataset.json",
-            split_file=tiny["idx"] / "train_aug.txt",
+            index=tiny["index"],
             label_dir=labels,
             params=PARAMS,
             out_model=tmp_path / "m.pt",

@@ -8,44 +8,65 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from smaf.data.voc import VOC_CLASSES
 
+from smaf.data.index import DatasetIndex, ImageRecord
+from smaf.data.sources.voc import VOC_CLASSES, class_names_for
 from smaf.errors import ConfigError, DataError
-from smaf.io import load_mask, read_id_list, save_mask, write_id_list
+from smaf.io import load_mask, save_image, save_mask
 from smaf.stages.evaluate import (
     SUMMARY_COLUMNS,
     evaluate_split,
-    has_aug_masks,
     write_ablations,
     write_summary,
 )
 
 NAMES = ["background", "cat", "dog"]
+GTS = {"a": [[0, 1], [2, 255]], "b": [[0, 0], [2, 2]]}
+
+
+def _hand_index(tmp_path, name="index", names=NAMES, aug_dir=None) -> DatasetIndex:
+    """The hand case as an index (val = a, b), written to ``data/<name>.csv`` and read back."""
+    root = tmp_path / "VOC2012"
+    records = []
+    for i in GTS:
+        aug = aug_dir / f"{i}.png" if aug_dir is not None else ""
+        records.append(
+            ImageRecord(
+                i,
+                str(root / "JPEGImages" / f"{i}.jpg"),
+                mask=str(root / "SegmentationClass" / f"{i}.png"),
+                aug_mask=str(aug),
+                roles={"val"},
+                labels=np.ones(2, np.float32),
+                width=2,
+                height=2,
+            )
+        )
+    path = tmp_path / "data" / f"{name}.csv"
+    DatasetIndex.build(records, names, {"name": "toy"}).write(path)
+    return DatasetIndex.read(path)
 
 
 @pytest.fixture()
 def hand(tmp_path):
     """Two 2x2 masks (C = 2, 255 = ignore) and predictions with a known confusion matrix."""
     root = tmp_path / "VOC2012"
-    gts = {"a": [[0, 1], [2, 255]], "b": [[0, 0], [2, 2]]}
     preds = {"a": [[0, 1], [1, 0]], "b": [[0, 2], [2, 2]]}
-    for i in gts:
-        save_mask(root / "SegmentationClass" / f"{i}.png", np.array(gts[i], np.uint8))
+    for i in GTS:
+        save_image(root / "JPEGImages" / f"{i}.jpg", np.zeros((2, 2, 3), np.uint8))
+        save_mask(root / "SegmentationClass" / f"{i}.png", np.array(GTS[i], np.uint8))
         save_mask(tmp_path / "pred" / f"{i}.png", np.array(preds[i], np.uint8))
-    write_id_list(tmp_path / "split.txt", ["a", "b"])
-    return tmp_path, root
+    return tmp_path, _hand_index(tmp_path)
 
 
 def test_scores_by_hand_and_outputs(hand):
-    tmp, root = hand
+    tmp, index = hand
     # Valid pixels (gt, pred): (0,0) (1,1) (2,1) | (0,0) (0,2) (2,2) (2,2).
     # IoU bg = 2 / (3 + 2 - 2), cat = 1 / (1 + 2 - 1), dog = 2 / (3 + 3 - 2).
     record = evaluate_split(
         tmp / "pred",
-        root,
-        tmp / "split.txt",
-        2,
-        class_names=NAMES,
+        index,
+        "val",
         out_csv=tmp / "eval.csv",
         out_json=tmp / "eval.json",
         meta={"dataset": "toy", "experiment": "default", "model": "eps", "stage": "eps_seed"},
@@ -53,7 +74,7 @@ def test_scores_by_hand_and_outputs(hand):
     assert record["iou"] == pytest.approx({"background": 2 / 3, "cat": 0.5, "dog": 0.5})
     assert record["miou"] == pytest.approx((2 / 3 + 0.5 + 0.5) / 3)
     assert record["pixel_acc"] == pytest.approx(5 / 7)
-    assert record["n_images"] == 2 and record["split"] == "split"
+    assert record["n_images"] == 2 and record["split"] == "val"
     assert record["stage"] == "eps_seed" and record["gt"] == "SegmentationClass"
     assert json.loads((tmp / "eval.json").read_text()) == record  # floats round-trip exactly
 
@@ -75,41 +96,45 @@ def test_scores_by_hand_and_outputs(hand):
     assert list(table["tp"]) == [2, 1, 2, 5]
     assert table["pixel_acc"].iloc[-1] == pytest.approx(5 / 7, abs=1e-6)
     assert table["pixel_acc"].iloc[:-1].isna().all()
+    # meta's split (the experiment's name for it) wins over the role.
+    assert evaluate_split(tmp / "pred", index, "val", meta={"split": "v"})["split"] == "v"
 
 
 def test_ground_truth_against_itself_and_aug_switch(hand):
-    tmp, root = hand
-    record = evaluate_split(root / "SegmentationClass", root, tmp / "split.txt", 2)
+    tmp, _ = hand
+    root = tmp / "VOC2012"
+    # Without a label CSV the VOC adapter names C = 2 classes generically.
+    generic = _hand_index(tmp, "generic", class_names_for(root, 2))
+    record = evaluate_split(root / "SegmentationClass", generic, "val")
     assert record["miou"] == 1.0 and record["pixel_acc"] == 1.0
     assert list(record["iou"]) == ["background", "class_1", "class_2"]
 
     # SegmentationClassAug: absent -> one clear error; present -> used instead.
-    assert not has_aug_masks(root)
+    assert not generic.has_column("SegmentationClassAug")
     with pytest.raises(DataError, match="SegmentationClassAug"):
-        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2, gt="SegmentationClassAug")
+        evaluate_split(tmp / "pred", generic, "val", gt="SegmentationClassAug")
     aug = tmp / "aug"
     for i in ("a", "b"):
         save_mask(aug / f"{i}.png", load_mask(tmp / "pred" / f"{i}.png"))
-    assert has_aug_masks(root, aug)
-    record = evaluate_split(
-        tmp / "pred", root, tmp / "split.txt", 2, gt="SegmentationClassAug", aug_mask_dir=aug
-    )
+    with_aug = _hand_index(tmp, "with_aug", aug_dir=aug)
+    assert with_aug.has_column("SegmentationClassAug")
+    record = evaluate_split(tmp / "pred", with_aug, "val", gt="SegmentationClassAug")
     assert record["miou"] == 1.0 and record["gt"] == "SegmentationClassAug"
     with pytest.raises(ConfigError, match="gt must be"):
-        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2, gt="SegmentationObject")
+        evaluate_split(tmp / "pred", with_aug, "val", gt="SegmentationObject")
 
 
 def test_bad_predictions(hand):
-    tmp, root = hand
+    tmp, index = hand
     (tmp / "pred" / "b.png").unlink()
     with pytest.raises(DataError, match="1 of 2 predictions are missing"):
-        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2)
+        evaluate_split(tmp / "pred", index, "val")
     save_mask(tmp / "pred" / "b.png", np.array([[0, 3], [0, 0]], np.uint8))  # 3 > C
     with pytest.raises(DataError, match="image b"):
-        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2)
+        evaluate_split(tmp / "pred", index, "val")
     save_mask(tmp / "pred" / "b.png", np.zeros((3, 2), np.uint8))
     with pytest.raises(DataError, match="full image resolution"):
-        evaluate_split(tmp / "pred", root, tmp / "split.txt", 2)
+        evaluate_split(tmp / "pred", index, "val")
 
 
 def test_write_summary_gathers_and_sorts(tmp_path):
@@ -179,26 +204,26 @@ def test_write_ablations_keeps_row_order_and_reads_each_records_miou(tmp_path):
     assert not (tmp_path / "again.csv").exists()
 
 
-def test_real_voc_ground_truth_and_all_background(voc_mini_root, tmp_path):
-    ids = read_id_list(voc_mini_root / "ImageSets" / "Segmentation" / "subset_train.txt")[:20]
-    split = tmp_path / "split.txt"
-    write_id_list(split, ids)
-    record = evaluate_split(
-        voc_mini_root / "SegmentationClass", voc_mini_root, split, 20, class_names=VOC_CLASSES
-    )
+def test_real_voc_ground_truth_and_all_background(voc_mini_index, tmp_path):
+    full = DatasetIndex.read(voc_mini_index)
+    ids = full.ids("train")[:20]
+    index = full.subset(ids)
+    gt_dir = full.mask_path(ids[0]).parent
+    record = evaluate_split(gt_dir, index, "train")
     assert record["miou"] == 1.0 and record["pixel_acc"] == 1.0 and record["n_images"] == 20
+    assert list(record["iou"]) == list(VOC_CLASSES)
 
     # All background: IoU(bg) = bg pixels / valid pixels, every class present in the ground
     # truth gets 0, classes absent from both are left out of the mean.
     bg = valid = 0
     present: set[int] = set()
     for i in ids:
-        gt = load_mask(voc_mini_root / "SegmentationClass" / f"{i}.png")
+        gt = load_mask(index.mask_path(i))
         save_mask(tmp_path / "bg" / f"{i}.png", np.zeros_like(gt))
         valid += int((gt != 255).sum())
         bg += int((gt == 0).sum())
         present |= set(np.unique(gt[(gt != 0) & (gt != 255)]).tolist())
-    record = evaluate_split(tmp_path / "bg", voc_mini_root, split, 20, class_names=VOC_CLASSES)
+    record = evaluate_split(tmp_path / "bg", index, "train")
     assert record["iou"]["background"] == pytest.approx(bg / valid)
     assert record["miou"] == pytest.approx(bg / valid / (1 + len(present)))
     assert record["pixel_acc"] == pytest.approx(bg / valid)

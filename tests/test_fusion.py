@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from smaf.fusion import (
     denoise,
     fuse_scales,
-    mac_loss,
     multiscale_maps,
     reactivate,
     undo_flip,
 )
+from smaf.losses import mac_loss
 
 
 def t(x) -> torch.Tensor:

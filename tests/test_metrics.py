@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from smaf.data import VOC_CLASSES, VOCLayout
+from smaf.data import DatasetIndex
+from smaf.data.sources.voc import VOC_CLASSES
 from smaf.io import load_mask
 from smaf.metrics import ConfusionMeter, confusion_matrix, iou_scores, per_class_table
 
@@ -136,9 +137,9 @@ def test_per_class_table() -> None:
 
 
 @pytest.fixture(scope="module")
-def val_masks(voc_mini_root: Path) -> list[np.ndarray]:
-    layout = VOCLayout.from_root(voc_mini_root)
-    return [load_mask(layout.mask_path(i)) for i in layout.split_ids("subset_val")]
+def val_masks(voc_mini_index: Path) -> list[np.ndarray]:
+    index = DatasetIndex.read(voc_mini_index)
+    return [load_mask(index.mask_path(i)) for i in index.ids("val")]
 
 
 def test_real_mask_against_itself(val_masks: list[np.ndarray]) -> None:

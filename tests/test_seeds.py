@@ -8,21 +8,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_classifier
 from torch import nn
 
-from smaf.cam import CAMConfig, class_maps, load_maps, seed_labels
-from smaf.data.prepare import prepare_dataset
-from smaf.data.synthetic import SyntheticConfig, write_dataset
+from smaf.cam import CAMConfig, class_maps, seed_labels
+from smaf.data.index import DatasetIndex
 from smaf.errors import ConfigError, SmafError
-from smaf.io import load_mask, read_id_list
-from smaf.models.build import ModelConfig, build_classifier
-from smaf.models.checkpoint import save_model
+from smaf.io import load_maps, load_mask
 from smaf.stages import seeds as seeds_stage
 from smaf.stages.seeds import make_seeds
 from smaf.stages.staging import FINGERPRINT
 from smaf.transforms import IMAGENET_MEAN, IMAGENET_STD
 
-ROLES = ("train_aug", "train", "val")
 C = 6
 
 
@@ -116,48 +113,19 @@ def test_class_maps_constant_image_all_scales():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """3-image synthetic dataset, its index, and a random tiny EPS-head model file."""
-    tmp = tmp_path_factory.mktemp("seeds")
-    root = tmp / "VOC2012"
-    write_dataset(
-        SyntheticConfig(
-            num_classes=C, n_train_aug=3, n_train=3, n_val=1, n_test=0, min_size=40, max_size=56
-        ),
-        root,
-    )
-    index = tmp / "index"
-    prepare_dataset(
-        root=root,
-        splits={r: r for r in ROLES},
-        num_classes=C,
-        out_splits={r: index / "splits" / f"{r}.txt" for r in ROLES},
-        out_labels=index / "cls_labels.csv",
-        out_info=index / "dataset.json",
-    )
-    torch.manual_seed(0)
-    cfg = ModelConfig(width=0.125, head="eps", num_classes=C, freeze_bn=False, freeze_stem=False)
-    model_path = tmp / "model.pt"
-    save_model(model_path, build_classifier(cfg), {"stage": "test"})
-    return {
-        "root": root,
-        "split": index / "splits" / "train.txt",
-        "labels": index / "cls_labels.csv",
-        "model": model_path,
-        "tmp": tmp,
-    }
+def tiny(tiny_index, tiny_model, tmp_path_factory):
+    """The session's tiny dataset (seeds of its 3 train images) and random EPS-head model."""
+    return {"index": tiny_index, "model": tiny_model, "tmp": tmp_path_factory.mktemp("seeds")}
 
 
 def _run(tiny, out, **kw):
     args = dict(
         model_path=tiny["model"],
-        root=tiny["root"],
-        split_file=tiny["split"],
-        labels_csv=tiny["labels"],
+        index=tiny["index"],
+        role="train",
         out_dir=out,
         cam={"scales": [0.5, 1.0], "flip": True},
         thr=0.2,
-        num_classes=C,
         device="cpu",
     )
     args.update(kw)
@@ -167,12 +135,10 @@ def _run(tiny, out, **kw):
 def test_make_seeds_end_to_end(tiny):
     out = tiny["tmp"] / "seeds"
     stats = _run(tiny, out)
-    ids = read_id_list(tiny["split"])
+    index = DatasetIndex.read(tiny["index"])
+    ids = index.ids("train")
     assert stats["images"] == stats["computed"] == len(ids) == 3
-    labels = {
-        r[0]: np.array(r[1:], dtype=float)
-        for r in (line.split(",") for line in tiny["labels"].read_text().splitlines()[1:])
-    }
+    labels = index.label_map(ids)
     for i in ids:
         seeds = load_mask(out / f"{i}.png")
         present = set(np.flatnonzero(labels[i]) + 1)
@@ -198,7 +164,7 @@ def test_make_seeds_end_to_end(tiny):
 def test_make_seeds_staging_resume_and_publish(tiny, monkeypatch):
     out = tiny["tmp"] / "published"
     work = tiny["tmp"] / "state" / "seeds"
-    ids = read_id_list(tiny["split"])
+    ids = DatasetIndex.read(tiny["index"]).ids("train")
     real_save = seeds_stage.save_mask
     calls = []
 
@@ -239,9 +205,7 @@ def test_make_seeds_bad_input(tiny):
     with pytest.raises(ConfigError, match="unknown key"):
         _run(tiny, tiny["tmp"] / "bad", cam={"scale": [1.0]})
     # A model file for another class count: one clear error naming both counts.
-    other = ModelConfig(width=0.125, head="eps", num_classes=C - 1, freeze_bn=False)
-    path = tiny["tmp"] / "other.pt"
-    save_model(path, build_classifier(other), {})
+    path = tiny_classifier(tiny["tmp"] / "other.pt", num_classes=C - 1)
     with pytest.raises(SmafError, match="classes"):
         _run(tiny, tiny["tmp"] / "bad", model_path=path)
     assert not (tiny["tmp"] / "bad").exists()

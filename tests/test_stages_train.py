@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from smaf.cam import load_maps
-from smaf.data.prepare import prepare_dataset
-from smaf.data.synthetic import SyntheticConfig, write_dataset
-from smaf.errors import ConfigError
+from smaf.data.index import DatasetIndex
+from smaf.errors import ConfigError, DataError
+from smaf.io import load_maps
 from smaf.models.checkpoint import load_model
 from smaf.stages.pretrain import pretrain
 from smaf.stages.self_train import SelfTrainConfig, make_target, self_train, student_maps
@@ -34,38 +33,16 @@ AUG = {
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stages")
-    root = tmp / "VOC2012"
-    write_dataset(
-        SyntheticConfig(n_train_aug=6, n_train=3, n_val=2, n_test=1, min_size=40, max_size=56), root
-    )
-    idx = tmp / "index"
-    prepare_dataset(
-        root=root,
-        splits={r: r for r in ("train_aug", "train", "val")},
-        num_classes=6,
-        out_splits={r: idx / f"{r}.txt" for r in ("train_aug", "train", "val")},
-        out_labels=idx / "cls_labels.csv",
-        out_info=idx / "dataset.json",
-    )
-    return {
-        "root": root,
-        "info": idx / "dataset.json",
-        "split": idx / "train_aug.txt",
-        "labels": idx / "cls_labels.csv",
-        "tmp": tmp,
-    }
+def data(tiny_index, tmp_path_factory):
+    """The session's tiny dataset (train_aug: 6 images with saliency maps) and a scratch folder."""
+    return {"index": tiny_index, "tmp": tmp_path_factory.mktemp("stages")}
 
 
 @pytest.fixture(scope="module")
 def eps_model(data):
     out = data["tmp"] / "pretrain"
     pretrain(
-        dataset_info=data["info"],
-        split_file=data["split"],
-        labels_csv=data["labels"],
-        saliency_dir=data["root"] / "SALImages",
+        index=data["index"],
         model=MODEL,
         params={"method": "eps", **LOOP, "augment": AUG},
         out_model=out / "model.pt",
@@ -86,11 +63,11 @@ def test_pretrain_writes_a_loadable_model_and_history(eps_model):
 
 
 def test_cam_pretraining_baseline(data, tmp_path):
+    """The CAM baseline needs no saliency maps: none in its index."""
+    index = DatasetIndex.read(data["index"])
+    no_saliency = DatasetIndex(index.table.assign(saliency=""), index.info)
     pretrain(
-        dataset_info=data["info"],
-        split_file=data["split"],
-        labels_csv=data["labels"],
-        saliency_dir=None,
+        index=no_saliency,
         model={**MODEL, "head": "cam"},
         params={"method": "cam", **LOOP, "augment": AUG},
         out_model=tmp_path / "m.pt",
@@ -99,15 +76,23 @@ def test_cam_pretraining_baseline(data, tmp_path):
     )
     model, _ = load_model(tmp_path / "m.pt")
     assert not model.has_background
+    # EPS on the same index: one message saying how to get saliency maps, nothing written.
+    with pytest.raises(DataError, match=r"6 of 6 train_aug images .* no saliency map"):
+        pretrain(
+            index=no_saliency,
+            model=MODEL,
+            params={"method": "eps", **LOOP, "augment": AUG},
+            out_model=tmp_path / "eps.pt",
+            out_history=tmp_path / "eps.csv",
+            state_dir=tmp_path / "eps_state",
+        )
+    assert not (tmp_path / "eps.pt").exists()
 
 
 def test_invalid_config_eps_needs_a_background_channel(data, tmp_path):
     with pytest.raises(ConfigError, match="needs a background channel"):
         pretrain(
-            dataset_info=data["info"],
-            split_file=data["split"],
-            labels_csv=data["labels"],
-            saliency_dir=data["root"] / "SALImages",
+            index=data["index"],
             model={**MODEL, "head": "cam"},
             params={"method": "eps", **LOOP, "augment": AUG},
             out_model=tmp_path / "m.pt",
@@ -120,10 +105,7 @@ def test_invalid_config_eps_needs_a_background_channel(data, tmp_path):
 def test_invalid_config_unknown_key_is_named(data, tmp_path):
     with pytest.raises(ConfigError, match="unknown key.*lerning_rate"):
         pretrain(
-            dataset_info=data["info"],
-            split_file=data["split"],
-            labels_csv=data["labels"],
-            saliency_dir=None,
+            index=data["index"],
             model=MODEL,
             params={"lerning_rate": 1, **LOOP},
             out_model=tmp_path / "m.pt",
@@ -139,9 +121,7 @@ def test_self_train(data, eps_model, tmp_path, teacher):
     if teacher == "offline":
         teacher_dir = tmp_path / "teacher"
         stats = teacher_maps(
-            dataset_info=data["info"],
-            split_file=data["split"],
-            labels_csv=data["labels"],
+            index=data["index"],
             model_path=eps_model / "model.pt",
             cam=cam,
             thr=0.2,
@@ -155,9 +135,7 @@ def test_self_train(data, eps_model, tmp_path, teacher):
         assert maps.shape[0] == 6 and maps.max() <= 1.0 and maps.min() >= 0.0
     out = tmp_path / "smaf"
     self_train(
-        dataset_info=data["info"],
-        split_file=data["split"],
-        labels_csv=data["labels"],
+        index=data["index"],
         init_model=eps_model / "model.pt",
         teacher_dir=teacher_dir,
         params={"teacher": teacher, "teacher_cam": cam, "w_cls": 1.0, **LOOP, "augment": AUG},

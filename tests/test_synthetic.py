@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
-from smaf.data.voc import VOCLayout, image_labels, labels_from_mask, read_labels_csv
+from helpers import TINY, dataset_root
 
+from smaf.data.labels import labels_from_mask, read_labels_csv
+from smaf.data.sources.voc import VOCLayout, image_labels
 from smaf.data.synthetic import (
     SyntheticConfig,
     boundary_band,
@@ -20,18 +22,16 @@ from smaf.io import load_image, load_mask
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    cfg = SyntheticConfig(seed=3, n_train_aug=16, n_train=6, n_val=5, n_test=3)
-    root = tmp_path_factory.mktemp("synthetic") / "VOC2012"
-    stats = write_dataset(cfg, root)
-    return cfg, root, stats
+def tiny(tiny_index):
+    """The session's tiny dataset: its generator config and folder (read only)."""
+    return SyntheticConfig(**TINY), dataset_root(tiny_index)
 
 
 def test_layout_is_voc(tiny):
-    cfg, root, _ = tiny
+    cfg, root = tiny
     layout = VOCLayout.from_root(root)
     splits = {s: layout.split_ids(s) for s in ("train_aug", "train", "val", "test")}
-    assert [len(splits[s]) for s in ("train_aug", "train", "val", "test")] == [16, 6, 5, 3]
+    assert [len(splits[s]) for s in ("train_aug", "train", "val", "test")] == [6, 3, 2, 2]
     assert set(splits["train"]) <= set(splits["train_aug"])
     assert not set(splits["val"]) & set(splits["train_aug"])
     for split in ("train_aug", "val"):
@@ -50,7 +50,7 @@ def test_layout_is_voc(tiny):
 
 
 def test_labels_csv_matches_masks(tiny):
-    cfg, root, _ = tiny
+    cfg, root = tiny
     layout = VOCLayout.from_root(root)
     ids = layout.split_ids("train_aug")
     from_csv = read_labels_csv(root / "cls_labels.csv", cfg.num_classes)
@@ -123,10 +123,11 @@ def test_boundary_band_hand_case():
     assert not boundary_band(mask, 0).any()
 
 
-def test_split_ids_and_stats(tiny):
-    cfg, root, stats = tiny
+def test_split_ids_and_stats(tiny, tmp_path):
+    cfg, root = tiny
     ids = split_ids(cfg)
     assert ids["train"] == ids["train_aug"][: cfg.n_train]
+    stats = write_dataset(cfg, tmp_path / "again")  # the same config again: the same dataset
     saved = json.loads((root / "synthetic.json").read_text())
     assert saved["stats"] == stats
     assert stats["class_names"][0] == "background" and len(stats["class_names"]) == 7

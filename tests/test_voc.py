@@ -1,4 +1,5 @@
-"""VOC reader: layout, split lists, image-level labels (masks, XML, CSV, legacy .npy), Dataset."""
+"""VOC reader: layout, split lists, image-level labels (masks, XML, CSV, legacy .npy), the VOC
+source adapter (train/val and test indexes) and SegmentationSet over its index."""
 
 from __future__ import annotations
 
@@ -8,18 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from smaf.data.voc import labels_from_xml
 
 from smaf.data import (
-    VOC_CLASSES,
-    VOCLayout,
-    VOCSegmentation,
-    image_labels,
+    DatasetIndex,
     labels_from_mask,
     load_legacy_cls_labels,
     read_labels_csv,
     write_labels_csv,
 )
+from smaf.data.datasets import SegmentationSet
+from smaf.data.labels import labels_from_xml
+from smaf.data.prepare import prepare_dataset, validate_index
+from smaf.data.sources import voc
+from smaf.data.sources.voc import TRAINVAL_ROLES, VOC_CLASSES, VOCLayout, image_labels
 from smaf.errors import DataError
 from smaf.io import load_mask, save_image, save_mask
 
@@ -84,6 +86,15 @@ def _make_tiny_voc(root: Path) -> VOCLayout:
 @pytest.fixture
 def tiny(tmp_path: Path) -> VOCLayout:
     return _make_tiny_voc(tmp_path / "VOC2012")
+
+
+def _tiny_index(layout: VOCLayout, **settings) -> DatasetIndex:
+    """The tiny tree through the VOC adapter (not validated: 2007_000003 has no class), every
+    image in every role."""
+    splits = {role: "train" for role in TRAINVAL_ROLES}
+    return voc.build(
+        {"root": layout.root, "num_classes": NUM_FG, "splits": splits, **settings}, name="tiny"
+    )
 
 
 def _onehot(*classes: int) -> np.ndarray:
@@ -237,6 +248,7 @@ def test_validate_missing_root(tmp_path: Path) -> None:
 
 
 def test_validate_missing_image_and_mask(tiny: VOCLayout) -> None:
+    index = _tiny_index(tiny)
     assert tiny.validate("train", require_masks=True) == [
         "2007_000001",
         "2007_000002",
@@ -247,9 +259,9 @@ def test_validate_missing_image_and_mask(tiny: VOCLayout) -> None:
         tiny.validate("train")
     assert str(tiny.image_path("2007_000002")) in str(exc.value)
     assert "1 of 3 images" in str(exc.value)
-    # The Dataset validates up front, so the error comes before any worker starts.
+    # The dataset stage checks the index up front, before any stage or worker starts.
     with pytest.raises(DataError, match=r"2007_000002\.jpg"):
-        VOCSegmentation(tiny, "train")
+        validate_index(index)
 
 
 def test_validate_missing_mask(tiny: VOCLayout) -> None:
@@ -365,10 +377,91 @@ def test_labels_csv_errors(tmp_path: Path) -> None:
         write_labels_csv(tmp_path / "x.csv", {"a": np.ones(3)}, VOC_CLASSES)
 
 
-# -------------------------------------------------------------------------------------- Dataset
+# ------------------------------------------------------------------------------- the adapter
 
 
-def test_voc_segmentation_items(layout: VOCLayout, reference_labels: dict[str, np.ndarray]) -> None:
+def test_adapter_trainval_index(tiny: VOCLayout) -> None:
+    index = _tiny_index(tiny)
+    ids = ["2007_000001", "2007_000002", "2007_000003"]
+    assert index.class_names == list(VOC_CLASSES) and index.num_classes == NUM_FG
+    assert all(index.ids(role) == ids for role in TRAINVAL_ROLES)
+    np.testing.assert_array_equal(index.labels(ids[0]), _onehot(12, 15))  # XML (auto)
+    np.testing.assert_array_equal(index.labels(ids[1]), _onehot(8))  # mask (no XML)
+    assert index.mask_path(ids[1]) == tiny.mask_path(ids[1])
+    assert index.image_path(ids[1]) == tiny.image_path(ids[1])
+    assert index.saliency_path(ids[1]) is None and index.mask_path(ids[1], "aug_mask") is None
+    assert index.info["label_source"] == "auto" and index.info["root"] == str(tiny.root)
+    with pytest.raises(ValueError, match="roles must be"):
+        voc.build({"root": tiny.root, "num_classes": NUM_FG, "splits": {}}, name="x", roles=["val"])
+
+
+def _tiny_test_root(tmp_path: Path) -> Path:
+    """A VOC2012test-like folder: two images and a test list, no masks."""
+    root = tmp_path / "VOC2012test"
+    rng = np.random.default_rng(1)
+    for image_id in ("2008_000001", "2008_000002"):
+        save_image(
+            root / "JPEGImages" / f"{image_id}.jpg", rng.integers(0, 255, (5, 7, 3), np.uint8)
+        )
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "test.txt").write_text("2008_000002\n2008_000001\n")
+    return root
+
+
+def test_adapter_test_index(tiny: VOCLayout, tmp_path: Path) -> None:
+    """roles ("test",): the images of test_root's test list, without masks or labels, with the
+    class names of the train/val dataset; prepared into test_index.csv / test_index.json."""
+    test_root = _tiny_test_root(tmp_path)
+    settings = {
+        "root": str(tiny.root),
+        "test_root": str(test_root),
+        "num_classes": NUM_FG,
+        "splits": {"test": "test"},
+    }
+    out = tmp_path / "data" / "test_index.csv"
+    info = prepare_dataset(
+        source="voc", settings=settings, out_index=out, name="tiny", roles=("test",)
+    )
+    assert info["images"] == {"test": 2}
+    assert info["class_names"] == list(VOC_CLASSES) and info["root"] == str(test_root)
+    assert (tmp_path / "data" / "test_index.json").is_file()
+    assert not (tmp_path / "data" / "dataset.json").exists()
+    index = DatasetIndex.read(out)
+    assert index.ids("test") == ["2008_000002", "2008_000001"]  # the list's order
+    for image_id in index.ids():
+        assert index.image_path(image_id) == test_root / "JPEGImages" / f"{image_id}.jpg"
+        assert index.mask_path(image_id) is None and not index.labels(image_id).any()
+        assert index.size(image_id) == (5, 7)
+    with pytest.raises(DataError, match="split 'val' of dataset tiny has no images"):
+        index.ids("val")
+    items = SegmentationSet(index, "test")
+    assert items[0]["mask"] is None and items[0]["image"].shape == (5, 7, 3)
+
+    # A missing test image is named; nothing is written.
+    (test_root / "JPEGImages" / "2008_000001.jpg").unlink()
+    again = tmp_path / "again" / "test_index.csv"
+    with pytest.raises(DataError, match=r"1 of 2 images .*2008_000001"):
+        prepare_dataset(
+            source="voc", settings=settings, out_index=again, name="tiny", roles=("test",)
+        )
+    assert not again.parent.exists()
+
+
+@pytest.mark.voc
+def test_adapter_test_index_real(voc_mini_root: Path) -> None:
+    """test_root defaults to root; here the val half stands in for the test list."""
+    settings = {"root": voc_mini_root, "num_classes": NUM_FG, "splits": {"test": "subset_val"}}
+    index = voc.build(settings, name="voc", roles=("test",))
+    assert index.ids("test") == VOCLayout.from_root(voc_mini_root).split_ids("subset_val")
+    assert not index.has_column("mask") and index.class_names == list(VOC_CLASSES)
+
+
+# ----------------------------------------------------------------------------- SegmentationSet
+
+
+def test_segmentation_set_items(
+    voc_mini_index: Path, reference_labels: dict[str, np.ndarray]
+) -> None:
     seen: list[str] = []
 
     def transform(item: dict) -> dict:
@@ -376,7 +469,7 @@ def test_voc_segmentation_items(layout: VOCLayout, reference_labels: dict[str, n
         item["flag"] = True
         return item
 
-    ds = VOCSegmentation(layout, "subset_val", masks="required", transform=transform)
+    ds = SegmentationSet(voc_mini_index, "val", masks="required", transform=transform)
     assert len(ds) == 346
     for index in (0, 100, 345):
         item = ds[index]
@@ -390,33 +483,42 @@ def test_voc_segmentation_items(layout: VOCLayout, reference_labels: dict[str, n
         assert "saliency" not in item
     assert seen == [ds.ids[0], ds.ids[100], ds.ids[345]]
 
-    no_masks = VOCSegmentation(layout, "subset_val", masks="none", labels=reference_labels)
+    no_masks = SegmentationSet(voc_mini_index, "val", masks="none")
     assert no_masks[0]["mask"] is None
+    np.testing.assert_array_equal(no_masks[0]["labels"], reference_labels[no_masks.ids[0]])
+    assert len(SegmentationSet(voc_mini_index, None, masks="none")) == 676  # every image
 
     with pytest.raises(DataError, match="Google Drive"):
-        VOCSegmentation(layout, "subset_val", saliency=True)
+        SegmentationSet(voc_mini_index, "val", saliency=True)
+    with pytest.raises(DataError, match="split 'test' of dataset voc has no images"):
+        SegmentationSet(voc_mini_index, "test")
+    with pytest.raises(ValueError, match="masks must be"):
+        SegmentationSet(voc_mini_index, "val", masks="yes")
 
 
-def test_voc_segmentation_saliency_and_size_checks(tiny: VOCLayout, tmp_path: Path) -> None:
+def test_segmentation_set_saliency_and_size_checks(tiny: VOCLayout, tmp_path: Path) -> None:
     sal_dir = tmp_path / "sal"
     sal_dir.mkdir()
     for i, image_id in enumerate(tiny.split_ids("train")):
         Image.fromarray(np.full((3, 4), 50 * i, np.uint8), mode="L").save(
             sal_dir / f"{image_id}.png"
         )
-    layout = VOCLayout.from_root(tiny.root, saliency_dir=sal_dir)
-    ds = VOCSegmentation(layout, "train", saliency=True)
+    index = _tiny_index(tiny, saliency_dir=sal_dir)
+    ds = SegmentationSet(index, "train", saliency=True)
     item = ds[2]
     assert item["saliency"].dtype == np.uint8 and item["saliency"].shape == (3, 4)
     assert int(item["saliency"][0, 0]) == 100
 
-    # A mask of the wrong size is reported with the image id.
-    save_mask(layout.mask_path("2007_000002"), np.zeros((4, 4), np.uint8))
+    # A mask of the wrong size is reported with the image id (the dataset stage reports it
+    # earlier still, see test_prepare; the Dataset checks what it reads all the same).
+    save_mask(tiny.mask_path("2007_000002"), np.zeros((4, 4), np.uint8))
     with pytest.raises(DataError, match=r"image 2007_000002: mask .* is 4x4 but the image is 4x3"):
         ds[1]
-    # 'auto' masks: a missing mask gives None (e.g. test images), 'required' fails up front.
-    layout.mask_path("2007_000003").unlink()
-    test_like = VOCSegmentation(layout, "train", labels={i: _onehot(1) for i in ds.ids})
+    # 'auto' masks: an image without one gives None (e.g. test images), 'required' fails up front.
+    table = index.table.copy()
+    table.loc["2007_000003", "mask"] = ""
+    no_mask = DatasetIndex(table, index.info)
+    test_like = SegmentationSet(no_mask, "train")
     assert test_like[2]["mask"] is None
     with pytest.raises(DataError, match="2007_000003"):
-        VOCSegmentation(layout, "train", masks="required")
+        SegmentationSet(no_mask, "train", masks="required")

@@ -9,7 +9,6 @@ is already on disk (``download: false``). Nothing here leaves the machine.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import tarfile
@@ -23,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from smaf.data.voc import VOC_CLASSES
 from workflow_utils import REPO_ROOT, snakemake
+
+from smaf.data.index import DatasetIndex
+from smaf.data.sources.voc import VOC_CLASSES
 
 VOC_TAR = "VOCtrainval_11-May-2012.tar"
 AUG_ZIP = "SegmentationClassAug.zip"
@@ -160,19 +161,23 @@ def test_download_extract_prepare_real_voc(
     assert info["class_names"][0] == "background"
     assert info["num_classes"] == 20 and info["aug_masks_train"] == N_TRAIN
     # train_aug was derived: every SegmentationClassAug mask minus val.
-    assert _read_ids(data / "splits/train_aug.txt") == sorted(train)
-    assert _read_ids(data / "splits/train.txt") == train
-    assert _read_ids(data / "splits/val.txt") == val
+    index = DatasetIndex.read(data / "index.csv")
+    assert index.ids("train_aug") == sorted(train)
+    assert index.ids("train") == train
+    assert index.ids("val") == val
+    for image_id in train + val:  # every image has its SegmentationClassAug mask
+        aug_mask = index.mask_path(image_id, "SegmentationClassAug")
+        assert aug_mask == Path("resources/voc2012/SegmentationClassAug") / f"{image_id}.png"
+        assert (tmp_path / aug_mask).is_file()  # paths are relative to the workflow's folder
 
     # Image labels derived from the masks agree with the field's cls_labels.npy.
     reference = np.load(voc_mini / "extras" / "cls_labels.npy", allow_pickle=True).item()
     reference = {f"{str(k)[:4]}_{str(k)[4:]}": v for k, v in reference.items()}
-    with open(data / "cls_labels.csv", newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["image_id", *VOC_CLASSES[1:]]
-    got = {r[0]: np.array([float(c) for c in r[1:]], dtype=np.float32) for r in rows[1:]}
-    assert sorted(got) == sorted(train + val)
-    for image_id, labels in got.items():
+    header = (data / "index.csv").read_text().splitlines()[0].split(",")
+    assert [c for c in header if c.startswith("label_")] == [f"label_{n}" for n in VOC_CLASSES[1:]]
+    assert index.class_names == list(VOC_CLASSES)
+    assert sorted(index.ids()) == sorted(train + val)
+    for image_id, labels in index.label_map().items():
         np.testing.assert_array_equal(labels, reference[image_id], err_msg=image_id)
 
     # The downloads were verified and logged, the archives extracted behind their markers.

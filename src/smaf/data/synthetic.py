@@ -312,9 +312,13 @@ def generate_sample(cfg: SyntheticConfig, index: int) -> Sample:
         mask[om] = k + 1
 
     image = np.clip(image, 0, 255).astype(np.uint8)
+    out_mask = mask.copy()
+    out_mask[boundary_band(mask, cfg.boundary_px)] = IGNORE_INDEX
+    # Labels from the annotated mask, as the field derives them (cls_labels.npy): a sliver
+    # of an object lying wholly inside the ignore band is not a label.
     labels = np.zeros(C, dtype=np.uint8)
-    present = np.unique(mask)
-    labels[present[present > 0] - 1] = 1
+    present = np.unique(out_mask)
+    labels[present[(present > 0) & (present != IGNORE_INDEX)] - 1] = 1
     if not labels.any():
         # Every object was fully occluded or off-image (very rare): a VOC image always has at
         # least one class, so regenerate with a different stream.
@@ -324,8 +328,6 @@ def generate_sample(cfg: SyntheticConfig, index: int) -> Sample:
         float((mask == k + 1).mean()) for k in sorted(set(objects)) if (mask == k + 1).any()
     ]
     saliency = _degraded_saliency(rng, cfg, mask, distractor_masks)
-    out_mask = mask.copy()
-    out_mask[boundary_band(mask, cfg.boundary_px)] = IGNORE_INDEX
     return Sample(image, out_mask, saliency, labels, object_areas)
 
 

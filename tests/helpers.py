@@ -1,0 +1,140 @@
+"""Test data every suite shares: a tiny synthetic dataset and its index, a tiny random
+classifier, noisy seeds made from ground truth. Plain functions, so fixtures (tests/conftest.py)
+and bench/crf_speed.py build the same things the same way.
+
+Nothing here imports torch at module level: bench/crf_speed.py's spawned CRF workers re-import
+their parent's main module and should start light.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smaf.data.index import DatasetIndex, read_index
+from smaf.data.prepare import prepare_dataset
+from smaf.data.sources import TRAINVAL_ROLES
+from smaf.data.synthetic import SyntheticConfig, write_dataset
+from smaf.io import load_mask, save_maps, save_mask
+
+#: The tiny dataset of the session fixtures: 6 classes, train_aug 6 (train = its first 3),
+#: val 2, test 2, images 40..56 px. Small enough for a CPU test, big enough for every stage.
+TINY = {"n_train_aug": 6, "n_train": 3, "n_val": 2, "n_test": 2, "min_size": 40, "max_size": 56}
+#: Split lists of the real VOC subset by role: train_aug = train (330 images), val (346).
+VOC_MINI_SPLITS = {"train_aug": "subset_train", "train": "subset_train", "val": "subset_val"}
+#: The tiny classifier: ResNet38d at 1/8 width, EPS head (background channel), C = 6.
+TINY_MODEL = {"width": 0.125, "head": "eps", "num_classes": 6}
+
+
+def dataset_settings(root: str | os.PathLike[str], num_classes: int, **extra: Any) -> dict:
+    """A ``datasets:`` entry for the VOC-layout folder ``root`` as the adapters read it
+    (split list names = the roles, as the synthetic generator writes them)."""
+    roles = (*TRAINVAL_ROLES, "test")
+    return {
+        "root": str(root),
+        "num_classes": num_classes,
+        "splits": {r: r for r in roles},
+        **extra,
+    }
+
+
+def index_dataset(
+    root: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    num_classes: int = 6,
+    *,
+    source: str = "synthetic",
+    roles: Sequence[str] = TRAINVAL_ROLES,
+    **settings: Any,
+) -> Path:
+    """Run the dataset stage on the VOC-layout folder ``root``; return the index path.
+
+    Writes ``out_dir/index.csv`` + ``dataset.json`` (``test_index.csv`` + ``test_index.json``
+    for ``roles=("test",)``). ``source="voc"`` reads the same folder with the VOC adapter
+    (``label_source`` etc. in ``settings``).
+    """
+    name = "index.csv" if tuple(roles) != ("test",) else "test_index.csv"
+    out = Path(out_dir) / name
+    prepare_dataset(
+        source=source,
+        settings=dataset_settings(root, num_classes, **settings),
+        out_index=out,
+        name="synthetic" if source == "synthetic" else "voc",
+        roles=tuple(roles),
+        threads=1,
+    )
+    return out
+
+
+def synthetic_index(tmp: str | os.PathLike[str], *, with_test: bool = False, **cfg: Any) -> Path:
+    """Generate a synthetic dataset (``SyntheticConfig(**cfg)``) in ``tmp/VOC2012`` and index it
+    in ``tmp/data``; return ``tmp/data/index.csv`` (``with_test``: also ``test_index.csv``)."""
+    tmp = Path(tmp)
+    config = SyntheticConfig(**cfg)
+    root = tmp / "VOC2012"
+    write_dataset(config, root)
+    index = index_dataset(root, tmp / "data", config.num_classes)
+    if with_test:
+        index_dataset(root, tmp / "data", config.num_classes, roles=("test",))
+    return index
+
+
+def dataset_root(index_path: str | os.PathLike[str]) -> Path:
+    """The generated folder of an index made by :func:`synthetic_index`."""
+    return Path(index_path).parent.parent / "VOC2012"
+
+
+def tiny_classifier(path: str | os.PathLike[str], *, seed: int = 0, **overrides: Any) -> Path:
+    """Save a randomly initialised :data:`TINY_MODEL` classifier (fields overridable) to
+    ``path``; trainable BN and stem, as the demo's. Returns ``path``."""
+    import torch
+
+    from smaf.models.build import ModelConfig, build_classifier
+    from smaf.models.checkpoint import save_model
+
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**{**TINY_MODEL, "freeze_bn": False, "freeze_stem": False, **overrides})
+    save_model(path, build_classifier(cfg), {"stage": "test"})
+    return Path(path)
+
+
+def noisy_seeds(
+    index: DatasetIndex | str | os.PathLike[str],
+    ids: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    *,
+    noise: float = 0.1,
+    blur: int = 5,
+    seed: int = 0,
+) -> Path:
+    """Seeds as the seeds stage stores them, made from the ground truth of ``ids``.
+
+    ``out_dir/<id>.png``: the mask with 255 → 0 and a ``noise`` share of the pixels relabelled
+    with a random class present in the image (or background); ``out_dir/maps/<id>.npz``: the
+    one-hot ground truth blurred by a ``blur`` × ``blur`` box filter (absent classes 0).
+    Returns ``out_dir``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    index = read_index(index)
+    num_classes = index.num_classes
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    for image_id in ids:
+        gt = load_mask(index.mask_path(image_id))
+        clean = np.where(gt == 255, 0, gt).astype(np.uint8)  # [H, W] 0..C
+        present = np.unique(clean[clean > 0])
+        labels = np.zeros(num_classes, dtype=np.float32)
+        labels[present - 1] = 1
+        flip = rng.random(clean.shape) < noise
+        seeds = np.where(flip, rng.choice(np.r_[0, present], clean.shape), clean)
+        save_mask(out_dir / f"{image_id}.png", seeds.astype(np.uint8))
+        onehot = torch.from_numpy(np.stack([clean == k for k in range(1, num_classes + 1)]))
+        soft = F.avg_pool2d(onehot.float()[None], blur, 1, blur // 2, count_include_pad=False)[0]
+        save_maps(out_dir / "maps" / f"{image_id}.npz", soft, labels)  # [C, H, W]
+    return out_dir
