@@ -139,12 +139,11 @@ def build_set(
         if voc_id == overlap_id:
             # A small dog well inside the largest instance, and a cat larger than anything.
             _, biggest = max(instances, key=lambda t: t[1].sum())
-            inner = ndimage.binary_erosion(biggest, iterations=6)
-            ys, xs = np.nonzero(inner)
-            y, x = int(np.median(ys)), int(np.median(xs))
+            depth = ndimage.distance_transform_edt(biggest)  # px to the object's outline
+            y, x = np.unravel_index(int(np.argmax(depth)), depth.shape)
+            assert depth[y, x] > 6  # the 8x8 dog lies wholly inside the object
             dog = np.zeros_like(biggest)
             dog[y - 4 : y + 4, x - 4 : x + 4] = True
-            dog &= inner
             cat = np.zeros_like(biggest)
             cat[h // 4 : h - h // 4, :] = True
             cat[:, : w // 3] = True
