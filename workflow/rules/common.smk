@@ -134,6 +134,8 @@ def dataset_inputs(wildcards):
         return {}  # the user's own files, tracked by dataset_fingerprint
     if ds["source"] == "synthetic":
         return {"root": f"resources/{wildcards.dataset}/VOC2012"}
+    if ds["source"] == "coco":
+        return coco_dataset_inputs(wildcards)  # rules/coco.smk
     inputs = {}
     if ds.get("download", False):
         inputs["root"] = f"resources/{wildcards.dataset}/VOCtrainval.extracted"

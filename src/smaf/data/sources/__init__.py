@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from smaf.data.index import DatasetIndex
-from smaf.data.sources import folder, synthetic, voc
+from smaf.data.sources import coco, folder, synthetic, voc
 from smaf.errors import ConfigError
 
 TRAINVAL_ROLES = voc.TRAINVAL_ROLES
@@ -39,12 +39,14 @@ ADAPTERS: dict[str, Adapter] = {
     "synthetic": synthetic.build,
     "voc": voc.build,
     "folder": folder.build,
+    "coco": coco.build,
 }
 #: Source name → the files and folders its index depends on (user-provided data only; the
 #: synthetic dataset is a rule's output and Snakemake tracks it).
 WATCHED: dict[str, Callable[[Mapping[str, Any]], list[Path]]] = {
     "voc": voc.watched,
     "folder": folder.watched,
+    "coco": coco.watched,
 }
 
 
