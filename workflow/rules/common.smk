@@ -5,6 +5,7 @@ from pathlib import Path
 from smaf.codehash import code_hash
 from smaf.config import check_config
 from smaf.data.images import folder_fingerprint
+from smaf.data.sources import coco as coco_source
 from smaf.data.sources import source_fingerprint
 from smaf.errors import ConfigError
 from smaf.experiments import Experiments, canonical_config
@@ -421,7 +422,10 @@ def ablation_rows():
 
 # ------------------------------------------------- figures and the report (rules/report.smk)
 def figure_split(wildcards):
-    """Split whose images Fig. 1, 3, 4 and 5a show: train when the seeds are evaluated on it."""
+    """Split whose images Fig. 1, 3, 4 and 5a show: train when the seeds are evaluated on it;
+    train_aug for a dataset without masks (nothing is evaluated there)."""
+    if not EXP.has_masks(wildcards.dataset):
+        return "train_aug"
     splits = experiment_cfg(wildcards, "evaluation")["splits"]
     return "train" if "train" in splits else splits[0]
 
@@ -554,3 +558,60 @@ def predict_targets(wildcards):
     function: the section is checked only when the target is asked for)."""
     name = predict_cfg().get("name", "images")
     return [f"results/{DATASET}/{run}/predict/{name}" for run in EXP.listed]
+
+
+# ------------------------------------------------------------ MS-COCO 2014 (rules/coco.smk)
+
+#: The official zips (downloads: <name>.zip), each unpacking one top folder into `root`.
+COCO_ARCHIVES = ("train2014", "val2014", "annotations_trainval2014")
+#: Datasets whose source is coco (the rules below match only theirs).
+COCO_DATASETS = [d for d, v in config["datasets"].items() if v["source"] == "coco"]
+
+
+def coco_set_masks_dir(wildcards):
+    """Folder of the converted masks of {coco_set}: <masks_dir>/<set>."""
+    ds = dataset_cfg(wildcards)
+    return str(coco_source.masks_dir(ds, wildcards.dataset) / wildcards.coco_set)
+
+
+def coco_annotations(wildcards):
+    """<root>/annotations/instances_{coco_set}.json."""
+    ds = dataset_cfg(wildcards)
+    return str(coco_source.annotation_path(ds["root"], wildcards.coco_set))
+
+
+def coco_annotations_input(wildcards):
+    """The annotations, or (download: true) the marker of their extraction."""
+    if dataset_cfg(wildcards).get("download", False):
+        return f"resources/{wildcards.dataset}/annotations_trainval2014.zip.extracted"
+    return coco_annotations(wildcards)
+
+
+def coco_shard_markers(wildcards):
+    """The markers of the `mask_shards` conversion jobs of {coco_set}."""
+    n = int(dataset_cfg(wildcards).get("mask_shards", 16))
+    base = f"resources/{wildcards.dataset}/masks/{wildcards.coco_set}"
+    return [f"{base}/shard{k}of{n}.done" for k in range(1, n + 1)]
+
+
+def coco_masks_mem_mb(wildcards):
+    """Memory of one conversion job: the whole instances file is loaded (json: about 8x its
+    size in Python objects); 4 GB while the file is not there yet (train2014: 332 MB).
+    """
+    path = Path(coco_annotations(wildcards))
+    if not path.is_file():
+        return 4000
+    return max(1000, 500 + 8 * path.stat().st_size // 1_000_000)
+
+
+def coco_dataset_inputs(wildcards):
+    """What the index of a coco dataset waits for: each named set's gathered masks and, when
+    downloaded, the extraction of its images."""
+    ds = dataset_cfg(wildcards)
+    sets = coco_source.coco_sets(ds)
+    inputs = {"masks": [f"resources/{wildcards.dataset}/masks/{s}.done" for s in sets]}
+    if ds.get("download", False):
+        inputs["images"] = [
+            f"resources/{wildcards.dataset}/{s}.zip.extracted" for s in sets
+        ]
+    return inputs
