@@ -28,6 +28,13 @@ def demo() -> dict:
     return copy.deepcopy(yaml.safe_load((REPO_ROOT / "config.yaml").read_text()))
 
 
+@pytest.mark.parametrize("preset", ["folder-example.yaml", "coco2014.yaml"])
+def test_the_other_presets_are_valid(schema, demo, preset) -> None:
+    merged = deep_merge(demo, yaml.safe_load((REPO_ROOT / "config" / preset).read_text()))
+    assert schema_problems(merged, schema) == []
+    assert combination_problems(merged) == []
+
+
 def test_the_shipped_configs_are_valid(schema, demo) -> None:
     assert schema_problems(demo, schema) == []
     assert combination_problems(demo) == []
