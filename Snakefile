@@ -38,6 +38,7 @@ include: "workflow/rules/crf.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/deeplab.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/diagnostics.smk"
 
 
 rule all:

@@ -6,7 +6,7 @@ from smaf.codehash import code_hash
 from smaf.config import check_config
 from smaf.data.sources import source_fingerprint
 from smaf.errors import ConfigError
-from smaf.experiments import Experiments, canonical_config
+from smaf.experiments import Experiments, canonical_config, deeplab_init
 
 # Snakemake compares params by their text: with every dict of the config key-sorted once here,
 # the same settings written in another key order (another config file, a --configfile
@@ -229,9 +229,21 @@ def manual_markers(*paths):
     ]
 
 
+def checkpoint_input(path):
+    """A trained model given as `init_checkpoint`: its manual item's marker when a `manual:`
+    item names the path (the rule stops with instructions until it is there), else the file.
+    """
+    return manual_markers(path) or path
+
+
 def pretrain_inputs(wildcards):
-    """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads."""
+    """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads;
+    with pretrain.init_checkpoint the checkpoint instead (no training, no saliency)."""
     inputs = {"index": data_path(wildcards)}
+    trained = config["pretrain"].get("init_checkpoint")
+    if trained:
+        inputs["checkpoint"] = checkpoint_input(trained)
+        return inputs
     saliency = (
         dataset_saliency_dir(wildcards)
         if config["pretrain"]["method"] == "eps"
@@ -331,17 +343,36 @@ def deeplab_cfg(wildcards):
     return experiment_cfg(wildcards, "deeplab")
 
 
+#: Weight folders the workflow fills by extracting a download: folder -> `downloads:` entry.
+EXTRACTED_WEIGHTS = {"resources/weights/deeplab_resnet101": "prototxt_and_model.zip"}
+
+
+def weights_input(path):
+    """What provides the weights file `path`: the extraction marker of its folder (extracted
+    from a download, rule extract_deeplab_init), a manual item's marker, or the file itself
+    (resources/downloads/<file>: the download rule; else the user's)."""
+    folder = Path(path).parent.as_posix()
+    if EXTRACTED_WEIGHTS.get(folder) in config["downloads"]:
+        return f"{folder}.extracted"
+    return manual_markers(path) or path
+
+
 def deeplab_train_inputs(wildcards):
-    """Dataset index, the CRF-refined pseudo labels of train_aug and the ImageNet weights."""
+    """Dataset index, the CRF-refined pseudo labels of train_aug and the init weights; with
+    deeplab.init_checkpoint only the index and that checkpoint (evaluation only)."""
     base = f"results/{wildcards.dataset}"
     cfg = deeplab_cfg(wildcards)
+    if cfg.get("init_checkpoint"):
+        return {
+            "index": data_path(wildcards),
+            "checkpoint": checkpoint_input(cfg["init_checkpoint"]),
+        }
     inputs = {
         "index": data_path(wildcards),
         "labels": f"{base}/{wildcards.experiment}/crf/{cfg['labels_from']}_train_aug",
     }
     if cfg.get("pretrained"):
-        # resources/downloads/<file> is made by the download rule.
-        inputs["weights"] = cfg["pretrained"]
+        inputs["weights"] = weights_input(cfg["pretrained"])
     if cfg.get("init_from"):
         inputs["init"] = classifier_path(
             wildcards.dataset, wildcards.experiment, cfg["init_from"]
@@ -387,12 +418,15 @@ def deeplab_eval_predictions(wildcards):
 
 
 def deeplab_eval_meta(wildcards):
-    """Fields of a DeepLab evaluation record; `model` names the source of the pseudo labels."""
+    """Fields of a DeepLab evaluation record; `model` names the source of the pseudo labels,
+    `init` the weights DeepLab started from (Table 1's init column)."""
+    cfg = deeplab_cfg(wildcards)
     return {
         **run_meta(wildcards),
         "stage": wildcards.stage,
         "split": wildcards.split,
-        "model": deeplab_cfg(wildcards)["labels_from"],
+        "model": cfg["labels_from"],
+        "init": deeplab_init(cfg),
     }
 
 

@@ -144,17 +144,24 @@ def segmentation_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
 
     Returns:
         One row per (dataset, experiment group, pseudo labels, gt); cells are display strings.
+        With an ``init`` column in the summary (the evaluation records'), an ``init`` column
+        says which weights DeepLab started from (the replicates' values joined if they differ).
     """
     df = with_replicates(summary)
     df = df[df["stage"].isin(TABLE1_STAGES) & (df["split"] == "val")]
     keys = ["dataset", "group", "model", "gt"]
+    with_init = "init" in df.columns
     rows = []
     for key, g in df.groupby(keys, sort=False, dropna=False):
         row = dict(zip(["dataset", "experiment", "pseudo labels", "gt"], key, strict=True))
+        if with_init:
+            inits = [str(v) for v in pd.unique(g["init"].dropna())]
+            row["init"] = "; ".join(inits) or NA
         for stage, col in TABLE1_STAGES.items():
             row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
         rows.append(row)
-    columns = ["dataset", "experiment", "pseudo labels", "gt", *TABLE1_STAGES.values()]
+    columns = ["dataset", "experiment", "pseudo labels", "gt"]
+    columns += ["init", *TABLE1_STAGES.values()] if with_init else [*TABLE1_STAGES.values()]
     out = pd.DataFrame(rows, columns=columns)
     if _wants_paper(summary, paper):
         for split in ("val", "test"):
