@@ -11,6 +11,7 @@ import pytest
 from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.errors import DataError
 from smaf.io import save_maps, save_mask
+from smaf.report.tables import pseudo_label_table, threshold_notes
 from smaf.stages.thr_sweep import choose, holdout_ids, sweep_scores, thr_sweep
 
 NAMES = ["background", "cat", "dog"]
@@ -111,3 +112,49 @@ def test_missing_maps_name_the_seeds_rule(tmp_path):
     (seeds / "maps" / "h.npz").unlink()
     with pytest.raises(DataError, match="rerun the seeds rule"):
         sweep_scores(seeds, index, ["h"], [0.2], "SegmentationClass")
+
+
+# ----------------------------------------------------------------- the report marks the thr
+def _table2_rows(thr: float) -> list[dict]:
+    return [
+        {
+            "dataset": "voc2012",
+            "experiment": "default",
+            "stage": stage,
+            "split": "train",
+            "gt": "SegmentationClass",
+            "miou": 0.7,
+            "model": stage.split("_")[0],
+            "thr": thr,
+        }
+        for stage in ("eps_seed", "eps_crf", "smaf_seed", "smaf_crf")
+    ]
+
+
+def test_table2_shows_thr_and_marks_it_as_not_tuned_without_a_sweep():
+    summary = pd.DataFrame(_table2_rows(0.2))
+    table = pseudo_label_table(summary)
+    assert table["thr"].tolist() == ["0.2", "0.2"]
+    (note,) = threshold_notes(summary)
+    assert note.startswith("default: thr 0.2 is set in the configuration")
+    assert "evaluated split's ground truth" in note and "snakemake thr_sweep" in note
+    assert threshold_notes(summary.drop(columns="thr")) == []  # older summaries: no claim
+    assert "thr" not in pseudo_label_table(summary.drop(columns="thr")).columns
+
+
+def test_table2_notes_the_held_out_sweep():
+    summary = pd.DataFrame(_table2_rows(0.2))
+    sweep = {
+        "experiment": "default",
+        "gt": "SegmentationClassAug",
+        "holdout": ["x", "y"],
+        "models": {
+            "smaf": {"thr": 0.2, "miou": 0.61, "configured_thr": 0.2, "configured_miou": 0.61}
+        },
+    }
+    (same,) = threshold_notes(summary, {"default": sweep})
+    assert "thr 0.2 is also the best of the held-out sweep (smaf seeds, 2 train_aug" in same
+    assert "without the evaluated split's ground truth" in same
+    sweep["models"]["smaf"].update(thr=0.3, miou=0.65)
+    (other,) = threshold_notes(summary, {"default": sweep})
+    assert "prefers thr 0.3 (mIoU 65.0 vs 61.0 at 0.2); this table uses 0.2" in other

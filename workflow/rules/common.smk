@@ -292,12 +292,14 @@ def eval_predictions(wildcards):
 
 
 def eval_meta(wildcards):
-    """Fields the evaluate rule copies into its record (the columns of results/summary.csv)."""
+    """Fields the evaluate rule copies into its record (the columns of results/summary.csv);
+    `thr`: the seeds' background score (Table 2 says how it was chosen)."""
     return {
         **run_meta(wildcards),
         "model": wildcards.model,
         "stage": f"{wildcards.model}_{wildcards.stage}",
         "split": wildcards.split,
+        "thr": experiment_cfg(wildcards, "seeds")["thr"],
     }
 
 
@@ -520,3 +522,18 @@ def templates_code():
         digest.update(path.name.encode())
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+# ------------------------------------------ diagnostics (rules/diagnostics.smk: thr_sweep)
+def thr_sweep_seed_dirs(wildcards):
+    """model -> the train_aug seeds folder (its fused maps) of each swept model."""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/seeds"
+    return {m: f"{base}/{m}_train_aug" for m in config["thr_sweep"]["models"]}
+
+
+def thr_sweep_gt(wildcards):
+    """The held-out images' ground truth: SegmentationClassAug where the dataset has it (VOC:
+    the only masks of train_aug minus train), else SegmentationClass."""
+    if EXP.has_aug_masks(wildcards.dataset):
+        return "SegmentationClassAug"
+    return "SegmentationClass"

@@ -1,21 +1,7 @@
 # Honest diagnostics. `snakemake thr_sweep`: the seeds' background score seeds.thr swept on
 # held-out train_aug images that are in no evaluation split (config `thr_sweep:`), for every
 # listed experiment: results/<dataset>/<experiment>/thr_sweep.csv (+ .json with the chosen
-# thr). Input functions (thr_sweep_*) live below; the others in common.smk.
-
-
-def thr_sweep_seed_dirs(wildcards):
-    """model -> the train_aug seeds folder (its fused maps) of each swept model."""
-    base = f"results/{wildcards.dataset}/{wildcards.experiment}/seeds"
-    return {m: f"{base}/{m}_train_aug" for m in config["thr_sweep"]["models"]}
-
-
-def thr_sweep_gt(wildcards):
-    """The held-out images' ground truth: SegmentationClassAug where the dataset has it (VOC:
-    the only masks of train_aug minus train), else SegmentationClass."""
-    if EXP.has_aug_masks(wildcards.dataset):
-        return "SegmentationClassAug"
-    return "SegmentationClass"
+# thr). Input functions (thr_sweep_*) live in common.smk.
 
 
 rule thr_sweep:

@@ -70,7 +70,8 @@ rule extract_deeplab_init:
     conda:
         "../../envs/smaf.yaml"
     params:
-        dest="resources/weights/deeplab_resnet101",
+        # resources/weights/deeplab_resnet101: the marker's name without its suffix.
+        dest=lambda wildcards, output: os.path.splitext(output.marker)[0],
         strip_components=0,
     script:
         "../scripts/extract.py"
