@@ -221,3 +221,19 @@ def test_table1_says_which_init_produced_it():
     ]
     older = segmentation_table(pd.DataFrame(rows).drop(columns="init"))
     assert "init" not in older.columns  # a summary without the column: the table as before
+
+
+def test_init_checkpoints_pick_inputs_and_are_no_training_params():
+    import yaml
+    from conftest import REPO_ROOT
+
+    from smaf.experiments import Experiments
+
+    config = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+    config["pretrain"]["init_checkpoint"] = "w/eps.pth"
+    config["deeplab"]["init_checkpoint"] = "w/deeplab.pth"
+    exp = Experiments(config)
+    pretrain = exp.train_params(None, "pretrain")
+    deeplab = exp.train_params("default", "deeplab")
+    assert "init_checkpoint" not in pretrain and "init_checkpoint" not in deeplab
+    assert deeplab["lr_update_every"] == 1 and pretrain["augment"]["resize_mode"] == "bilinear"
