@@ -220,6 +220,20 @@ def test_voc_presets_plan_published_checkpoints_instead_of_training(tmp_path):
     assert "crf/smaf_train_aug" not in out  # DeepLab is not trained on pseudo labels
     assert "deeplab_train" in out and "self_train" in out
 
+    # The authors' trained DeepLab comes out of the same archive as the COCO init.
+    override.write_text(
+        "deeplab: {init_checkpoint: "
+        "resources/weights/deeplab_resnet101/train2_iter_20000.caffemodel}\n"
+    )
+    proc = snakemake(
+        tmp_path / "run",
+        "-n",
+        "--configfile",
+        str(REPO_ROOT / "config/voc2012.yaml"),
+        str(override),
+    )
+    assert "extract_deeplab_init" in proc.stdout and "crf/smaf_train_aug" not in proc.stdout
+
     override.write_text("pretrain: {init_checkpoint: resources/weights/eps.pth}\n")
     proc = snakemake(
         tmp_path / "run",

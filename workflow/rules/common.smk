@@ -229,20 +229,13 @@ def manual_markers(*paths):
     ]
 
 
-def checkpoint_input(path):
-    """A trained model given as `init_checkpoint`: its manual item's marker when a `manual:`
-    item names the path (the rule stops with instructions until it is there), else the file.
-    """
-    return manual_markers(path) or path
-
-
 def pretrain_inputs(wildcards):
     """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads;
     with pretrain.init_checkpoint the checkpoint instead (no training, no saliency)."""
     inputs = {"index": data_path(wildcards)}
     trained = config["pretrain"].get("init_checkpoint")
     if trained:
-        inputs["checkpoint"] = checkpoint_input(trained)
+        inputs["checkpoint"] = weights_input(trained)
         return inputs
     saliency = (
         dataset_saliency_dir(wildcards)
@@ -350,8 +343,10 @@ EXTRACTED_WEIGHTS = {"resources/weights/deeplab_resnet101": "prototxt_and_model.
 
 
 def weights_input(path):
-    """What provides the weights file `path`: the extraction marker of its folder (extracted
-    from a download, rule extract_deeplab_init), a manual item's marker, or the file itself
+    """What provides the weights or checkpoint file `path`: the extraction marker of its folder
+    (extracted from a download by the extract_deeplab_init rule: init.caffemodel, or the trained
+    train2_iter_20000.caffemodel as deeplab.init_checkpoint), a manual item's marker (the rule
+    stops with instructions until it is there), or the file itself
     (resources/downloads/<file>: the download rule; else the user's)."""
     folder = Path(path).parent.as_posix()
     if EXTRACTED_WEIGHTS.get(folder) in config["downloads"]:
@@ -367,7 +362,7 @@ def deeplab_train_inputs(wildcards):
     if cfg.get("init_checkpoint"):
         return {
             "index": data_path(wildcards),
-            "checkpoint": checkpoint_input(cfg["init_checkpoint"]),
+            "checkpoint": weights_input(cfg["init_checkpoint"]),
         }
     inputs = {
         "index": data_path(wildcards),
