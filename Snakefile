@@ -40,6 +40,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/deeplab.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/diagnostics.smk"
 
 
 rule all:

@@ -177,6 +177,11 @@ def test_voc_presets_plan_downloads_manual_items_and_teacher_modes(tmp_path):
         "summary",
     ):
         assert f"rule {rule}:" in out or f"\n{rule} " in out, rule
+    # Table 1's DeepLab starts from the DeepLab authors' COCO init: downloaded and extracted.
+    assert "rule extract_deeplab_init:" in out or "extract_deeplab_init" in out
+    assert "resources/downloads/prototxt_and_model.zip" in out
+    assert "resources/weights/deeplab_resnet101.extracted" in out
+    assert "resnet101-63fe2227.pth" not in out  # torchvision's init is an option only
     paper = snakemake(
         tmp_path,
         "-n",
@@ -186,6 +191,60 @@ def test_voc_presets_plan_downloads_manual_items_and_teacher_modes(tmp_path):
     )
     assert "teacher_maps" not in paper.stdout  # the paper's teacher runs online
     assert "self_train" in paper.stdout
+    assert "extract_deeplab_init" in paper.stdout
+
+
+def test_voc_presets_plan_published_checkpoints_instead_of_training(tmp_path):
+    """pretrain.init_checkpoint (the EPS authors' model, a manual item) and
+    deeplab.init_checkpoint (deeplab-pytorch's, a download): no saliency maps, no ImageNet
+    weights, no DeepLab init and no train_aug pseudo labels are needed any more."""
+    override = tmp_path / "published.yaml"
+    override.write_text(
+        "model: {head: eps}\n"
+        "pretrain: {init_checkpoint: resources/weights/eps_voc12_checkpoint_cls.pth}\n"
+        "deeplab: {init_checkpoint: "
+        "resources/downloads/deeplabv2_resnet101_msc-vocaug-20000.pth}\n"
+    )
+    proc = snakemake(
+        tmp_path / "run",
+        "-n",
+        "--configfile",
+        str(REPO_ROOT / "config/voc2012.yaml"),
+        str(override),
+    )
+    out = proc.stdout
+    assert "resources/manual/eps_voc12_checkpoint.ok" in out
+    assert "resources/downloads/deeplabv2_resnet101_msc-vocaug-20000.pth" in out
+    assert "voc2012_saliency" not in out and "resnet38d_imagenet" not in out
+    assert "extract_deeplab_init" not in out and "prototxt_and_model.zip" not in out
+    assert "crf/smaf_train_aug" not in out  # DeepLab is not trained on pseudo labels
+    assert "deeplab_train" in out and "self_train" in out
+
+    # The authors' trained DeepLab comes out of the same archive as the COCO init.
+    override.write_text(
+        "deeplab: {init_checkpoint: "
+        "resources/weights/deeplab_resnet101/train2_iter_20000.caffemodel}\n"
+    )
+    proc = snakemake(
+        tmp_path / "run",
+        "-n",
+        "--configfile",
+        str(REPO_ROOT / "config/voc2012.yaml"),
+        str(override),
+    )
+    assert "extract_deeplab_init" in proc.stdout and "crf/smaf_train_aug" not in proc.stdout
+
+    override.write_text("pretrain: {init_checkpoint: resources/weights/eps.pth}\n")
+    proc = snakemake(
+        tmp_path / "run",
+        "-n",
+        "--configfile",
+        str(REPO_ROOT / "config/voc2012.yaml"),
+        str(override),
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "model.head is 'smaf'" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
@@ -202,3 +261,47 @@ def test_pretraining_is_taken_from_the_between_workflow_cache(tmp_path, monkeypa
     assert model.read_bytes() == (tmp_path / "one" / target).read_bytes()
     log = tmp_path / "two/logs/synthetic/pretrain.log"  # created by Snakemake, left empty
     assert not log.exists() or "step" not in log.read_text()  # not trained again
+
+
+@pytest.mark.slow
+def test_published_checkpoints_and_thr_sweep_run_on_the_tiny_workflow(tmp_path):
+    """The EPS authors' classifier and deeplab-pytorch's DeepLab (their key names and shapes,
+    1/8 width, the demo's 6 classes) replace pretraining and DeepLab training; the threshold
+    sweep runs on the held-out train_aug images."""
+    import torch
+    from test_start_from_checkpoints import deeplab_pytorch_published, eps_published
+
+    from smaf.config import deep_merge
+    from smaf.models.checkpoint import load_model
+
+    (tmp_path / "ckpt").mkdir()
+    torch.save(eps_published(), tmp_path / "ckpt/checkpoint_cls.pth")
+    torch.save(deeplab_pytorch_published(), tmp_path / "ckpt/deeplabv2.pth")
+    config = deep_merge(
+        TINY_CONFIG,
+        {
+            "model": {"head": "eps"},
+            "pretrain": {"init_checkpoint": "ckpt/checkpoint_cls.pth"},
+            "deeplab": {"init_checkpoint": "ckpt/deeplabv2.pth"},
+            "thr_sweep": {"values": [0.1, 0.3], "holdout": 0.5},
+        },
+    )
+    deeplab_eval = "results/synthetic/default/eval/deeplab_val_SegmentationClass.json"
+    snakemake(
+        tmp_path, "thr_sweep", deeplab_eval, "--cores", "2", "--resources", "gpu=1", config=config
+    )
+
+    model, meta = load_model(tmp_path / "results/synthetic/pretrain/model.pt", num_classes=6)
+    assert meta["source"] == "halbielee/EPS" and model.config.head == "eps"
+    history = pd.read_csv(tmp_path / "results/synthetic/pretrain/history.csv")
+    assert list(history.columns) == ["step", "note"] and "converted" in history["note"][0]
+    assert not (tmp_path / "results/synthetic/state/pretrain").exists()  # nothing trained
+    record = json.loads((tmp_path / deeplab_eval).read_text())
+    assert 0 <= record["miou"] <= 1
+    assert record["init"] == "checkpoint deeplabv2.pth (not trained here)"
+    assert not (tmp_path / "results/synthetic/default/crf").exists()  # no pseudo labels needed
+    sweep = pd.read_csv(tmp_path / "results/synthetic/default/thr_sweep.csv")
+    assert sweep["thr"].tolist() == [0.1, 0.2, 0.3] and sweep["chosen"].sum() == 1
+    held_out = json.loads((tmp_path / "results/synthetic/default/thr_sweep.json").read_text())
+    # 12 train_aug images, the first 4 also train: 4 of the other 8 are held out.
+    assert len(held_out["holdout"]) == 4

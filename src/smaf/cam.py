@@ -48,6 +48,7 @@ def attention_maps(
     size: tuple[int, int] | None = None,
     keep_background: bool = False,
     normalize: bool = False,
+    align_corners: bool = False,
 ) -> torch.Tensor:
     """Class-aware attention maps of CAM logits (Eq. 2: ``M = ReLU(f(I))``, scores in [0, 1]).
 
@@ -60,6 +61,7 @@ def attention_maps(
         cam: CAM logits ``[B, C(+1), h, w]``.
         has_background: whether channel 0 of ``cam`` is the background.
         size: bilinearly resize the logits to ``(H, W)`` first (the student at target size).
+        align_corners: of that resize (the released SMAF student: True).
         keep_background: keep the background channel (``[B, C+1, ...]``) instead of dropping it.
         normalize: divide the ReLU CAM by its per-channel max (+1e-5).
 
@@ -68,7 +70,7 @@ def attention_maps(
     """
     cam = cam.float()
     if size is not None:
-        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=False)
+        cam = F.interpolate(cam, size=size, mode="bilinear", align_corners=align_corners)
     if has_background:
         att = torch.softmax(cam, dim=1)  # [B, C+1, h, w]
         return att if keep_background else att[:, 1:]

@@ -186,7 +186,31 @@ def combination_problems(config: dict[str, Any]) -> list[str]:
             "pretrain.method 'eps' needs a background channel: set model.head to 'eps' or "
             "'smaf' (or pretrain.method to 'cam')."
         )
+    problems += checkpoint_problems(config)
     return problems
+
+
+#: File suffix of this project's model files (any other init_checkpoint is a published one).
+PROJECT_MODEL_SUFFIX = ".pt"
+
+
+def checkpoint_problems(config: dict[str, Any]) -> list[str]:
+    """``pretrain.init_checkpoint`` against ``model.head``, before any job runs.
+
+    A published classifier (any file but a ``.pt`` of this project) is EPS's (``eps`` head, or
+    ``cam`` for its baseline) or SMAF's; SMAF publishes no trained model, so the released
+    preset's ``smaf`` head cannot start from one. The converter checks the actual head later.
+    """
+    checkpoint = (config.get("pretrain") or {}).get("init_checkpoint")
+    head = (config.get("model") or {}).get("head")
+    if checkpoint and head == "smaf" and Path(checkpoint).suffix != PROJECT_MODEL_SUFFIX:
+        return [
+            f"pretrain.init_checkpoint {checkpoint} is a published classifier: the EPS authors' "
+            "model has the 'eps' head (1x1 conv -> C+1) but model.head is 'smaf' (the released "
+            "SMAF head, whose EPS-trained model is not published). Set model.head: eps (a "
+            "documented deviation from the released preset), or pretrain with model.head: smaf."
+        ]
+    return []
 
 
 def check_config(config: dict[str, Any], schema: dict[str, Any], where: str = "config") -> None:

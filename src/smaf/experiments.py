@@ -30,7 +30,36 @@ SEED_STAGES = ("seed", "crf")
 #: How DeepLab's val predictions are scored: MSC alone and MSC + CRF (stages in summary.csv).
 DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
 #: `deeplab:` keys the workflow uses (inference, where labels and init come from), not training.
-DEEPLAB_WORKFLOW_KEYS = ("test", "labels_from", "init_from")
+DEEPLAB_WORKFLOW_KEYS = ("test", "labels_from", "init_from", "init_checkpoint")
+#: Per section, the keys that pick the rule's inputs rather than train: left out of its params.
+WORKFLOW_KEYS = {"pretrain": ("init_checkpoint",), "deeplab": DEEPLAB_WORKFLOW_KEYS}
+
+
+#: What the weights of each DeepLab backbone's ``pretrained`` file were trained on.
+_PRETRAINED_KIND = {
+    "resnet101_caffe": "DeepLab-v2 Caffe init",
+    "resnet101": "torchvision ImageNet",
+    "resnet50": "torchvision ImageNet",
+    "resnet38d": "ResNet38d ImageNet",
+}
+
+
+def deeplab_init(deeplab: Mapping[str, Any]) -> str:
+    """Where a run's DeepLab weights come from, in words (Table 1's ``init`` column).
+
+    ``deeplab`` is the run's merged ``deeplab:`` section. E.g. ``"resnet101_caffe: DeepLab-v2
+    Caffe init (init.caffemodel)"``, ``"resnet38d: smaf classifier's backbone"``,
+    ``"checkpoint deeplabv2_resnet101_msc-vocaug-20000.pth (not trained here)"``.
+    """
+    if deeplab.get("init_checkpoint"):
+        return f"checkpoint {Path(deeplab['init_checkpoint']).name} (not trained here)"
+    backbone = deeplab.get("backbone", "resnet101")
+    if deeplab.get("init_from"):
+        return f"{backbone}: {deeplab['init_from']} classifier's backbone"
+    if deeplab.get("pretrained"):
+        kind = _PRETRAINED_KIND.get(backbone, "weights")
+        return f"{backbone}: {kind} ({Path(deeplab['pretrained']).name})"
+    return f"{backbone}: random init"
 
 
 def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -131,7 +160,7 @@ class Experiments:
     def train_params(self, run: str | None, section: str) -> dict[str, Any]:
         """What a training stage's rule passes as params: the shared result-changing ``train:``
         keys, the run's random seed, and the run's ``section`` (``run=None``: pretraining,
-        shared by every run, first seed). DeepLab's workflow keys are left out."""
+        shared by every run, first seed). The section's :data:`WORKFLOW_KEYS` are left out."""
         # `train:` keys that change results (smaf.config.RuntimeConfig's fields say how a
         # job runs: they are no params, so changing them reruns nothing).
         train = self.config["train"]
@@ -140,8 +169,8 @@ class Experiments:
             seed, values = self.seeds[0], dict(self.config[section])
         else:
             seed, values = self.parse_run(run)[1], self.section(run, section)
-        if section == "deeplab":
-            values = {k: v for k, v in values.items() if k not in DEEPLAB_WORKFLOW_KEYS}
+        skip = WORKFLOW_KEYS.get(section, ())
+        values = {k: v for k, v in values.items() if k not in skip}
         return {**shared, "seed": seed, **values}
 
     # --------------------------------------------------------------------------- targets

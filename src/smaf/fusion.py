@@ -59,7 +59,13 @@ def _resize(
     return F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=antialias)
 
 
-def fuse_scales(maps: Sequence[Tensor], size: tuple[int, int], *, eps: float = 0.0) -> Tensor:
+def fuse_scales(
+    maps: Sequence[Tensor],
+    size: tuple[int, int],
+    *,
+    eps: float = 0.0,
+    valid: Tensor | None = None,
+) -> Tensor:
     """Fuse per-scale attention maps into one map in [0, 1] per class (Eq. 5-6).
 
     Eq. 6: ``M_k = sum_s resize(M_s^k)``; every map is resized bilinearly (align_corners=False,
@@ -79,6 +85,11 @@ def fuse_scales(maps: Sequence[Tensor], size: tuple[int, int], *, eps: float = 0
             channel count must agree; spatial sizes may differ.
         size: output ``(H, W)``, normally the original-scale map or image size.
         eps: added to the max in the denominator (0 = the paper's Eq. 5).
+        valid: optional ``[B, 1, H, W]`` (or ``[B, H, W]``) mask of the pixels that show the
+            image, at ``size`` (bool or 0/1). When given, the max of Eq. 5 is taken over the
+            valid pixels only and the others are set to 0: a crop's padding (where the
+            network's response is meaningless) can then neither set the max nor pass into
+            the target. ``None``: every pixel counts (a whole image).
 
     Returns:
         ``[B, C, H, W]`` fused maps in [0, 1], dtype and device of ``maps[0]``.
@@ -101,6 +112,15 @@ def fuse_scales(maps: Sequence[Tensor], size: tuple[int, int], *, eps: float = 0
         # Out of place on the first term so the caller's tensor is never modified.
         total = r.clone() if total is None else total + r
     assert total is not None
+    if valid is not None:
+        mask = valid if valid.ndim == 4 else valid[:, None]
+        if mask.shape != (b, 1, *size):
+            raise ValueError(
+                f"valid must be [B, 1, H, W] = {(b, 1, *size)}, got {tuple(valid.shape)}"
+            )
+        # Zero the padding before the max: the max is over the valid pixels only (the sum is
+        # >= 0), and the padding stays 0 after the division.
+        total = total * mask.to(dtype=total.dtype, device=total.device)
     peak = total.amax(dim=(-2, -1), keepdim=True)  # [B, C, 1, 1]
     if eps > 0:
         return total / (peak + eps)

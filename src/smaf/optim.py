@@ -2,7 +2,8 @@
 
 Group ``i`` has ``lr = base_lr · lr_mult_i · (1 − step/iterations)^power`` and
 ``weight_decay = wd · weight_decay_mult_i``; ``momentum`` is a config key because the
-released code's effective momentum is 5e-4.
+released code's effective momentum is 5e-4. ``lr_update_every`` N holds the lr for N steps:
+deeplab-pytorch recomputes it only every 10th iteration.
 """
 
 from __future__ import annotations
@@ -23,12 +24,18 @@ class OptimConfig:
     lr: float = 0.01  # base learning rate (group multipliers ×1/×2/×10/×20 on top)
     weight_decay: float = 5e-4  # applied to groups with weight_decay_mult 1
     momentum: float = 0.9  # the released EPS/SMAF code effectively uses 5e-4 (a quirk)
-    poly_power: float = 0.9  # lr · (1 − step/iterations)^poly_power, updated every step
+    poly_power: float = 0.9  # lr · (1 − step/iterations)^poly_power
+    # The lr is recomputed every this many steps and held in between (deeplab-pytorch: 10).
+    lr_update_every: int = 1
 
     def __post_init__(self) -> None:
         if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
             raise ConfigError(
                 f"optimizer: need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got {asdict(self)}"
+            )
+        if not isinstance(self.lr_update_every, int) or self.lr_update_every < 1:
+            raise ConfigError(
+                f"optimizer: lr_update_every must be an integer >= 1, got {self.lr_update_every!r}"
             )
 
 
@@ -57,9 +64,21 @@ def poly_lr(base_lr: float, step: int, iterations: int, power: float) -> float:
     return base_lr * (1.0 - step / iterations) ** power
 
 
+def scheduled_step(step: int, every: int) -> int:
+    """The step whose poly lr step ``step`` (from 0) uses when the lr changes every ``every``
+    steps: ``every · ⌊step / every⌋``.
+
+    deeplab-pytorch's ``PolynomialLR`` (``step_size`` 10) is stepped after iteration ``i``
+    (from 1) and only changes the lr when ``i % 10 == 0``, to ``base · (1 − i/max)^p``: its
+    iterations 1..10 run at ``base``, 11..20 at ``base · (1 − 10/max)^p``, ... — steps 0..9,
+    10..19 here.
+    """
+    return step - step % every
+
+
 def set_lr(optimizer: torch.optim.Optimizer, cfg: OptimConfig, step: int, iterations: int) -> float:
     """Apply the poly schedule to every group; return the base lr of this step."""
-    lr = poly_lr(cfg.lr, step, iterations, cfg.poly_power)
+    lr = poly_lr(cfg.lr, scheduled_step(step, cfg.lr_update_every), iterations, cfg.poly_power)
     for g in optimizer.param_groups:
         g["lr"] = lr * g["lr_mult"]
     return lr

@@ -5,6 +5,11 @@ normalisation, random crop (padding with zeros when the image is smaller than th
 Everything that is spatially aligned with the image (saliency, offline teacher maps, masks)
 gets the **same** geometric transform, with its own fill value for the padded area.
 
+Interpolation is a setting because the released code's differs from ours: EPS and SMAF resize
+the image and the saliency with PIL bicubic (``resize_mode: bicubic`` here: antialiased
+bicubic, the tensor equivalent) and SMAF its offline teacher maps with bilinear
+``align_corners=True`` (extras mode ``'bilinear_aligned'``).
+
 All randomness comes from the ``numpy.random.Generator`` the caller passes in (the training
 loop seeds it from the sample's position in the stream), so a resumed run sees exactly the
 crops an uninterrupted run would have seen, whatever the number of DataLoader workers.
@@ -28,6 +33,16 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
+#: Interpolations of the random resize (``augment.resize_mode``).
+RESIZE_MODES = ("bilinear", "bicubic")
+#: How an extra map follows the image's resize: ``nearest`` (label masks), ``bilinear``
+#: (align_corners=False), ``bilinear_aligned`` (align_corners=True, the released SMAF's teacher
+#: maps), ``image`` (like the image: ``augment.resize_mode``; values in [0, 1], e.g. saliency).
+EXTRA_MODES = ("nearest", "bilinear", "bilinear_aligned", "image")
+#: Where a crop larger than the resized image puts the padding (``deeplab.augment.pad``).
+PAD_MODES = ("random", "bottom_right")
+
+
 @dataclass
 class AugmentConfig:
     """Augmentation settings (config keys ``augment.*`` of each training stage)."""
@@ -38,11 +53,19 @@ class AugmentConfig:
     # brightness, contrast, saturation, hue jitter (torchvision ColorJitter semantics);
     # None disables it (the offline teacher maps never see colour jitter anyway).
     color_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)
+    # Random resize of the image and of the image-like extras (mode 'image': saliency):
+    # 'bilinear' (antialiased on the image) | 'bicubic' (antialiased; the released PIL resize).
+    resize_mode: str = "bilinear"
 
     def __post_init__(self) -> None:
         self.resize_long = tuple(self.resize_long)
         if self.color_jitter is not None:
             self.color_jitter = tuple(self.color_jitter)
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(
+                f"augment.resize_mode must be one of {', '.join(RESIZE_MODES)}, "
+                f"got {self.resize_mode!r}"
+            )
         if self.crop_size < 8 or not 8 <= self.resize_long[0] <= self.resize_long[1]:
             raise ValueError(
                 f"augment: need crop_size >= 8 and 8 <= resize_long[0] <= resize_long[1], "
@@ -82,17 +105,42 @@ class Augmented(NamedTuple):
     valid: torch.Tensor  # bool [S, S]: True where the crop shows the image (not padding)
 
 
-def _resize(t: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
-    """Resize ``[K, H, W]`` (or ``[H, W]``) to ``size``; ``nearest`` keeps integer labels."""
+def _resize(
+    t: torch.Tensor, size: tuple[int, int], mode: str, resize_mode: str = "bilinear"
+) -> torch.Tensor:
+    """Resize ``[K, H, W]`` (or ``[H, W]``) to ``size`` in extras mode ``mode``
+    (:data:`EXTRA_MODES`); ``nearest`` keeps integer labels, ``image`` follows ``resize_mode``."""
+    if mode not in EXTRA_MODES:
+        raise ValueError(f"extras mode must be one of {', '.join(EXTRA_MODES)}, got {mode!r}")
     squeeze = t.dim() == 2
     x = t[None, None] if squeeze else t[None]
     dtype = x.dtype
     if mode == "nearest":
         out = F.interpolate(x.float(), size=size, mode="nearest").to(dtype)
+    elif mode == "image" and resize_mode == "bicubic":
+        # PIL's bicubic on an 8-bit image saturates at its range: [0, 1] here, 0..255 for ints.
+        out = F.interpolate(
+            x.float(), size=size, mode="bicubic", align_corners=False, antialias=True
+        )
+        if dtype.is_floating_point:
+            out = out.clamp(0, 1).to(dtype)
+        else:
+            out = out.round().clamp(0, 255).to(dtype)
     else:
-        out = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
+        aligned = mode == "bilinear_aligned"
+        out = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=aligned)
         out = out.to(dtype) if dtype.is_floating_point else out.round().clamp(0, 255).to(dtype)
     return out[0, 0] if squeeze else out[0]
+
+
+def resize_image(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
+    """Resize a uint8 ``[3, H, W]`` image to ``size`` (antialiased, like PIL) with ``mode``
+    (:data:`RESIZE_MODES`)."""
+    if mode == "bicubic":
+        interpolation = TF.InterpolationMode.BICUBIC
+    else:
+        interpolation = TF.InterpolationMode.BILINEAR
+    return TF.resize(img, list(size), interpolation=interpolation, antialias=True)
 
 
 def train_augment(
@@ -100,6 +148,8 @@ def train_augment(
     rng: np.random.Generator,
     cfg: AugmentConfig,
     extras: dict[str, tuple[np.ndarray | torch.Tensor, str, float]] | None = None,
+    *,
+    pad: str = "random",
 ) -> Augmented:
     """Augment one sample.
 
@@ -108,9 +158,13 @@ def train_augment(
         rng: the sample's random generator (all randomness comes from it).
         cfg: augmentation settings.
         extras: ``name -> (array, mode, fill)`` for maps aligned with the image: ``array`` is
-            ``[H, W]`` or ``[K, H, W]``; ``mode`` is ``'bilinear'`` (saliency, attention maps)
-            or ``'nearest'`` (label masks); ``fill`` is the value of the padded area (0 for
-            maps, 255 = ignore for masks).
+            ``[H, W]`` or ``[K, H, W]``; ``mode`` is one of :data:`EXTRA_MODES`
+            (``'image'`` or ``'bilinear'`` for saliency, ``'bilinear'`` /
+            ``'bilinear_aligned'`` for attention maps, ``'nearest'`` for label masks);
+            ``fill`` is the value of the padded area (0 for maps, 255 = ignore for masks).
+        pad: where the padding of a side shorter than the crop goes (:data:`PAD_MODES`):
+            ``random`` (the image at a random offset, EPS) or ``bottom_right`` (the image at
+            the top-left, deeplab-pytorch).
 
     Returns:
         The crop, the extras cropped the same way, and the mask of real (unpadded) pixels.
@@ -124,8 +178,11 @@ def train_augment(
     long_side = int(rng.integers(cfg.resize_long[0], cfg.resize_long[1] + 1))
     scale = long_side / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    img = TF.resize(img, list(size), antialias=True)  # bilinear on uint8, like PIL
-    maps = {k: _resize(torch.as_tensor(a), size, mode) for k, (a, mode, _) in extras.items()}
+    img = resize_image(img, size, cfg.resize_mode)  # uint8, antialiased like PIL
+    maps = {
+        k: _resize(torch.as_tensor(a), size, mode, cfg.resize_mode)
+        for k, (a, mode, _) in extras.items()
+    }
 
     if cfg.hflip and rng.random() < 0.5:
         img = img.flip(-1)
@@ -133,8 +190,8 @@ def train_augment(
 
     x = normalize(img.permute(1, 2, 0).numpy())  # [3, h, w]
     s = cfg.crop_size
-    top_img, top_out, ch = _crop_offsets(size[0], s, rng)
-    left_img, left_out, cw = _crop_offsets(size[1], s, rng)
+    top_img, top_out, ch = _crop_offsets(size[0], s, rng, pad)
+    left_img, left_out, cw = _crop_offsets(size[1], s, rng, pad)
     src = (slice(top_img, top_img + ch), slice(left_img, left_img + cw))
     dst = (slice(top_out, top_out + ch), slice(left_out, left_out + cw))
 
@@ -151,14 +208,22 @@ def train_augment(
     return Augmented(out_img, out_maps, valid)
 
 
-def _crop_offsets(length: int, crop: int, rng: np.random.Generator) -> tuple[int, int, int]:
-    """(offset in the image, offset in the crop, extent) along one axis, EPS-style.
+def _crop_offsets(
+    length: int, crop: int, rng: np.random.Generator, pad: str = "random"
+) -> tuple[int, int, int]:
+    """(offset in the image, offset in the crop, extent) along one axis.
 
-    A longer image is cropped at a random offset; a shorter one is placed at a random offset
-    inside the zero-padded crop.
+    A longer image is cropped at a random offset; a shorter one is placed inside the padded
+    crop at a random offset (``pad='random'``, EPS) or at 0, the padding after it
+    (``'bottom_right'``: deeplab-pytorch pads bottom/right, then its random crop of the padded
+    side can only start at 0). No random number is drawn for a ``bottom_right`` pad.
     """
+    if pad not in PAD_MODES:
+        raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
     if length >= crop:
         return int(rng.integers(0, length - crop + 1)), 0, crop
+    if pad == "bottom_right":
+        return 0, 0, length
     return 0, int(rng.integers(0, crop - length + 1)), length
 
 
@@ -169,12 +234,19 @@ class DeepLabAugment:
     crop_size: int = 321  # square crop (px); padded with mean / 255 when the image is smaller
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)  # one drawn uniformly per image
     hflip: bool = True  # random horizontal flip with probability 0.5
+    # Padding of a side shorter than the crop: 'random' (image at a random offset) |
+    # 'bottom_right' (deeplab-pytorch libs/datasets/base.py).
+    pad: str = "random"
 
     def __post_init__(self) -> None:
         self.scales = tuple(float(s) for s in self.scales)
         if self.crop_size < 8 or not self.scales or min(self.scales) <= 0:
             raise ValueError(
                 f"need crop_size >= 8 and scales > 0, got {self.crop_size}, {self.scales}"
+            )
+        if self.pad not in PAD_MODES:
+            raise ValueError(
+                f"deeplab.augment.pad must be one of {', '.join(PAD_MODES)}, got {self.pad!r}"
             )
 
 
@@ -203,5 +275,5 @@ def augment_pair(
     )
     # torch.tensor copies: masks read through PIL are read-only arrays.
     extras = {"label": (torch.tensor(label), "nearest", IGNORE_INDEX)}
-    aug = train_augment(image, rng, geometry, extras)
+    aug = train_augment(image, rng, geometry, extras, pad=cfg.pad)
     return aug.image, aug.extras["label"].long()

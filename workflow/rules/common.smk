@@ -8,7 +8,7 @@ from smaf.data.images import folder_fingerprint
 from smaf.data.sources import coco as coco_source
 from smaf.data.sources import source_fingerprint
 from smaf.errors import ConfigError
-from smaf.experiments import Experiments, canonical_config
+from smaf.experiments import Experiments, canonical_config, deeplab_init
 
 # Snakemake compares params by their text: with every dict of the config key-sorted once here,
 # the same settings written in another key order (another config file, a --configfile
@@ -237,8 +237,13 @@ def manual_markers(*paths):
 
 
 def pretrain_inputs(wildcards):
-    """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads."""
+    """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads;
+    with pretrain.init_checkpoint the checkpoint instead (no training, no saliency)."""
     inputs = {"index": data_path(wildcards)}
+    trained = config["pretrain"].get("init_checkpoint")
+    if trained:
+        inputs["checkpoint"] = weights_input(trained)
+        return inputs
     saliency = (
         dataset_saliency_dir(wildcards)
         if config["pretrain"]["method"] == "eps"
@@ -289,12 +294,14 @@ def eval_predictions(wildcards):
 
 
 def eval_meta(wildcards):
-    """Fields the evaluate rule copies into its record (the columns of results/summary.csv)."""
+    """Fields the evaluate rule copies into its record (the columns of results/summary.csv);
+    `thr`: the seeds' background score (Table 2 says how it was chosen)."""
     return {
         **run_meta(wildcards),
         "model": wildcards.model,
         "stage": f"{wildcards.model}_{wildcards.stage}",
         "split": wildcards.split,
+        "thr": experiment_cfg(wildcards, "seeds")["thr"],
     }
 
 
@@ -340,17 +347,38 @@ def deeplab_cfg(wildcards):
     return experiment_cfg(wildcards, "deeplab")
 
 
+#: Weight folders the workflow fills by extracting a download: folder -> `downloads:` entry.
+EXTRACTED_WEIGHTS = {"resources/weights/deeplab_resnet101": "prototxt_and_model.zip"}
+
+
+def weights_input(path):
+    """What provides the weights or checkpoint file `path`: the extraction marker of its folder
+    (extracted from a download by the extract_deeplab_init rule: init.caffemodel, or the trained
+    train2_iter_20000.caffemodel as deeplab.init_checkpoint), a manual item's marker (the rule
+    stops with instructions until it is there), or the file itself
+    (resources/downloads/<file>: the download rule; else the user's)."""
+    folder = Path(path).parent.as_posix()
+    if EXTRACTED_WEIGHTS.get(folder) in config["downloads"]:
+        return f"{folder}.extracted"
+    return manual_markers(path) or path
+
+
 def deeplab_train_inputs(wildcards):
-    """Dataset index, the CRF-refined pseudo labels of train_aug and the ImageNet weights."""
+    """Dataset index, the CRF-refined pseudo labels of train_aug and the init weights; with
+    deeplab.init_checkpoint only the index and that checkpoint (evaluation only)."""
     base = f"results/{wildcards.dataset}"
     cfg = deeplab_cfg(wildcards)
+    if cfg.get("init_checkpoint"):
+        return {
+            "index": data_path(wildcards),
+            "checkpoint": weights_input(cfg["init_checkpoint"]),
+        }
     inputs = {
         "index": data_path(wildcards),
         "labels": f"{base}/{wildcards.experiment}/crf/{cfg['labels_from']}_train_aug",
     }
     if cfg.get("pretrained"):
-        # resources/downloads/<file> is made by the download rule.
-        inputs["weights"] = cfg["pretrained"]
+        inputs["weights"] = weights_input(cfg["pretrained"])
     if cfg.get("init_from"):
         inputs["init"] = classifier_path(
             wildcards.dataset, wildcards.experiment, cfg["init_from"]
@@ -396,12 +424,15 @@ def deeplab_eval_predictions(wildcards):
 
 
 def deeplab_eval_meta(wildcards):
-    """Fields of a DeepLab evaluation record; `model` names the source of the pseudo labels."""
+    """Fields of a DeepLab evaluation record; `model` names the source of the pseudo labels,
+    `init` the weights DeepLab started from (Table 1's init column)."""
+    cfg = deeplab_cfg(wildcards)
     return {
         **run_meta(wildcards),
         "stage": wildcards.stage,
         "split": wildcards.split,
-        "model": deeplab_cfg(wildcards)["labels_from"],
+        "model": cfg["labels_from"],
+        "init": deeplab_init(cfg),
     }
 
 
@@ -615,3 +646,18 @@ def coco_dataset_inputs(wildcards):
             f"resources/{wildcards.dataset}/{s}.zip.extracted" for s in sets
         ]
     return inputs
+
+
+# ------------------------------------------ diagnostics (rules/diagnostics.smk: thr_sweep)
+def thr_sweep_seed_dirs(wildcards):
+    """model -> the train_aug seeds folder (its fused maps) of each swept model."""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/seeds"
+    return {m: f"{base}/{m}_train_aug" for m in config["thr_sweep"]["models"]}
+
+
+def thr_sweep_gt(wildcards):
+    """The held-out images' ground truth: SegmentationClassAug where the dataset has it (VOC:
+    the only masks of train_aug minus train), else SegmentationClass."""
+    if EXP.has_aug_masks(wildcards.dataset):
+        return "SegmentationClassAug"
+    return "SegmentationClass"

@@ -22,6 +22,8 @@ rule deeplab_train:
     params:
         code=script_code("deeplab_train.py"),
         deeplab=experiment_stage_params("deeplab"),
+        # Evaluation only: a trained DeepLab used instead of training (null = train).
+        init_checkpoint=experiment_field("deeplab", "init_checkpoint"),
         # Checkpoints outside the outputs: a killed job's rerun resumes from them.
         state_dir="results/{dataset}/state/{experiment}/deeplab",
     script:

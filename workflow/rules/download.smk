@@ -57,6 +57,26 @@ rule extract_segmentation_class_aug:
         "../scripts/extract.py"
 
 
+# The DeepLab authors' ResNet-101 release (init.caffemodel: the COCO init of Table 1's
+# DeepLab); deeplab.pretrained files in this folder depend on its marker (weights_input).
+rule extract_deeplab_init:
+    input:
+        archive="resources/downloads/prototxt_and_model.zip",
+    output:
+        marker="resources/weights/deeplab_resnet101.extracted",
+    log:
+        "logs/weights/extract_deeplab_init.log",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        # resources/weights/deeplab_resnet101: the marker's name without its suffix.
+        dest=lambda wildcards, output: os.path.splitext(output.marker)[0],
+        strip_components=0,
+    script:
+        "../scripts/extract.py"
+
+
 rule convert_sbd:
     input:
         archive="resources/downloads/benchmark.tgz",

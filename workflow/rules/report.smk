@@ -17,6 +17,9 @@ REPORT_EXPERIMENT = next(iter(config["experiments"]))
 #: The ablation table (rule ablations), shown when present: a param, not an input, so the
 #: report never forces the ablation runs.
 REPORT_ABLATIONS = f"results/{DATASET}/ablations.csv"
+#: The threshold sweeps (rule sweep_thr, `snakemake thr_sweep`) of the listed runs: read when
+#: present (Table 2's notes say whether its thr was tuned on held-out data), never required.
+REPORT_THR_SWEEPS = [f"results/{DATASET}/{run}/thr_sweep.json" for run in EXP.runs()]
 #: The figures of one experiment (file stems; smaf.report.page.FIGURES), in the paper's order.
 REPORT_FIGURES = (
     "fig1_scales",
@@ -203,5 +206,10 @@ rule report:
             if os.path.exists(REPORT_ABLATIONS)
             else None
         ),
+        thr_sweeps=REPORT_THR_SWEEPS,
+        thr_sweeps_mtime=[
+            os.path.getmtime(p) if os.path.exists(p) else None
+            for p in REPORT_THR_SWEEPS
+        ],
     script:
         "../scripts/report.py"

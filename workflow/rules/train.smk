@@ -24,6 +24,8 @@ rule pretrain:
         code=script_code("pretrain.py"),
         model=config["model"],
         pretrain=stage_params("pretrain"),
+        # A trained classifier used instead of training (converted / checked; null = train).
+        init_checkpoint=config["pretrain"].get("init_checkpoint"),
         state_dir="results/{dataset}/state/pretrain",
     script:
         "../scripts/pretrain.py"

@@ -1,21 +1,35 @@
-"""Snakemake glue: EPS (or CAM) pretraining (rule pretrain)."""
+"""Snakemake glue: EPS (or CAM) pretraining (rule pretrain), or its model taken from
+pretrain.init_checkpoint (converted / checked, not trained)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
 from smaf.config import runtime_settings
 from smaf.distributed import run_training
+from smaf.runner import run_logged
 from smaf.stages.pretrain import pretrain
+from smaf.stages.published import adopt_classifier
 
-# One process, or train.gpus DDP processes under torchrun (the job's gpu resource).
-run_training(
-    snakemake.log[0],
-    pretrain,
-    index=snakemake.input.index,
-    model=snakemake.params.model,
-    params={**snakemake.params.pretrain, **runtime_settings(snakemake.config)},
-    out_model=snakemake.output.model,
-    out_history=snakemake.output.history,
-    state_dir=snakemake.params.state_dir,
-    processes=snakemake.resources.gpu,
-    requested=snakemake.config["train"]["gpus"],
-    threads=snakemake.threads,
-)
+if snakemake.params.init_checkpoint:
+    run_logged(
+        snakemake.log[0],
+        adopt_classifier,
+        snakemake.params.init_checkpoint,
+        snakemake.input.index,
+        snakemake.params.model,
+        snakemake.output.model,
+        snakemake.output.history,
+    )
+else:
+    # One process, or train.gpus DDP processes under torchrun (the job's gpu resource).
+    run_training(
+        snakemake.log[0],
+        pretrain,
+        index=snakemake.input.index,
+        model=snakemake.params.model,
+        params={**snakemake.params.pretrain, **runtime_settings(snakemake.config)},
+        out_model=snakemake.output.model,
+        out_history=snakemake.output.history,
+        state_dir=snakemake.params.state_dir,
+        processes=snakemake.resources.gpu,
+        requested=snakemake.config["train"]["gpus"],
+        threads=snakemake.threads,
+    )

@@ -18,4 +18,5 @@ run_logged(
     curves=dict(zip(p.experiments, snakemake.input.curves, strict=True)),
     figures={Path(f).stem: f for f in snakemake.input.figures},
     tables_dir=Path(snakemake.output.tables[0]).parent,
+    thr_sweeps=list(p.thr_sweeps),
 )

@@ -122,6 +122,9 @@ class WeakTrainSet(torch.utils.data.Dataset):
     Args:
         saliency: load the saliency maps (EPS); every image of the split must have one.
         teacher_dir: folder of the offline teacher's ``<id>.npz`` maps (SMAF, released code).
+        teacher_align_corners: resize the teacher maps with bilinear ``align_corners=True``
+            (the released SMAF code) instead of False. The saliency follows
+            ``augment.resize_mode`` like the image.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class WeakTrainSet(torch.utils.data.Dataset):
         *,
         saliency: bool = False,
         teacher_dir: str | os.PathLike[str] | None = None,
+        teacher_align_corners: bool = False,
     ) -> None:
         self.index = read_index(index)
         self.ids = self.index.ids(role)
@@ -140,6 +144,7 @@ class WeakTrainSet(torch.utils.data.Dataset):
         if saliency:
             require_saliency(self.index, self.ids, role)
         self.teacher_dir = Path(teacher_dir) if teacher_dir is not None else None
+        self.teacher_mode = "bilinear_aligned" if teacher_align_corners else "bilinear"
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -154,7 +159,7 @@ class WeakTrainSet(torch.utils.data.Dataset):
             path = self.index.saliency_path(image_id)
             sal = load_saliency(path).astype(np.float32) / 255.0
             _check_size(image_id, "saliency map", path, sal, image.shape[:2])
-            extras["saliency"] = (sal, "bilinear", 0.0)
+            extras["saliency"] = (sal, "image", 0.0)
         if self.teacher_dir is not None:
             path = self.teacher_dir / f"{image_id}.npz"
             if not path.is_file():
@@ -167,7 +172,7 @@ class WeakTrainSet(torch.utils.data.Dataset):
                     f"teacher map of {image_id} is {maps.shape[-2:]} but the image is "
                     f"{image.shape[:2]}."
                 )
-            extras["teacher"] = (maps, "bilinear", 0.0)
+            extras["teacher"] = (maps, self.teacher_mode, 0.0)
         aug = train_augment(image, rng, self.augment, extras)
         out = {
             "id": image_id,

@@ -8,7 +8,7 @@ so a file holding arbitrary pickled objects is refused instead of executed.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 import torch
@@ -74,6 +74,12 @@ def load_model(
             allowed to differ, but ``freeze_bn`` may).
     """
     state = read_model_file(path)
+    unknown = set(state["model_config"]) - {f.name for f in fields(ModelConfig)}
+    if unknown:
+        raise SmafError(
+            f"{path} is not a classifier model file (model_config keys {sorted(unknown)}); "
+            "a DeepLab model?"
+        )
     config = {**state["model_config"], **overrides}
     check_num_classes(path, config["num_classes"], num_classes)
     model = build_classifier(ModelConfig(**config))

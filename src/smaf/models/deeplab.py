@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -360,8 +360,12 @@ def load_deeplab(
         num_classes: if given, the file must be for this many foreground classes.
     """
     state = read_model_file(path, "the deeplab_train rule")
-    if state["model_config"].get("backbone") not in BACKBONES:
-        raise SmafError(f"{path} is not a DeepLab model (backbone {state['model_config']}).")
+    known = {f.name for f in fields(DeepLabConfig)}
+    if state["model_config"].get("backbone") not in BACKBONES or set(state["model_config"]) - known:
+        raise SmafError(
+            f"{path} is not a DeepLab model (its model_config is {state['model_config']}); "
+            "a classifier's model file?"
+        )
     cfg = DeepLabConfig(**state["model_config"])
     check_num_classes(path, cfg.num_classes, num_classes)
     model = build_deeplab(cfg)

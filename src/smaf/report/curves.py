@@ -24,8 +24,9 @@ from smaf.report.plots import DPI, save_figure
 
 PathLike = str | os.PathLike[str]
 
-#: History columns that are not losses (never plotted).
-NON_LOSS_COLUMNS = ("step", "lr", "epoch", "time", "images_per_s")
+#: History columns that are not losses (never plotted). ``note``: the one row of a stage whose
+#: model was taken from a checkpoint (smaf.stages.published), which has no loss.
+NON_LOSS_COLUMNS = ("step", "lr", "epoch", "time", "images_per_s", "note")
 #: Log scale when the smoothed curves span more than this many decades.
 LOG_DECADES = 1.5
 #: Default smoothing: the window is this fraction of the history's length.

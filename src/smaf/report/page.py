@@ -14,6 +14,7 @@ The templates are package data: ``smaf/templates/*.j2`` (and the shared ``report
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ from smaf.report.tables import (
     read_ablations,
     read_summary,
     segmentation_table,
+    threshold_notes,
 )
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,7 @@ class _Tables:
 
     table1: pd.DataFrame
     table2: pd.DataFrame
+    table2_notes: list[str]
     ablations: dict[str, pd.DataFrame]
     ablation_notes: list[str]
     per_class: pd.DataFrame | None
@@ -114,11 +117,22 @@ def _summary(summary_csv: PathLike, dataset: str | None) -> tuple[pd.DataFrame, 
     return summary, any(is_voc(d) for d in datasets) or is_voc(dataset), str(name)
 
 
+def read_sweeps(paths: Sequence[PathLike]) -> dict[str, dict]:
+    """The ``thr_sweep.json`` records among ``paths`` that exist, by run (their experiment)."""
+    records = {}
+    for path in paths:
+        if _exists(path):
+            record = json.loads(Path(path).read_text())
+            records[str(record.get("experiment", Path(path).parent.name))] = record
+    return records
+
+
 def _tables(
     summary: pd.DataFrame,
     voc: bool,
     ablations_csv: PathLike | None,
     eval_csvs: Sequence[PathLike],
+    thr_sweeps: Sequence[PathLike] = (),
 ) -> _Tables:
     ablations, ablation_notes = {}, []
     if _exists(ablations_csv):
@@ -132,6 +146,7 @@ def _tables(
     return _Tables(
         table1=segmentation_table(summary, paper=voc),
         table2=pseudo_label_table(summary, paper=voc),
+        table2_notes=threshold_notes(summary, read_sweeps(thr_sweeps)),
         ablations=ablations,
         ablation_notes=ablation_notes,
         per_class=per_class_table(eval_names(present)).reset_index() if present else None,
@@ -150,6 +165,7 @@ def build_report(
     figures: Mapping[str, PathLike] | None = None,
     tables_dir: PathLike | None = None,
     title: str | None = None,
+    thr_sweeps: Sequence[PathLike] = (),
 ) -> Path:
     """Write the report: one self-contained HTML file (inline CSS, base64 PNGs).
 
@@ -165,12 +181,14 @@ def build_report(
             are shown after them, without a caption.
         tables_dir: also write the tables there (:func:`write_tables`); None = page only.
         title: page title.
+        thr_sweeps: optional ``thr_sweep.json`` files (rule ``sweep_thr``); Table 2's notes
+            say whether its ``thr`` was tuned on held-out data (:func:`threshold_notes`).
 
     Returns:
         The path written.
     """
     summary, voc, name = _summary(summary_csv, dataset)
-    tables = _tables(summary, voc, ablations_csv, eval_csvs)
+    tables = _tables(summary, voc, ablations_csv, eval_csvs, thr_sweeps)
     curve_figs, curve_notes = _embed(
         {f"training curves of {k}": v for k, v in (curves or {}).items()}
     )
@@ -193,6 +211,7 @@ def build_report(
             voc=voc,
             table1=table_html(tables.table1) if len(tables.table1) else "",
             table2=table_html(tables.table2) if len(tables.table2) else "",
+            table2_notes=tables.table2_notes,
             ablations=[
                 {"title": ABLATION_TITLES.get(k, k), "html": table_html(df)}
                 for k, df in tables.ablations.items()
@@ -269,7 +288,7 @@ def _write_tables(tables: _Tables, name: str, out_dir: PathLike) -> dict[str, Pa
 
     empty = "no evaluations for this table in the summary."
     write("table1", [("", tables.table1)], [] if len(tables.table1) else [empty])
-    write("table2", [("", tables.table2)], [] if len(tables.table2) else [empty])
+    write("table2", [("", tables.table2)], tables.table2_notes if len(tables.table2) else [empty])
     per_class = tables.per_class if tables.per_class is not None else pd.DataFrame()
     write("per_class", [("", per_class)], tables.per_class_notes)
     write(

@@ -144,17 +144,24 @@ def segmentation_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
 
     Returns:
         One row per (dataset, experiment group, pseudo labels, gt); cells are display strings.
+        With an ``init`` column in the summary (the evaluation records'), an ``init`` column
+        says which weights DeepLab started from (the replicates' values joined if they differ).
     """
     df = with_replicates(summary)
     df = df[df["stage"].isin(TABLE1_STAGES) & (df["split"] == "val")]
     keys = ["dataset", "group", "model", "gt"]
+    with_init = "init" in df.columns
     rows = []
     for key, g in df.groupby(keys, sort=False, dropna=False):
         row = dict(zip(["dataset", "experiment", "pseudo labels", "gt"], key, strict=True))
+        if with_init:
+            inits = [str(v) for v in pd.unique(g["init"].dropna())]
+            row["init"] = "; ".join(inits) or NA
         for stage, col in TABLE1_STAGES.items():
             row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
         rows.append(row)
-    columns = ["dataset", "experiment", "pseudo labels", "gt", *TABLE1_STAGES.values()]
+    columns = ["dataset", "experiment", "pseudo labels", "gt"]
+    columns += ["init", *TABLE1_STAGES.values()] if with_init else [*TABLE1_STAGES.values()]
     out = pd.DataFrame(rows, columns=columns)
     if _wants_paper(summary, paper):
         for split in ("val", "test"):
@@ -174,22 +181,26 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
             filled for VOC rows on the train split only.
 
     Returns:
-        One row per (dataset, experiment group, split, gt, method), EPS before SMAF.
+        One row per (dataset, experiment group, split, gt, method), EPS before SMAF. With a
+        ``thr`` column in the summary (the seeds' background score), a ``thr`` column too
+        (see :func:`threshold_notes` for how it was chosen).
     """
     df = with_replicates(summary)
     df = df[df["stage"].isin(TABLE2_STAGES)].copy()
     df["method"] = df["stage"].map(lambda s: TABLE2_STAGES[s][0])
     keys = ["dataset", "group", "split", "gt", "method"]
+    with_thr = "thr" in df.columns
     rows = []
     for key, g in df.groupby(keys, sort=False, dropna=False):
         row = dict(zip(["dataset", "experiment", "split", "gt", "method"], key, strict=True))
+        if with_thr:
+            row["thr"] = ", ".join(f"{v:g}" for v in sorted(pd.unique(g["thr"].dropna()))) or NA
         for stage, (method, col) in TABLE2_STAGES.items():
             if method == row["method"]:
                 row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
         rows.append(row)
-    out = pd.DataFrame(
-        rows, columns=["dataset", "experiment", "split", "gt", "method", "seed", "+CRF"]
-    )
+    columns = ["dataset", "experiment", "split", "gt", "method"]
+    out = pd.DataFrame(rows, columns=[*columns, *(["thr"] if with_thr else []), "seed", "+CRF"])
     if len(out):
         # EPS before SMAF inside each (dataset, experiment, split, gt), first-seen order kept.
         block = out[["dataset", "experiment", "split", "gt"]].astype(str).agg("|".join, axis=1)
@@ -205,6 +216,58 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
                 for d, s, m in zip(out["dataset"], out["split"], out["method"], strict=True)
             ]
     return out
+
+
+def threshold_notes(
+    summary: pd.DataFrame, sweeps: Mapping[str, Mapping[str, Any]] | None = None
+) -> list[str]:
+    """How Table 2's background score ``thr`` was chosen, one line per experiment group.
+
+    A thr picked by looking at Table 2 uses the ground truth of the split it reports (the
+    leakage users ask about: SEAM #31, ReCAM #3). ``sweeps`` maps a run name to its
+    ``thr_sweep.json`` record (:func:`smaf.stages.thr_sweep.thr_sweep`): tuned on held-out
+    train_aug images that are in no evaluation split. A group without one is marked as set in
+    the configuration, i.e. possibly chosen with ground-truth access.
+    """
+    df = with_replicates(summary)
+    df = df[df["stage"].isin(TABLE2_STAGES)]
+    if "thr" not in df.columns or not len(df):
+        return []
+    sweeps = dict(sweeps or {})
+    notes = []
+    for group, g in df.groupby("group", sort=False):
+        thrs = sorted(float(v) for v in pd.unique(g["thr"].dropna()))
+        if not thrs:
+            continue
+        shown = ", ".join(f"{v:g}" for v in thrs)
+        runs = [str(e) for e in pd.unique(g["experiment"]) if str(e) in sweeps]
+        if not runs:
+            notes.append(
+                f"{group}: thr {shown} is set in the configuration (default: the paper's 0.2), "
+                "not tuned on held-out data: a value picked by looking at this table was chosen "
+                "with the evaluated split's ground truth. `snakemake thr_sweep` tunes it on "
+                "held-out train_aug images that are in no evaluation split."
+            )
+            continue
+        sweep = sweeps[runs[0]]
+        n = len(sweep.get("holdout", []))
+        for model, result in sweep.get("models", {}).items():
+            best, at = float(result["thr"]), float(result["configured_thr"])
+            if best == at:
+                notes.append(
+                    f"{group}: thr {at:g} is also the best of the held-out sweep ({model} seeds, "
+                    f"{n} train_aug images in no evaluation split, {sweep.get('gt')}: mIoU "
+                    f"{100 * result['miou']:.1f}): chosen without the evaluated split's ground "
+                    "truth."
+                )
+            else:
+                notes.append(
+                    f"{group}: the held-out sweep ({model} seeds, {n} train_aug images in no "
+                    f"evaluation split) prefers thr {best:g} (mIoU {100 * result['miou']:.1f} "
+                    f"vs {100 * result['configured_miou']:.1f} at {at:g}); this table uses "
+                    f"{at:g}, set in the configuration."
+                )
+    return notes
 
 
 # ---------------------------------------------------------------------------- ablation tables

@@ -12,7 +12,7 @@ from smaf.train import LoopConfig, OptimConfig
 from smaf.transforms import AugmentConfig
 
 #: Keys of a training section that configure the optimizer (the rest: loop, augment, method).
-OPTIM_KEYS = ("lr", "weight_decay", "momentum", "poly_power")
+OPTIM_KEYS = ("lr", "weight_decay", "momentum", "poly_power", "lr_update_every")
 
 
 def split_stage_config(params: dict[str, Any], section: str):

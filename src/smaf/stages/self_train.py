@@ -13,6 +13,11 @@ denoised with the image label, then reactivated with background ``thr`` (Eq. 8) 
 (``reactivation: false``, Table 5). Student: CAM logits upsampled to the target size; with a
 background channel, softmax over C+1 (released code), else ReLU + per-class max normalisation
 (Eq. 2). Loss ``w_cls · L_cls + α · L_mac`` (Eq. 1; released: w_cls = 0, α = 100).
+
+The bilinear resizes of the teacher maps (offline: with the random resize and to the target
+size) and of the student's logits use ``align_corners`` (the released code: True). The online
+teacher's fused maps are normalised over the crop's valid pixels only (Eq. 5 on the image, not
+on its padding), then the padding is zeroed.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ class SelfTrainConfig:
     w_cls: float = 0.0  # weight of L_cls (Eq. 1: 1; the released code comments it out: 0)
     reactivation: bool = True  # Eq. 8 on (F') or off (F), Table 5
     target_stride: int = 4  # target size = crop / target_stride (released: 0.25 × 448 = 112)
+    # align_corners of the teacher-map and student-logit bilinear resizes (released: True).
+    align_corners: bool = False
 
     def __post_init__(self) -> None:
         if self.teacher not in ("offline", "online"):
@@ -67,12 +74,51 @@ class SelfTrainConfig:
             raise ConfigError("self_train: alpha and w_cls must be >= 0 and target_stride >= 1")
 
 
-def student_maps(model: Classifier, cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def student_maps(
+    model: Classifier, cam: torch.Tensor, size: tuple[int, int], align_corners: bool = False
+) -> torch.Tensor:
     """Student attention M_o at the target size (Eq. 2): ``[B, C+1, h, w]`` softmax with a
-    background channel, else ``[B, C, h, w]`` max-normalised ReLU CAM."""
+    background channel, else ``[B, C, h, w]`` max-normalised ReLU CAM. The logits are resized
+    bilinearly with ``align_corners`` (released: True) before the softmax."""
     return attention_maps(
-        cam, model.has_background, size=size, keep_background=True, normalize=True
+        cam,
+        model.has_background,
+        size=size,
+        keep_background=True,
+        normalize=True,
+        align_corners=align_corners,
     )
+
+
+def teacher_at(fused: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
+    """Offline teacher maps of the crop ``[B, C, S, S]`` → the target size ``[B, C, h, w]``
+    (bilinear; the released code: ``scale_factor=0.25, align_corners=True``)."""
+    return F.interpolate(fused, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def online_teacher(
+    teacher: Classifier,
+    x: torch.Tensor,
+    valid: torch.Tensor,
+    size: tuple[int, int],
+    cam_cfg: CAMConfig,
+) -> torch.Tensor:
+    """The online teacher's fused maps of a crop batch at the target size ``[B, C, h, w]``.
+
+    Multi-scale (+ flip) attention of ``x`` ``[B, 3, S, S]`` fused by Eq. 5–6, the max taken
+    over the valid pixels only (``valid`` bool ``[B, S, S]``, nearest to the target size):
+    a peak in the padding would otherwise scale down the whole image's maps. The padding is 0.
+    """
+    maps = multiscale_maps(
+        lambda t: attention(teacher, t),
+        x,
+        cam_cfg.scales,
+        cam_cfg.flip,
+        mode=cam_cfg.resize_mode,
+        antialias=cam_cfg.resize_mode == "bicubic",
+    )
+    mask = F.interpolate(valid[:, None].float(), size=size, mode="nearest")  # [B, 1, h, w]
+    return fuse_scales(maps, size, eps=cam_cfg.eps, valid=mask)
 
 
 def make_target(
@@ -95,22 +141,13 @@ def smaf_step(cfg: SelfTrainConfig, teacher: Classifier | None, cam_cfg: CAMConf
         size = (x.shape[-2] // cfg.target_stride, x.shape[-1] // cfg.target_stride)
         if teacher is None:
             fused = batch["teacher"].to(device, non_blocking=True)  # [B, C, S, S]
-            fused = F.interpolate(fused, size=size, mode="bilinear", align_corners=False)
+            fused = teacher_at(fused, size, cfg.align_corners)
         else:
             with torch.no_grad():
-                maps = multiscale_maps(
-                    lambda t: attention(teacher, t),
-                    x,
-                    cam_cfg.scales,
-                    cam_cfg.flip,
-                    mode=cam_cfg.resize_mode,
-                    antialias=cam_cfg.resize_mode == "bicubic",
-                )
-                fused = fuse_scales(maps, size, eps=cam_cfg.eps)
-                valid = batch["valid"].to(device)[:, None].float()  # padding is background
-                fused = fused * F.interpolate(valid, size=size, mode="nearest")
+                valid = batch["valid"].to(device)  # [B, S, S]: the padding is background
+                fused = online_teacher(teacher, x, valid, size, cam_cfg)
         out = model(x)
-        pred = student_maps(model, out["cam"], size)
+        pred = student_maps(model, out["cam"], size, cfg.align_corners)
         target = make_target(fused.float(), y, cfg, model.has_background)
         if model.has_background and not cfg.reactivation:
             pred = pred[:, 1:]  # compare the K class channels only (Eq. 7)
@@ -158,6 +195,7 @@ def self_train(
         role,
         augment,
         teacher_dir=Path(teacher_dir) / "maps" if cfg.teacher == "offline" else None,
+        teacher_align_corners=cfg.align_corners,
     )
     optimizer = build_optimizer(student.param_groups(), optim)
     log.info(
