@@ -134,7 +134,8 @@ def test_real_run_takes_the_voc_preset_sizes():
     assert (setup.deeplab_batch, setup.deeplab_accum, setup.deeplab_crop) == (10, 2, 321)
     assert setup.image_hw == (375, 500) and setup.images == 32
     dl_cfg = gpu.deeplab_config(setup.preset)[0]
-    assert dl_cfg.backbone == "resnet101" and dl_cfg.pretrained is None
+    # The VOC preset trains the Caffe-layout ResNet-101 of Table 1; the bench uses no weights.
+    assert dl_cfg.backbone == "resnet101_caffe" and dl_cfg.pretrained is None
     assert setup.preset["model"]["freeze_stem"] is True  # voc2012.yaml over config.yaml
     assert gpu.make_setup(smoke=True).preset["model"]["width"] == 0.125
 

@@ -93,3 +93,35 @@ def test_bad_experiments_are_named(demo_config) -> None:
     table = [{"row": "r", "experiment": "missing"}]
     with pytest.raises(ConfigError, match="neither under `experiments:`"):
         _exp(demo_config, ablations={"table5": table})
+
+
+def test_each_image_is_computed_once_per_model_and_settings(demo_config) -> None:
+    exp = _exp(demo_config)
+    ds = "synthetic"
+    # The offline teacher's maps are the EPS seeds (same CAM settings, thr = the previews').
+    assert exp.teacher_is_eps_seeds("default")
+    assert exp.teacher_folder(ds, "default") == "results/synthetic/default/seeds/eps"
+    # One EPS pass serves the teacher (train_aug) and the scored seeds (train ⊂ train_aug).
+    assert exp.seeds_roles(ds, "default", "eps") == ["train", "train_aug"]
+    assert exp.crf_roles(ds, "default", "eps") == ["train"]  # scored only
+    # SMAF: scored on train, pseudo labels of train_aug for DeepLab: one folder for both.
+    assert exp.seeds_roles(ds, "default", "smaf") == ["train", "train_aug"]
+    assert exp.crf_roles(ds, "default", "smaf") == ["train", "train_aug"]
+    # Ablation runs share the EPS model and the seeds settings: the default's EPS seeds.
+    assert exp.seeds_owner("single_2", "eps") == "default"
+    assert exp.crf_owner("no_reactivation", "eps") == "default"
+    assert exp.seeds_owner("single_2", "smaf") == "single_2"  # its own student
+    # A teacher with other scales than the seeds' has maps of its own.
+    assert not exp.teacher_is_eps_seeds("single_2")
+    assert exp.teacher_folder(ds, "single_2") == "results/synthetic/single_2/teacher_maps"
+
+
+def test_settings_that_split_the_shared_passes(demo_config) -> None:
+    seeds = {**demo_config["seeds"], "thr": 0.3}
+    exp = _exp(demo_config, seeds=seeds)
+    assert not exp.teacher_is_eps_seeds("default")  # previews use 0.2: two passes
+    assert exp.seeds_roles("synthetic", "default", "eps") == ["train"]
+    deeplab = {**demo_config["deeplab"], "labels_from": "eps", "init_from": None}
+    exp = _exp(demo_config, deeplab=deeplab)
+    assert exp.crf_roles("synthetic", "default", "eps") == ["train", "train_aug"]
+    assert exp.crf_roles("synthetic", "default", "smaf") == ["train"]

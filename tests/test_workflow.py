@@ -51,7 +51,8 @@ def test_demo_dag_ends_with_the_summary_table(finished_run):
     for stage_dir in ("pretrain", "default/self_train"):
         model_file = finished_run / "results/synthetic" / stage_dir / "model.pt"
         assert model_file.stat().st_size > 0
-    teacher = finished_run / "results/synthetic/default/teacher_maps/maps"
+    # The offline teacher's maps are the EPS seeds' (same settings): one pass over train_aug.
+    teacher = finished_run / "results/synthetic/default/seeds/eps/maps"
     assert len(list(teacher.glob("*.npz"))) == 12
     for log in ("pretrain.log", "default/self_train.log"):
         assert "4/4 steps" in (finished_run / "logs/synthetic" / log).read_text()
@@ -117,6 +118,13 @@ def test_changed_generator_setting_reruns_the_dataset_stage(finished_run):
     assert "synthetic_dataset" in out and "prepare_dataset" in out
 
 
+def _job_block(dry_run: str, rule: str) -> str:
+    """The lines a dry run prints for the (first) job of ``rule``."""
+    m = re.search(rf"^(?:local)?rule {rule}:\n((?:    .*\n)+)", dry_run, flags=re.MULTILINE)
+    assert m, f"no {rule} job planned"
+    return m.group(1)
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
@@ -172,11 +180,13 @@ def test_voc_presets_plan_downloads_manual_items_and_teacher_modes(tmp_path):
         "download",
         "extract_voc2012",
         "manual_item",
-        "teacher_maps",
+        "seeds",
         "self_train",
         "summary",
     ):
         assert f"rule {rule}:" in out or f"\n{rule} " in out, rule
+    # The released teacher is offline: its maps are the EPS seeds' (same settings, one pass).
+    assert "results/voc2012/default/seeds/eps" in _job_block(out, "self_train")
     # Table 1's DeepLab starts from the DeepLab authors' COCO init: downloaded and extracted.
     assert "rule extract_deeplab_init:" in out or "extract_deeplab_init" in out
     assert "resources/downloads/prototxt_and_model.zip" in out
@@ -190,6 +200,7 @@ def test_voc_presets_plan_downloads_manual_items_and_teacher_modes(tmp_path):
         str(REPO_ROOT / "config/paper.yaml"),
     )
     assert "teacher_maps" not in paper.stdout  # the paper's teacher runs online
+    assert "seeds/eps" not in _job_block(paper.stdout, "self_train")
     assert "self_train" in paper.stdout
     assert "extract_deeplab_init" in paper.stdout
 
@@ -217,7 +228,7 @@ def test_voc_presets_plan_published_checkpoints_instead_of_training(tmp_path):
     assert "resources/downloads/deeplabv2_resnet101_msc-vocaug-20000.pth" in out
     assert "voc2012_saliency" not in out and "resnet38d_imagenet" not in out
     assert "extract_deeplab_init" not in out and "prototxt_and_model.zip" not in out
-    assert "crf/smaf_train_aug" not in out  # DeepLab is not trained on pseudo labels
+    assert "crf/smaf" not in _job_block(out, "deeplab_train")  # no pseudo labels needed
     assert "deeplab_train" in out and "self_train" in out
 
     # The authors' trained DeepLab comes out of the same archive as the COCO init.
@@ -232,7 +243,8 @@ def test_voc_presets_plan_published_checkpoints_instead_of_training(tmp_path):
         str(REPO_ROOT / "config/voc2012.yaml"),
         str(override),
     )
-    assert "extract_deeplab_init" in proc.stdout and "crf/smaf_train_aug" not in proc.stdout
+    assert "extract_deeplab_init" in proc.stdout
+    assert "crf/smaf" not in _job_block(proc.stdout, "deeplab_train")
 
     override.write_text("pretrain: {init_checkpoint: resources/weights/eps.pth}\n")
     proc = snakemake(

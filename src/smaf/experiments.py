@@ -29,6 +29,10 @@ ABLATION_STAGES = ("seed", "crf")
 SEED_STAGES = ("seed", "crf")
 #: How DeepLab's val predictions are scored: MSC alone and MSC + CRF (stages in summary.csv).
 DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
+#: Background score of the offline teacher's preview PNGs (its maps do not depend on it).
+PREVIEW_THR = 0.2
+#: Multi-scale inference settings and their defaults (smaf.cam.CAMConfig).
+CAM_DEFAULTS = {"scales": [0.5, 1.0, 1.5, 2.0], "flip": True, "resize_mode": "bilinear", "eps": 0.0}
 #: `deeplab:` keys the workflow uses (inference, where labels and init come from), not training.
 DEEPLAB_WORKFLOW_KEYS = ("test", "labels_from", "init_from", "init_checkpoint")
 #: Per section, the keys that pick the rule's inputs rather than train: left out of its params.
@@ -235,6 +239,102 @@ class Experiments:
             for name in self.listed
             if self.section(name, "deeplab")["test"]["submission"]
         ]
+
+    # ---------------------------------------------- who computes what: no image twice
+    # The EPS model is shared by every run, so its seeds (and their CRF) depend only on the seeds
+    # (and CRF) settings: the first experiment with those settings computes them for all. The
+    # offline teacher's maps *are* EPS seeds when the teacher's CAM settings equal the seeds'
+    # and the seeds' threshold is the previews' (PREVIEW_THR): then one pass serves both. A
+    # pass covers every split any of its users needs (train ⊂ train_aug on VOC: each image once).
+    def _cam(self, run: str, section: str) -> dict[str, Any]:
+        values = (
+            self.section(run, "self_train")["teacher_cam"]
+            if section == "teacher"
+            else (self.section(run, "seeds"))
+        )
+        cam = {k: values.get(k, v) for k, v in CAM_DEFAULTS.items()}
+        cam["scales"] = [float(v) for v in cam["scales"]]
+        return cam
+
+    def _seeds_key(self, run: str, model: str) -> tuple:
+        seeds = self.section(run, "seeds")
+        key = (model, repr(self._cam(run, "seeds")), float(seeds["thr"]), bool(seeds["amp"]))
+        return key if model == "eps" else (*key, run)
+
+    def teacher_is_eps_seeds(self, run: str) -> bool:
+        """Whether run's offline teacher maps are its EPS seeds pass (same settings)."""
+        seeds = self.section(run, "seeds")
+        return (
+            self._cam(run, "teacher") == self._cam(run, "seeds")
+            and float(seeds["thr"]) == PREVIEW_THR
+        )
+
+    def seeds_owner(self, run: str, model: str) -> str:
+        """The run whose ``seeds/<model>`` folder holds run's seeds (EPS: shared)."""
+        if model != "eps":
+            return run
+        key = self._seeds_key(run, model)
+        return next(r for r in self.runs(False) if self._seeds_key(r, model) == key)
+
+    def crf_owner(self, run: str, model: str) -> str:
+        """The run whose ``crf/<model>`` folder holds run's CRF labels (EPS: shared)."""
+        if model != "eps":
+            return run
+        key = (self._seeds_key(run, model), repr(self.section(run, "crf")))
+        return next(
+            r
+            for r in self.runs(False)
+            if (self._seeds_key(r, model), repr(self.section(r, "crf"))) == key
+        )
+
+    def teacher_folder(self, dataset: str, run: str) -> str:
+        """The folder of run's offline teacher maps (``maps/<id>.npz`` inside)."""
+        if self.teacher_is_eps_seeds(run):
+            return f"results/{dataset}/{self.seeds_owner(run, 'eps')}/seeds/eps"
+        return f"results/{dataset}/{self.teacher_owner(run)}/teacher_maps"
+
+    def figure_split(self, dataset: str, run: str) -> str:
+        """The split the report's figures show: train when evaluated, else train_aug."""
+        if not self.has_masks(dataset):
+            return "train_aug"
+        splits = self.section(run, "evaluation")["splits"]
+        return "train" if "train" in splits else splits[0]
+
+    def _crf_roles_of(self, dataset: str, run: str, model: str) -> set[str]:
+        """Splits whose CRF labels run needs from ``model``: scored, DeepLab's, figures'."""
+        roles = set()
+        ev = self.section(run, "evaluation")
+        if self.has_masks(dataset) and model in ev["models"]:
+            roles |= set(ev["splits"])
+        deeplab = self.section(run, "deeplab")
+        if deeplab["labels_from"] == model and not deeplab.get("init_checkpoint"):
+            roles.add("train_aug")
+        if run in self.runs() and model in ev["models"]:
+            roles.add(self.figure_split(dataset, run))
+        return roles
+
+    def _seeds_roles_of(self, dataset: str, run: str, model: str) -> set[str]:
+        """Splits whose seeds run needs from ``model``: its CRF's, the merged teacher's, the
+        threshold sweep's."""
+        roles = self._crf_roles_of(dataset, run, model)
+        if run in self.runs():  # Fig. 3 shows both classifiers' fused maps
+            roles.add(self.figure_split(dataset, run))
+        self_train = self.section(run, "self_train")
+        if model == "eps" and self_train["teacher"] == "offline" and self.teacher_is_eps_seeds(run):
+            roles.add("train_aug")
+        if model in (self.config.get("thr_sweep") or {}).get("models", ()):
+            roles.add("train_aug")
+        return roles
+
+    def seeds_roles(self, dataset: str, owner: str, model: str) -> list[str]:
+        """Every split the seeds folder of ``owner`` must cover (for all the runs it serves)."""
+        users = [r for r in self.runs(False) if self.seeds_owner(r, model) == owner]
+        return sorted(set().union(*(self._seeds_roles_of(dataset, r, model) for r in users)))
+
+    def crf_roles(self, dataset: str, owner: str, model: str) -> list[str]:
+        """Every split the CRF folder of ``owner`` must cover (for all the runs it serves)."""
+        users = [r for r in self.runs(False) if self.crf_owner(r, model) == owner]
+        return sorted(set().union(*(self._crf_roles_of(dataset, r, model) for r in users)))
 
     # ------------------------------------------------------------------------- ablations
     def ablation_rows(self, dataset: str) -> list[dict[str, Any]]:

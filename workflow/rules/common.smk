@@ -1,9 +1,12 @@
 # Helpers and input functions shared by the rules. No rules here.
+import math
 import re
 from pathlib import Path
 
 from smaf.codehash import code_hash
+from smaf.stages.staging import shard_names
 from smaf.config import check_config
+from smaf.data.index import role_count
 from smaf.data.images import folder_fingerprint
 from smaf.data.sources import coco as coco_source
 from smaf.data.sources import source_fingerprint
@@ -262,7 +265,7 @@ def self_train_inputs(wildcards):
     base = f"results/{wildcards.dataset}"
     inputs = {"index": data_path(wildcards), "model": f"{base}/pretrain/model.pt"}
     if experiment_cfg(wildcards, "self_train")["teacher"] == "offline":
-        inputs["teacher"] = f"{base}/{teacher_owner(wildcards.experiment)}/teacher_maps"
+        inputs["teacher"] = EXP.teacher_folder(wildcards.dataset, wildcards.experiment)
     return inputs
 
 
@@ -287,10 +290,178 @@ def crf_method_params(wildcards):
     return crf[crf["method"]]
 
 
+# -------------------------------------------- shards: one split, many jobs (config `shards:`)
+def shard_count(dataset, roles, index="index.csv"):
+    """Jobs a per-image stage over `roles` of the dataset (or test) index is split into: 1, or
+    ceil(images / shards.images_per_shard) up to shards.max, read from the index (the dataset
+    stage is a checkpoint, so this waits for it)."""
+    per = config["shards"]["images_per_shard"]
+    if not per:
+        return 1
+    stage = (
+        checkpoints.test_index
+        if index == "test_index.csv"
+        else checkpoints.prepare_dataset
+    )
+    path = stage.get(dataset=dataset).output.index
+    count = role_count(path, roles)
+    return max(1, min(config["shards"]["max"], math.ceil(count / per)))
+
+
+def shard_files(pattern, n, **values):
+    """Every shard's file of a stage: `pattern` with {shard} = 1of<n> .. <n>of<n>."""
+    return [pattern.format(shard=shard, **values) for shard in shard_names(n)]
+
+
+def seeds_roles(wildcards):
+    """Splits a seeds folder covers: every split any run it serves needs."""
+    return EXP.seeds_roles(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def crf_roles(wildcards):
+    """Splits a CRF folder covers: every split any run it serves needs."""
+    return EXP.crf_roles(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def _state(wildcards, stage):
+    return f"results/{wildcards.dataset}/state/{wildcards.experiment}/{stage}"
+
+
+def seeds_shards(wildcards):
+    n = shard_count(wildcards.dataset, seeds_roles(wildcards))
+    return shard_files("{base}.shards/{shard}.done", n, base=_out(wildcards, "seeds"))
+
+
+def seeds_work_dirs(wildcards):
+    n = shard_count(wildcards.dataset, seeds_roles(wildcards))
+    return shard_files(
+        "{base}/{shard}", n, base=_state(wildcards, f"seeds/{wildcards.model}")
+    )
+
+
+def crf_seeds(wildcards):
+    """The seeds folder a CRF folder refines (EPS: possibly another run's)."""
+    return seeds_folder(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def crf_shards(wildcards):
+    n = shard_count(wildcards.dataset, crf_roles(wildcards))
+    return shard_files("{base}.shards/{shard}.done", n, base=_out(wildcards, "crf"))
+
+
+def crf_work_dirs(wildcards):
+    n = shard_count(wildcards.dataset, crf_roles(wildcards))
+    return shard_files(
+        "{base}/{shard}", n, base=_state(wildcards, f"crf/{wildcards.model}")
+    )
+
+
+def _out(wildcards, stage):
+    return (
+        f"results/{wildcards.dataset}/{wildcards.experiment}/{stage}/{wildcards.model}"
+    )
+
+
+def teacher_shards(wildcards):
+    n = shard_count(wildcards.dataset, ["train_aug"])
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/teacher_maps"
+    return shard_files("{base}.shards/{shard}.done", n, base=base)
+
+
+def teacher_work_dirs(wildcards):
+    n = shard_count(wildcards.dataset, ["train_aug"])
+    return shard_files("{base}/{shard}", n, base=_state(wildcards, "teacher_maps"))
+
+
+def _pred_shards(wildcards):
+    index = "test_index.csv" if wildcards.pred_split == "test" else "index.csv"
+    return shard_count(wildcards.dataset, [wildcards.pred_split], index)
+
+
+def predict_shards(wildcards):
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/pred_{wildcards.pred_split}"
+    return shard_files("{base}.shards/{shard}.done", _pred_shards(wildcards), base=base)
+
+
+def predict_work_dirs(wildcards):
+    base = _state(wildcards, f"deeplab/pred_{wildcards.pred_split}")
+    return shard_files("{base}/{shard}", _pred_shards(wildcards), base=base)
+
+
+def deeplab_crf_shards(wildcards):
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/pred_{wildcards.pred_split}_crf"
+    return shard_files("{base}.shards/{shard}.done", _pred_shards(wildcards), base=base)
+
+
+def deeplab_crf_work_dirs(wildcards):
+    base = _state(wildcards, f"deeplab/pred_{wildcards.pred_split}_crf")
+    return shard_files("{base}/{shard}", _pred_shards(wildcards), base=base)
+
+
+#: An evaluation record's name: <model>_<seed|crf>_<split>_<gt> or <deeplab|deeplab_crf>_val_<gt>.
+RECORD = re.compile(
+    r"^(?:(?P<model>eps|smaf)_(?P<stage>seed|crf)|(?P<deeplab>deeplab(?:_crf)?))_"
+    r"(?P<split>train_aug|train|val)_(?P<gt>SegmentationClass|SegmentationClassAug)$"
+)
+
+
+def _record(wildcards):
+    m = RECORD.match(wildcards.record)
+    if m is None:
+        raise ConfigError(f"not an evaluation record: {wildcards.record}")
+    return m
+
+
+def record_role(wildcards):
+    """The split an evaluation record scores."""
+    return _record(wildcards)["split"]
+
+
+def record_gt(wildcards):
+    """The ground truth an evaluation record scores against."""
+    return _record(wildcards)["gt"]
+
+
+def record_predictions(wildcards):
+    """The label folder an evaluation record scores (seeds, CRF, or DeepLab's predictions)."""
+    m = _record(wildcards)
+    ds, run = wildcards.dataset, wildcards.experiment
+    if m["deeplab"]:
+        suffix = "_crf" if m["deeplab"] == "deeplab_crf" else ""
+        return f"results/{ds}/{run}/deeplab/pred_{m['split']}{suffix}"
+    folder = seeds_folder if m["stage"] == "seed" else crf_folder
+    return folder(ds, run, m["model"])
+
+
+def eval_shards(wildcards):
+    """The shards' confusion matrices of the record being gathered."""
+    name = Path(wildcards_record_name(wildcards))
+    n = shard_count(wildcards.dataset, [wildcards.split])
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/eval/{name}"
+    return shard_files("{base}.shards/{shard}.npz", n, base=base)
+
+
+def wildcards_record_name(wildcards):
+    """The record name of an evaluate / deeplab_evaluate job (its output's file stem)."""
+    if "model" in wildcards.keys():
+        return f"{wildcards.model}_{wildcards.stage}_{wildcards.split}_{wildcards.gt}"
+    return f"{wildcards.stage}_{wildcards.split}_{wildcards.gt}"
+
+
+def seeds_folder(dataset, run, model):
+    """The folder holding run's seeds of `model` (EPS: the first run with the same settings)."""
+    return f"results/{dataset}/{EXP.seeds_owner(run, model)}/seeds/{model}"
+
+
+def crf_folder(dataset, run, model):
+    """The folder holding run's CRF labels of `model` (EPS: shared like its seeds)."""
+    return f"results/{dataset}/{EXP.crf_owner(run, model)}/crf/{model}"
+
+
 def eval_predictions(wildcards):
     """Label PNG folder scored by the evaluate rule, i.e. the seeds ({stage}=seed) or their CRF."""
-    kind = "seeds" if wildcards.stage == "seed" else "crf"
-    return f"results/{wildcards.dataset}/{wildcards.experiment}/{kind}/{wildcards.model}_{wildcards.split}"
+    folder = seeds_folder if wildcards.stage == "seed" else crf_folder
+    return folder(wildcards.dataset, wildcards.experiment, wildcards.model)
 
 
 def eval_meta(wildcards):
@@ -375,7 +546,9 @@ def deeplab_train_inputs(wildcards):
         }
     inputs = {
         "index": data_path(wildcards),
-        "labels": f"{base}/{wildcards.experiment}/crf/{cfg['labels_from']}_train_aug",
+        "labels": crf_folder(
+            wildcards.dataset, wildcards.experiment, cfg["labels_from"]
+        ),
     }
     if cfg.get("pretrained"):
         inputs["weights"] = weights_input(cfg["pretrained"])
@@ -453,23 +626,18 @@ def ablation_rows():
 
 # ------------------------------------------------- figures and the report (rules/report.smk)
 def figure_split(wildcards):
-    """Split whose images Fig. 1, 3, 4 and 5a show: train when the seeds are evaluated on it;
-    train_aug for a dataset without masks (nothing is evaluated there)."""
-    if not EXP.has_masks(wildcards.dataset):
-        return "train_aug"
-    splits = experiment_cfg(wildcards, "evaluation")["splits"]
-    return "train" if "train" in splits else splits[0]
+    """Split whose images Fig. 1, 3, 4 and 5a show (smaf.experiments.Experiments.figure_split)."""
+    return EXP.figure_split(wildcards.dataset, wildcards.experiment)
 
 
 def figure_label_dirs(wildcards):
     """Fig. 5a columns: title -> label folder (seeds of each evaluated classifier, then CRF)."""
-    base = f"results/{wildcards.dataset}/{wildcards.experiment}"
+    ds, run = wildcards.dataset, wildcards.experiment
     models = experiment_cfg(wildcards, "evaluation")["models"]
-    split = figure_split(wildcards)
     crf = "smaf" if "smaf" in models else models[-1]
     return {
-        **{f"{m.upper()} seed": f"{base}/seeds/{m}_{split}" for m in models},
-        f"{crf.upper()} seed + CRF": f"{base}/crf/{crf}_{split}",
+        **{f"{m.upper()} seed": seeds_folder(ds, run, m) for m in models},
+        f"{crf.upper()} seed + CRF": crf_folder(ds, run, crf),
     }
 
 
@@ -490,12 +658,11 @@ def figure_label_inputs(wildcards):
 
 def figure_seed_inputs(wildcards):
     """Fig. 3: the index and the EPS and SMAF seeds of the figure split (their maps/ are read)."""
-    base = f"results/{wildcards.dataset}/{wildcards.experiment}/seeds"
-    split = figure_split(wildcards)
+    ds, run = wildcards.dataset, wildcards.experiment
     return {
         "index": data_path(wildcards),
-        "eps": f"{base}/eps_{split}",
-        "smaf": f"{base}/smaf_{split}",
+        "eps": seeds_folder(ds, run, "eps"),
+        "smaf": seeds_folder(ds, run, "smaf"),
     }
 
 
@@ -651,8 +818,10 @@ def coco_dataset_inputs(wildcards):
 # ------------------------------------------ diagnostics (rules/diagnostics.smk: thr_sweep)
 def thr_sweep_seed_dirs(wildcards):
     """model -> the train_aug seeds folder (its fused maps) of each swept model."""
-    base = f"results/{wildcards.dataset}/{wildcards.experiment}/seeds"
-    return {m: f"{base}/{m}_train_aug" for m in config["thr_sweep"]["models"]}
+    return {
+        m: seeds_folder(wildcards.dataset, wildcards.experiment, m)
+        for m in config["thr_sweep"]["models"]
+    }
 
 
 def thr_sweep_gt(wildcards):

@@ -24,7 +24,8 @@ rule synthetic_dataset:
         "../scripts/synthetic_dataset.py"
 
 
-rule prepare_dataset:
+# A checkpoint: sharded stages read how many images each split has (common.smk shard_count).
+checkpoint prepare_dataset:
     input:
         unpack(dataset_inputs),
     output:
@@ -49,7 +50,7 @@ rule prepare_dataset:
 
 # The test images (predicted for a submission, never trained on or scored): an index of their
 # own, because they may arrive later than the rest (VOC2012test is behind a login).
-rule test_index:
+checkpoint test_index:
     input:
         unpack(test_index_inputs),
     output:

@@ -34,15 +34,15 @@ rule deeplab_predict:
     input:
         unpack(deeplab_predict_inputs),
     output:
-        pred=directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}"),
-        # MSC logits at 1/8 resolution for the CRF rule; deleted once it has run.
-        logits=temp(
-            directory("results/{dataset}/{experiment}/deeplab/logits_{pred_split}")
+        temp(
+            touch(
+                "results/{dataset}/{experiment}/deeplab/pred_{pred_split}.shards/{shard}.done"
+            )
         ),
     log:
-        "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.log",
+        "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.{shard}.log",
     benchmark:
-        "benchmarks/{dataset}/{experiment}/deeplab/predict_{pred_split}.tsv"
+        "benchmarks/{dataset}/{experiment}/deeplab/predict_{pred_split}.{shard}.tsv"
     wildcard_constraints:
         pred_split="val|test",
     conda:
@@ -53,20 +53,50 @@ rule deeplab_predict:
     params:
         code=script_code("deeplab_predict.py"),
         flip=deeplab_test_field("flip"),
-        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}",
+        pred_dir="results/{dataset}/{experiment}/deeplab/pred_{pred_split}",
+        logits_dir="results/{dataset}/{experiment}/deeplab/logits_{pred_split}",
+        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}/{shard}",
     script:
         "../scripts/deeplab_predict.py"
+
+
+rule deeplab_predict_gather:
+    input:
+        predict_shards,
+    output:
+        pred=directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}"),
+        # MSC logits at 1/8 resolution for the CRF rule; deleted once it has run.
+        logits=temp(
+            directory("results/{dataset}/{experiment}/deeplab/logits_{pred_split}")
+        ),
+    log:
+        "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.gather.log",
+    wildcard_constraints:
+        pred_split="val|test",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("gather.py"),
+        kind="predict",
+        work_dirs=predict_work_dirs,
+    script:
+        "../scripts/gather.py"
 
 
 rule deeplab_crf:
     input:
         unpack(deeplab_crf_inputs),
     output:
-        directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf"),
+        temp(
+            touch(
+                "results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf.shards/{shard}.done"
+            )
+        ),
     log:
-        "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.log",
+        "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.{shard}.log",
     benchmark:
-        "benchmarks/{dataset}/{experiment}/deeplab/crf_{pred_split}.tsv"
+        "benchmarks/{dataset}/{experiment}/deeplab/crf_{pred_split}.{shard}.tsv"
     wildcard_constraints:
         pred_split="val|test",
     conda:
@@ -75,14 +105,35 @@ rule deeplab_crf:
     params:
         code=script_code("deeplab_crf.py"),
         crf=deeplab_test_field("crf"),
-        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}_crf",
+        out_dir="results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf",
+        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}_crf/{shard}",
     script:
         "../scripts/deeplab_crf.py"
 
 
+rule deeplab_crf_gather:
+    input:
+        deeplab_crf_shards,
+    output:
+        directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf"),
+    log:
+        "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.gather.log",
+    wildcard_constraints:
+        pred_split="val|test",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("gather.py"),
+        kind="deeplab_crf",
+        work_dirs=deeplab_crf_work_dirs,
+    script:
+        "../scripts/gather.py"
+
+
 rule deeplab_evaluate:
     input:
-        pred=deeplab_eval_predictions,
+        shards=eval_shards,
         index="results/{dataset}/data/index.csv",
     output:
         csv="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.csv",
@@ -93,11 +144,13 @@ rule deeplab_evaluate:
         stage="deeplab|deeplab_crf",
         split="val",
         gt="SegmentationClass|SegmentationClassAug",
+    localrule: True
     conda:
         "../../envs/smaf.yaml"
     params:
         code=script_code("evaluate.py"),
         gt="{gt}",
+        pred=deeplab_eval_predictions,
         meta=deeplab_eval_meta,
     script:
         "../scripts/evaluate.py"

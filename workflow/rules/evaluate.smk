@@ -1,10 +1,30 @@
 # Seed / CRF evaluation against SegmentationClass (and SegmentationClassAug when the dataset
-# has it), and the summary table gathering every evaluation: results/summary.csv.
+# has it), in shards whose confusion matrices are summed, and the summary table gathering every
+# evaluation: results/summary.csv.
 
 
+rule evaluate_shard:
+    input:
+        pred=record_predictions,
+        index="results/{dataset}/data/index.csv",
+    output:
+        temp("results/{dataset}/{experiment}/eval/{record}.shards/{shard}.npz"),
+    log:
+        "logs/{dataset}/{experiment}/eval/{record}.{shard}.log",
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("evaluate_shard.py"),
+        role=record_role,
+        gt=record_gt,
+    script:
+        "../scripts/evaluate_shard.py"
+
+
+# The record of a split scored in shards: the sum of their confusion matrices, scored once.
 rule evaluate:
     input:
-        pred=eval_predictions,
+        shards=eval_shards,
         index="results/{dataset}/data/index.csv",
     output:
         csv="results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.csv",
@@ -15,11 +35,13 @@ rule evaluate:
         model="eps|smaf",
         stage="seed|crf",
         gt="SegmentationClass|SegmentationClassAug",
+    localrule: True
     conda:
         "../../envs/smaf.yaml"
     params:
         code=script_code("evaluate.py"),
         gt="{gt}",
+        pred=eval_predictions,
         meta=eval_meta,
     script:
         "../scripts/evaluate.py"

@@ -1,6 +1,9 @@
 # CAM seeds: multi-scale fused attention of a trained classifier (EPS or SMAF), argmax with a
-# constant background score. Input functions (classifier_model, experiment_field) live in
-# common.smk.
+# constant background score. One folder per classifier and settings, covering every split any
+# run needs (seeds_roles; the EPS model's are shared by the runs with the same seeds settings,
+# and are the offline teacher's maps when those settings agree: smaf.experiments). Each folder
+# is computed in shards (config `shards:`), one job each, then gathered. Input functions live
+# in common.smk.
 
 
 rule seeds:
@@ -8,11 +11,11 @@ rule seeds:
         model=classifier_model,
         index="results/{dataset}/data/index.csv",
     output:
-        directory("results/{dataset}/{experiment}/seeds/{model}_{split}"),
+        temp(touch("results/{dataset}/{experiment}/seeds/{model}.shards/{shard}.done")),
     log:
-        "logs/{dataset}/{experiment}/seeds/{model}_{split}.log",
+        "logs/{dataset}/{experiment}/seeds/{model}.{shard}.log",
     benchmark:
-        "benchmarks/{dataset}/{experiment}/seeds/{model}_{split}.tsv"
+        "benchmarks/{dataset}/{experiment}/seeds/{model}.{shard}.tsv"
     wildcard_constraints:
         model="eps|smaf",
     conda:
@@ -22,14 +25,36 @@ rule seeds:
         gpu=1,
     params:
         code=script_code("seeds.py"),
+        roles=seeds_roles,
         scales=experiment_field("seeds", "scales"),
         flip=experiment_field("seeds", "flip"),
         resize_mode=experiment_field("seeds", "resize_mode"),
         eps=experiment_field("seeds", "eps"),
         thr=experiment_field("seeds", "thr"),
         amp=experiment_field("seeds", "amp"),
-        # Per-image results survive a failed or killed job here (Snakemake deletes the
-        # directory output itself); published onto the output when every image is done.
-        work_dir="results/{dataset}/state/{experiment}/seeds/{model}_{split}",
+        # Per-image results survive a failed or killed job here (outside the outputs); the
+        # gather publishes every shard's at once.
+        out_dir="results/{dataset}/{experiment}/seeds/{model}",
+        work_dir="results/{dataset}/state/{experiment}/seeds/{model}/{shard}",
     script:
         "../scripts/seeds.py"
+
+
+rule seeds_gather:
+    input:
+        seeds_shards,
+    output:
+        directory("results/{dataset}/{experiment}/seeds/{model}"),
+    log:
+        "logs/{dataset}/{experiment}/seeds/{model}.gather.log",
+    wildcard_constraints:
+        model="eps|smaf",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("gather.py"),
+        kind="seeds",
+        work_dirs=seeds_work_dirs,
+    script:
+        "../scripts/gather.py"

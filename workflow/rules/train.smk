@@ -36,15 +36,14 @@ rule teacher_maps:
         index="results/{dataset}/data/index.csv",
         model="results/{dataset}/pretrain/model.pt",
     output:
-        directory("results/{dataset}/{experiment}/teacher_maps"),
+        temp(touch("results/{dataset}/{experiment}/teacher_maps.shards/{shard}.done")),
     log:
-        "logs/{dataset}/{experiment}/teacher_maps.log",
+        "logs/{dataset}/{experiment}/teacher_maps.{shard}.log",
     benchmark:
-        "benchmarks/{dataset}/{experiment}/teacher_maps.tsv"
+        "benchmarks/{dataset}/{experiment}/teacher_maps.{shard}.tsv"
     conda:
         "../../envs/smaf.yaml"
-    # As many as the seeds rule: the same computation (it ran on 1 core before: 5.8 vs 7.8
-    # images/s on the demo).
+    # As many as the seeds rule: the same computation.
     threads: 4
     resources:
         gpu=1,
@@ -53,9 +52,29 @@ rule teacher_maps:
         cam=experiment_field("self_train", "teacher_cam"),
         # The teacher pass is the seed computation: it follows seeds.amp (bf16 on CUDA).
         amp=experiment_field("seeds", "amp"),
-        work_dir="results/{dataset}/state/{experiment}/teacher_maps",
+        out_dir="results/{dataset}/{experiment}/teacher_maps",
+        work_dir="results/{dataset}/state/{experiment}/teacher_maps/{shard}",
     script:
         "../scripts/teacher_maps.py"
+
+
+# Only where the teacher's settings differ from the seeds' (else the EPS seeds are its maps).
+rule teacher_maps_gather:
+    input:
+        teacher_shards,
+    output:
+        directory("results/{dataset}/{experiment}/teacher_maps"),
+    log:
+        "logs/{dataset}/{experiment}/teacher_maps.gather.log",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("gather.py"),
+        kind="seeds",
+        work_dirs=teacher_work_dirs,
+    script:
+        "../scripts/gather.py"
 
 
 rule self_train:

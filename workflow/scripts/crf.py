@@ -12,11 +12,12 @@ if __name__ == "__main__":
         snakemake.log[0],
         refine_seeds,
         snakemake.input.index,
-        snakemake.wildcards.split,
+        list(snakemake.params.roles),
         snakemake.input.seeds,
-        snakemake.output[0],
+        snakemake.params.out_dir,  # the shard waits in work_dir for the gather rule
         method=snakemake.params.method,
         params=snakemake.params.settings,
         processes=snakemake.threads,
         work_dir=snakemake.params.work_dir,
+        shard=snakemake.wildcards.shard,
     )

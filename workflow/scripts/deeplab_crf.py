@@ -15,8 +15,9 @@ if __name__ == "__main__":
         snakemake.input.index,
         snakemake.wildcards.pred_split,
         snakemake.input.logits,
-        snakemake.output[0],
+        snakemake.params.out_dir,  # the shard waits in work_dir for the gather rule
         crf=dict(snakemake.params.crf),
         processes=snakemake.threads,
         work_dir=snakemake.params.work_dir,
+        shard=snakemake.wildcards.shard,
     )

@@ -11,10 +11,11 @@ run_logged(
     snakemake.input.model,
     snakemake.input.index,
     snakemake.wildcards.pred_split,
-    snakemake.output.pred,
-    logits_dir=snakemake.output.logits,
+    snakemake.params.pred_dir,  # the shard waits in work_dir for the gather rule
+    logits_dir=snakemake.params.logits_dir,
     flip=snakemake.params.flip,
     device=runtime_settings(snakemake.config)["device"],
     threads=snakemake.threads,
     work_dir=snakemake.params.work_dir,
+    shard=snakemake.wildcards.shard,
 )

@@ -11,12 +11,13 @@ run_logged(
     make_seeds,
     snakemake.input.model,
     snakemake.input.index,
-    snakemake.wildcards.split,
-    snakemake.output[0],
+    list(p.roles),
+    p.out_dir,  # the shard waits in work_dir; the gather rule publishes every shard there
     {"scales": p.scales, "flip": p.flip, "resize_mode": p.resize_mode, "eps": p.eps},
     p.thr,
     device=runtime_settings(snakemake.config)["device"],
     work_dir=p.work_dir,
     amp=p.amp,
     num_threads=snakemake.threads,
+    shard=snakemake.wildcards.shard,
 )

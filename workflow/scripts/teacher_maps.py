@@ -13,7 +13,8 @@ run_logged(
     cam=snakemake.params.cam,
     amp=snakemake.params.amp,
     work_dir=snakemake.params.work_dir,
-    out_dir=snakemake.output[0],
+    out_dir=snakemake.params.out_dir,  # the shard waits in work_dir for the gather rule
+    shard=snakemake.wildcards.shard,
     device=runtime_settings(snakemake.config)["device"],
     threads=snakemake.threads,
 )

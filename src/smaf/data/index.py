@@ -212,14 +212,26 @@ class DatasetIndex:
     def __contains__(self, image_id: object) -> bool:
         return image_id in self._row
 
-    def ids(self, role: str | None = None, *, allow_empty: bool = False) -> list[str]:
-        """Image ids of split ``role`` (all ids for None), in index order.
+    def ids(
+        self, role: str | Sequence[str] | None = None, *, allow_empty: bool = False
+    ) -> list[str]:
+        """Image ids of split ``role`` (all ids for None; several roles: every image in any of
+        them, once), in index order.
 
         Raises:
-            DataError: the role is unknown, or has no images (unless ``allow_empty``).
+            DataError: a role is unknown, or the selection has no images (unless
+                ``allow_empty``).
         """
         if role is None:
             return list(self.table.index)
+        if not isinstance(role, str):
+            chosen = {i for r in role for i in self.ids(r, allow_empty=True)}
+            ids = [i for i in self.table.index if i in chosen]
+            if not ids and not allow_empty:
+                raise DataError(
+                    f"splits {', '.join(role)} of dataset {self.name or '?'} have no images."
+                )
+            return ids
         col = SPLIT_PREFIX + role
         if col not in self.table.columns:
             raise DataError(
@@ -313,3 +325,20 @@ def require_saliency(index: DatasetIndex, ids: list[str], role: str) -> None:
             f"{len(missing)} of {len(ids)} {role} images of dataset {index.name or '?'} have no "
             f"saliency map (first: {missing[0]}). {SALIENCY_HELP}."
         )
+
+
+_ROLE_COUNTS: dict[tuple[str, int], pd.DataFrame] = {}
+
+
+def role_count(path: str | os.PathLike[str], roles: Sequence[str]) -> int:
+    """Images in any of ``roles`` of the index file at ``path``, reading only its split columns
+    (the workflow plans shards with it; 123k rows read in a fraction of a second)."""
+    path = Path(path)
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _ROLE_COUNTS:
+        header = pd.read_csv(path, nrows=0).columns
+        splits = [c for c in header if c.startswith(SPLIT_PREFIX)]
+        _ROLE_COUNTS[key] = pd.read_csv(path, usecols=splits, dtype="int8")
+    table = _ROLE_COUNTS[key]
+    columns = [SPLIT_PREFIX + r for r in roles if SPLIT_PREFIX + r in table.columns]
+    return int(table[columns].any(axis=1).sum()) if columns else 0

@@ -47,7 +47,14 @@ from smaf.config import dataclass_from
 from smaf.crf import DenseCRF, crf_from_labels, crf_images_parallel, dense_crf
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_image, load_mask, save_mask
-from smaf.stages.staging import file_identity, open_staging, publish
+from smaf.stages.staging import (
+    file_identity,
+    gather_shards,
+    merge_counts,
+    open_staging,
+    publish,
+    shard_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +215,7 @@ def _seeds_identity(seeds_dir: Path) -> str:
 
 def refine_seeds(
     index: Any,
-    role: str,
+    role: str | Sequence[str],
     seeds_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     method: str = "labels",
@@ -217,13 +224,14 @@ def refine_seeds(
     *,
     work_dir: str | os.PathLike[str] | None = None,
     log_every: int = 50,
+    shard: str | tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """CRF-refine the seeds of every image of split ``role``; write ``out_dir/<id>.png`` (0..C).
+    """CRF-refine the seeds of every image of split(s) ``role``; write ``out_dir/<id>.png``.
 
     Args:
         index: the dataset index (:class:`~smaf.data.index.DatasetIndex`) or its path: the
             images and C (the CRF of ``labels`` has C+1 labels).
-        role: the split.
+        role: the split, or several (each image once).
         seeds_dir: output of :func:`smaf.stages.seeds.make_seeds` (``<id>.png``,
             ``maps/<id>.npz``).
         out_dir: output folder.
@@ -234,6 +242,8 @@ def refine_seeds(
         work_dir: staging folder published onto ``out_dir`` at the end (resumable under
             Snakemake, see :mod:`smaf.stages.staging`); ``None`` writes into ``out_dir``.
         log_every: progress line every this many images.
+        shard: only shard ``k`` of ``n`` (``"3of8"``), left in ``work_dir`` for
+            :func:`gather_crf`; the results do not depend on the sharding.
 
     Returns:
         ``images``, ``computed``, ``seconds``, ``images_per_s``, ``changed_fraction`` (share of
@@ -250,7 +260,9 @@ def refine_seeds(
     seeds_dir = Path(seeds_dir)
     if not seeds_dir.is_dir():
         raise DataError(f"seeds folder not found: {seeds_dir}. Run the seeds rule first.")
-    ids = index.ids(role)
+    ids = shard_ids(index.ids(role, allow_empty=shard is not None), shard)
+    if shard is not None and work_dir is None:
+        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
     missing = [i for i in ids if not (seeds_dir / f"{i}.png").is_file()]
     if missing:
         raise DataError(
@@ -258,7 +270,12 @@ def refine_seeds(
             f"{missing[0]}.png); rerun the seeds rule for this split."
         )
     settings = {"method": method, "params": asdict(p), "num_classes": num_classes}
-    fingerprint = {**settings, "seeds": _seeds_identity(seeds_dir), "index": index.fingerprint(ids)}
+    fingerprint = {
+        **settings,
+        "seeds": _seeds_identity(seeds_dir),
+        "index": index.fingerprint(ids),
+        "shard": str(shard),
+    }
     work = open_staging(out_dir, work_dir, fingerprint)
     tasks = [
         _Task(
@@ -285,9 +302,17 @@ def refine_seeds(
         "images_per_s": len(done) / elapsed if done and elapsed > 0 else None,
         "changed_fraction": changed / total if total else None,
     }
+    manifest = {
+        **settings,
+        "seeds_dir": str(seeds_dir),
+        **stats,
+        "changed": changed,
+        "pixels": total,
+    }
     with atomic_write(work / MANIFEST) as tmp:
-        tmp.write_text(json.dumps({**settings, "seeds_dir": str(seeds_dir), **stats}, indent=2))
-    publish(work, out_dir)
+        tmp.write_text(json.dumps(manifest, indent=2))
+    if shard is None:
+        publish(work, out_dir)
     log.info(
         "crf: done, %d images (%d computed, %.1f s), CRF changed %s of the seed pixels -> %s",
         len(ids),
@@ -297,6 +322,21 @@ def refine_seeds(
         out_dir,
     )
     return stats
+
+
+def gather_crf(work_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]):
+    """Publish the shards of a CRF run (:func:`refine_seeds` with ``shard``) as one folder."""
+
+    def merge(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+        merged = merge_counts(manifests)
+        merged["changed"] = sum(m["changed"] for m in manifests)
+        merged["pixels"] = sum(m["pixels"] for m in manifests)
+        merged["changed_fraction"] = (
+            merged["changed"] / merged["pixels"] if merged["pixels"] else None
+        )
+        return merged
+
+    return gather_shards(work_dirs, {"": out_dir}, MANIFEST, merge)
 
 
 # ------------------------------------------------- DeepLab's CRF post-processing (stage 6)
@@ -348,6 +388,7 @@ def crf_split(
     processes: int = 1,
     work_dir: str | os.PathLike[str] | None = None,
     log_every: int = 50,
+    shard: str | tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """DeepLab's dense-CRF post-processing of :func:`predict_split`'s logits.
 
@@ -359,18 +400,23 @@ def crf_split(
             ``bi_xy_std``, ``bi_rgb_std``, ``n_iter``); ``None`` = DeepLab's VOC values.
         processes: worker processes (the rule's threads).
         work_dir: staging folder for resuming (see :mod:`smaf.stages.staging`).
+        shard: only shard ``k`` of ``n`` (``"3of8"``), left in ``work_dir`` for
+            :func:`gather_deeplab_crf`.
     """
     from smaf.data.index import read_index  # pandas: not imported by the spawned workers
 
     if not isinstance(crf, DenseCRF):
         crf = dataclass_from(DenseCRF, crf, "deeplab.test.crf")
     index = read_index(index)
-    ids = index.ids(role, allow_empty=True)  # a user's dataset may have no test images
+    ids = shard_ids(index.ids(role, allow_empty=True), shard)  # a user's data may have no test
+    if shard is not None and work_dir is None:
+        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
     logits_dir = Path(logits_dir)
     fingerprint = {
         "crf": asdict(crf),
         "logits": file_identity(logits_dir),
         "index": index.fingerprint(ids),
+        "shard": str(shard),
     }
     work = open_staging(out_dir, work_dir, fingerprint)
     tasks = [
@@ -380,16 +426,30 @@ def crf_split(
     t0 = time.perf_counter()
     fn = _CRFWorker(crf)
     results = crf_images_parallel(fn, tasks, max(1, int(processes)), log, log_every=log_every)
-    if work_dir is not None:
-        publish(work, out_dir)
     summary = {
         "images": len(ids),
         "refined": int(sum(results)),
         "seconds": round(time.perf_counter() - t0, 2),
         "crf": asdict(crf),
     }
+    if shard is not None:
+        with atomic_write(work / DEEPLAB_CRF_MANIFEST) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+    elif work_dir is not None:
+        publish(work, out_dir)
     log.info("crf: %s", json.dumps(summary))
     return summary
+
+
+#: Written by a shard of :func:`crf_split` (its end), merged by :func:`gather_deeplab_crf`.
+DEEPLAB_CRF_MANIFEST = "deeplab_crf.json"
+
+
+def gather_deeplab_crf(
+    work_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]
+):
+    """Publish the shards of DeepLab's CRF (:func:`crf_split` with ``shard``) as one folder."""
+    return gather_shards(work_dirs, {"": out_dir}, DEEPLAB_CRF_MANIFEST, merge_counts)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,14 @@ from smaf.models.deeplab import (
 from smaf.progress import Progress
 from smaf.stages.common import split_stage_config, write_history
 from smaf.stages.crf_stage import upsampled_probs
-from smaf.stages.staging import file_identity, open_staging, publish
+from smaf.stages.staging import (
+    file_identity,
+    gather_shards,
+    merge_counts,
+    open_staging,
+    publish,
+    shard_ids,
+)
 from smaf.train import (
     LoopConfig,
     OptimConfig,
@@ -217,6 +224,7 @@ def predict_split(
     threads: int | None = None,
     work_dir: str | os.PathLike[str] | None = None,
     log_every: int = 50,
+    shard: str | tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Predict every image of split ``role`` (no ground truth needed) with a DeepLab model.
 
@@ -240,7 +248,9 @@ def predict_split(
     use_threads(threads)
     dev = resolve_device(device)
     index = read_index(index)
-    ids = index.ids(role, allow_empty=True)  # a user's dataset may have no test images
+    ids = shard_ids(index.ids(role, allow_empty=True), shard)  # a user's data may have no test
+    if shard is not None and work_dir is None:
+        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
     model, meta = load_deeplab(model_path)
     model.to(dev).eval()
     fingerprint = {
@@ -249,6 +259,7 @@ def predict_split(
         "flip": flip,
         "amp": amp,
         "logits": logits_dir is not None,
+        "shard": str(shard),
     }
     work = open_staging(out_dir, work_dir, fingerprint)
     staged = work_dir is not None
@@ -277,18 +288,36 @@ def predict_split(
         save_mask(png, probs.argmax(0).numpy().astype(np.uint8))
         progress.update()
     progress.close()
-    if staged:
-        publish(pred_dir, out_dir)
-        if lg_dir is not None:
-            publish(lg_dir, logits_dir)
-        shutil.rmtree(work)
     summary = {
         "images": len(ids),
-        "predicted": progress.counted,
+        "computed": progress.counted,
         "seconds": round(time.perf_counter() - t0, 2),
         "flip": flip,
         "model": str(model_path),
         "iterations": meta.get("iterations"),
     }
+    if shard is not None:  # the gather publishes every shard at once
+        with atomic_write(work / PREDICT_MANIFEST) as tmp:
+            tmp.write_text(json.dumps(summary, indent=2))
+    elif staged:
+        publish(pred_dir, out_dir)
+        if lg_dir is not None:
+            publish(lg_dir, logits_dir)
+        shutil.rmtree(work)
     log.info("predict: %s", json.dumps(summary))
     return summary
+
+
+#: Written by a shard of :func:`predict_split` (its end), merged by :func:`gather_predictions`.
+PREDICT_MANIFEST = "predict.json"
+
+
+def gather_predictions(
+    work_dirs: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    logits_dir: str | os.PathLike[str] | None = None,
+):
+    """Publish the shards of :func:`predict_split` (``shard``) as the prediction folder (and
+    the logits folder)."""
+    outputs = {"pred": out_dir, **({"logits": logits_dir} if logits_dir is not None else {})}
+    return gather_shards(work_dirs, outputs, PREDICT_MANIFEST, merge_counts)

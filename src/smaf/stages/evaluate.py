@@ -16,7 +16,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,9 @@ import pandas as pd
 from smaf.data.index import GT_COLUMNS, DatasetIndex, read_index
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_mask
-from smaf.metrics import ConfusionMeter
+from smaf.metrics import ConfusionMeter, iou_scores
 from smaf.progress import Progress
+from smaf.stages.staging import shard_ids
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +72,17 @@ def evaluate_split(
     out_json: str | os.PathLike[str] | None = None,
     meta: Mapping[str, Any] | None = None,
     log_every: int = 500,
+    shard: str | tuple[int, int] | None = None,
+    out_conf: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Score ``pred_dir/<id>.png`` for every image of split ``role`` against its ground truth.
 
     Args:
-        pred_dir: folder of uint8 ``[H, W]`` label PNGs with values 0..C.
+        pred_dir: folder of uint8 ``[H, W]`` label PNGs with values 0..C (it may hold more
+            images than the split: only the split's are read).
         index: the dataset index (or its path): ground-truth paths, C and the class names.
-        role: the split; every image needs a prediction and a ``gt`` mask.
+        role: the split; every image needs a prediction and a ``gt`` mask (a user's dataset
+            with masks for a subset: the images that have one are scored, and counted).
         gt: ``'SegmentationClass'`` (the index's ``mask``) or ``'SegmentationClassAug'``
             (``aug_mask``).
         out_csv: per-class table: columns ``class, iou, precision, recall, gt_pixels,
@@ -86,6 +91,9 @@ def evaluate_split(
         out_json: the returned record as JSON (NaN written as null).
         meta: extra fields copied into the record (dataset, experiment, model, stage, ...).
         log_every: progress line every this many images.
+        shard / out_conf: score only shard ``k`` of ``n`` (``"3of8"``) and write its confusion
+            matrix to ``out_conf`` (``.npz``) for :func:`evaluate_gather`, which sums the
+            shards' matrices (never their mIoUs). Returns ``{"images", "without_gt"}`` then.
 
     Returns:
         The record: ``meta`` fields, ``split``, ``gt``, ``path`` (= ``pred_dir``),
@@ -98,10 +106,7 @@ def evaluate_split(
     if gt not in GT_KINDS:
         raise ConfigError(f"evaluation gt must be one of {', '.join(GT_KINDS)}, got {gt!r}")
     index = read_index(index)
-    num_classes = index.num_classes
-    names = index.class_names
-    pred_dir = Path(pred_dir)
-    ids = index.ids(role, allow_empty=True)
+    ids = shard_ids(index.ids(role, allow_empty=True), shard)
     no_gt = [i for i in ids if index.mask_path(i, gt) is None]
     if no_gt and (gt == "SegmentationClassAug" or role in _masks_required(index)):
         raise DataError(
@@ -122,6 +127,47 @@ def evaluate_split(
             role,
         )
         ids = [i for i in ids if index.mask_path(i, gt) is not None]
+    conf = confusion(pred_dir, index, ids, gt, log_every)
+    if out_conf is not None:
+        with atomic_write(out_conf) as tmp, open(tmp, "wb") as f:
+            np.savez(f, conf=conf, images=len(ids), without_gt=len(no_gt))
+        return {"images": len(ids), "without_gt": len(no_gt)}
+    return _score(conf, index, role, gt, pred_dir, len(ids), len(no_gt), out_csv, out_json, meta)
+
+
+def evaluate_gather(
+    conf_files: Sequence[str | os.PathLike[str]],
+    index: DatasetIndex | str | os.PathLike[str],
+    role: str,
+    gt: str,
+    pred_dir: str | os.PathLike[str],
+    *,
+    out_csv: str | os.PathLike[str] | None = None,
+    out_json: str | os.PathLike[str] | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The record of a split scored in shards: the sum of their confusion matrices, scored once
+    (the same numbers as one :func:`evaluate_split` over the whole split)."""
+    index = read_index(index)
+    total = np.zeros((index.num_classes + 1,) * 2, dtype=np.int64)
+    images = without = 0
+    for path in conf_files:
+        with np.load(path) as z:
+            total += z["conf"].astype(np.int64)
+            images += int(z["images"])
+            without += int(z["without_gt"])
+    return _score(total, index, role, gt, pred_dir, images, without, out_csv, out_json, meta)
+
+
+def confusion(
+    pred_dir: str | os.PathLike[str],
+    index: DatasetIndex,
+    ids: Sequence[str],
+    gt: str,
+    log_every: int = 500,
+) -> np.ndarray:
+    """Confusion matrix ``[C+1, C+1]`` (int64; rows = ground truth) of ``ids``' predictions."""
+    pred_dir = Path(pred_dir)
     have = {p.name for p in pred_dir.iterdir()} if pred_dir.is_dir() else set()
     missing = [i for i in ids if f"{i}.png" not in have]
     if missing:
@@ -129,8 +175,7 @@ def evaluate_split(
             f"{len(missing)} of {len(ids)} predictions are missing from {pred_dir} (first: "
             f"{missing[0]}.png)."
         )
-
-    meter = ConfusionMeter(num_classes + 1)
+    meter = ConfusionMeter(index.num_classes + 1)
     progress = Progress("evaluate", len(ids), every=log_every, log=log)
     for image_id in ids:
         pred = load_mask(pred_dir / f"{image_id}.png")  # [H, W] 0..C
@@ -147,9 +192,25 @@ def evaluate_split(
         except ValueError as exc:
             raise DataError(f"image {image_id}: {exc}") from None
         progress.update()
+    return meter.conf.astype(np.int64)
 
-    s = meter.scores()
-    conf = meter.conf.astype(np.float64)
+
+def _score(
+    conf: np.ndarray,
+    index: DatasetIndex,
+    role: str,
+    gt: str,
+    pred_dir: str | os.PathLike[str],
+    n_images: int,
+    n_without_gt: int,
+    out_csv: str | os.PathLike[str] | None,
+    out_json: str | os.PathLike[str] | None,
+    meta: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The per-class table and the record of one confusion matrix; written when asked."""
+    names = index.class_names
+    s = iou_scores(conf)
+    conf = conf.astype(np.float64)
     tp = np.diag(conf)
     gt_px = conf.sum(1)
     pred_px = conf.sum(0)
@@ -179,14 +240,13 @@ def evaluate_split(
         "pixel_acc": s["pixel_acc"],
     }
     table = pd.concat([table, pd.DataFrame([mean_row])], ignore_index=True)
-
     record: dict[str, Any] = {
         **dict(meta or {}),
         "split": (meta or {}).get("split", role),
         "gt": gt,
         "path": str(pred_dir),
-        "n_images": len(ids),
-        **({"n_images_without_gt": len(no_gt)} if no_gt else {}),
+        "n_images": n_images,
+        **({"n_images_without_gt": n_without_gt} if n_without_gt else {}),
         "miou": _nan_to_none(s["miou"]),
         "pixel_acc": _nan_to_none(s["pixel_acc"]),
         "mean_acc": _nan_to_none(s["mean_acc"]),
@@ -203,7 +263,7 @@ def evaluate_split(
         "evaluate %s vs %s (%d images): mIoU %.2f %%, pixel acc %.2f %%",
         pred_dir,
         gt,
-        len(ids),
+        n_images,
         100 * s["miou"],
         100 * s["pixel_acc"],
     )

@@ -24,6 +24,7 @@ import os
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -39,7 +40,14 @@ from smaf.errors import ConfigError
 from smaf.io import atomic_write, load_image, save_maps, save_mask
 from smaf.models.checkpoint import load_model
 from smaf.progress import Progress
-from smaf.stages.staging import file_identity, open_staging, publish
+from smaf.stages.staging import (
+    file_identity,
+    gather_shards,
+    merge_counts,
+    open_staging,
+    publish,
+    shard_ids,
+)
 from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
@@ -69,7 +77,7 @@ def _write_outputs(
 def make_seeds(
     model_path: str | os.PathLike[str],
     index: DatasetIndex | str | os.PathLike[str],
-    role: str,
+    role: str | Sequence[str],
     out_dir: str | os.PathLike[str],
     cam: dict[str, Any] | CAMConfig | None,
     thr: float,
@@ -79,15 +87,16 @@ def make_seeds(
     work_dir: str | os.PathLike[str] | None = None,
     amp: bool = False,
     num_threads: int | None = None,
+    shard: str | tuple[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Write seeds and fused maps of every image of split ``role`` into ``out_dir``.
+    """Write seeds and fused maps of every image of split(s) ``role`` into ``out_dir``.
 
     Args:
         model_path: a classifier saved by :func:`smaf.models.checkpoint.save_model`; it must
             be for the index's number of classes.
         index: the dataset index (or its path): images and image-level labels (absent
             classes are zeroed in the maps (denoising) and can never be seeds).
-        role: the split whose images get seeds.
+        role: the split whose images get seeds, or several (each image once).
         out_dir: output folder (layout in the module docstring).
         cam: :class:`~smaf.cam.CAMConfig` or its fields as a dict (scales, flip, resize_mode,
             eps); ``None`` = the defaults (paper: scales 0.5/1/1.5/2 with flips).
@@ -99,6 +108,9 @@ def make_seeds(
         amp: run the network in bfloat16 autocast on CUDA (faster; seeds may differ from the
             float32 ones at a few pixels whose scores tie within bf16 precision).
         num_threads: torch CPU threads (the rule's ``threads``); ``None`` leaves torch's default.
+        shard: only shard ``k`` of ``n`` of the images (``"3of8"``, :func:`~smaf.stages.staging.
+            shard_ids`), written into ``work_dir`` and left there for
+            :func:`gather_seeds`; the results do not depend on the sharding.
 
     Returns:
         Run statistics: ``images``, ``computed`` (not skipped), ``seconds``, ``images_per_s``
@@ -114,8 +126,10 @@ def make_seeds(
     if log_every < 1:
         raise ConfigError(f"log_every must be >= 1, got {log_every}")
     index = read_index(index)
-    ids = index.ids(role)
+    ids = shard_ids(index.ids(role, allow_empty=shard is not None), shard)
     num_classes = index.num_classes
+    if shard is not None and work_dir is None:
+        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
 
     dev = resolve_device(device)
     use_threads(num_threads)
@@ -126,13 +140,15 @@ def make_seeds(
         **settings,
         "model": file_identity(model_path),
         "index": index.fingerprint(ids),
+        "shard": str(shard),
     }
     work = open_staging(out_dir, work_dir, fingerprint)
     (work / "maps").mkdir(exist_ok=True)
     log.info(
-        "seeds: %d images of %s, model %s (stage %s) on %s, scales %s, flip %s, thr %.3g",
+        "seeds: %d images of %s%s, model %s (stage %s) on %s, scales %s, flip %s, thr %.3g",
         len(ids),
-        role,
+        role if isinstance(role, str) else "+".join(role),
+        f" (shard {shard})" if shard else "",
         model_path,
         meta.get("stage", "?"),
         dev,
@@ -186,15 +202,28 @@ def make_seeds(
         **settings,
         "model_path": str(model_path),
         "model_meta": meta,
-        "split": role,
+        "split": role if isinstance(role, str) else list(role),
         "device": str(dev),
         "run_id": uuid.uuid4().hex,  # changes with every finished run (the CRF fingerprint)
         **stats,
     }
     with atomic_write(work / MANIFEST) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    publish(work, out_dir)
+    if shard is None:
+        publish(work, out_dir)
     log.info(
         "seeds: done, %d images (%d computed in %.1f s) -> %s", len(ids), computed, elapsed, out_dir
     )
     return stats
+
+
+def gather_seeds(work_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]):
+    """Publish the shards of a seeds run (:func:`make_seeds` with ``shard``) as one folder,
+    with one manifest (counts summed, a new run id)."""
+
+    def merge(manifests: list[dict[str, Any]]) -> dict[str, Any]:
+        merged = merge_counts(manifests, weighted=("foreground_fraction",))
+        merged["run_id"] = uuid.uuid4().hex
+        return merged
+
+    return gather_shards(work_dirs, {"": out_dir}, MANIFEST, merge)

@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +98,115 @@ def publish(work: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> No
         os.replace(work, out)
     except OSError:
         shutil.move(work, out)  # another file system: copy, then delete
+
+
+# -------------------------------------------------------------------------------- shards
+#: How a shard is named in paths and wildcards: ``<k>of<n>`` (k = 1..n).
+SHARD_PATTERN = re.compile(r"^(?P<k>[0-9]+)of(?P<n>[0-9]+)$")
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """``"3of8"`` or ``(3, 8)`` → ``(3, 8)``; None stays None (the whole split)."""
+    if shard is None:
+        return None
+    if isinstance(shard, str):
+        m = SHARD_PATTERN.match(shard)
+        if not m:
+            raise ValueError(f"shard must look like '3of8', got {shard!r}")
+        shard = (int(m["k"]), int(m["n"]))
+    k, n = (int(v) for v in shard)
+    if not 1 <= k <= n:
+        raise ValueError(f"shard {k} of {n}: need 1 <= k <= n")
+    return k, n
+
+
+def shard_ids(ids: Sequence[str], shard: str | tuple[int, int] | None) -> list[str]:
+    """Shard ``k`` of ``n`` of ``ids``: the k-th of n contiguous blocks (sizes differ by at most
+    one), so the shards of a split partition it in order. ``None``: every id."""
+    parsed = parse_shard(shard)
+    if parsed is None:
+        return list(ids)
+    k, n = parsed
+    return list(ids[(k - 1) * len(ids) // n : k * len(ids) // n])
+
+
+def shard_names(n: int) -> list[str]:
+    """``["1of<n>", ..., "<n>of<n>"]``."""
+    return [f"{k}of{n}" for k in range(1, n + 1)]
+
+
+def gather_shards(
+    work_dirs: Sequence[str | os.PathLike[str]],
+    outputs: Mapping[str, str | os.PathLike[str]],
+    manifest: str | None = None,
+    merge: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """Publish the staging folders of a stage's shards as its outputs, in one go.
+
+    Args:
+        work_dirs: every shard's staging folder (each holding its finished per-image files).
+        outputs: sub-folder of a staging folder (``""``: its top) → the output folder it
+            becomes; e.g. ``{"": seeds_dir}`` or ``{"pred": pred_dir, "logits": logits_dir}``.
+        manifest: name of each shard's manifest file (JSON, in the top sub-folder), merged
+            with ``merge`` into one manifest of the same name in the first output.
+        merge: list of the shards' manifests → the merged one.
+
+    Returns:
+        The merged manifest (None without one). The staging folders are removed.
+
+    Raises:
+        SmafError: a shard's staging folder or manifest is missing (its job did not finish).
+    """
+    work_dirs = [Path(w) for w in work_dirs]
+    manifests = []
+    for work in work_dirs:
+        if not work.is_dir() or (manifest and not (work / manifest).is_file()):
+            raise SmafError(
+                f"shard folder {work} is missing or unfinished: rerun the workflow to redo that "
+                "shard."
+            )
+        if manifest:
+            manifests.append(json.loads((work / manifest).read_text()))
+    for sub, out in outputs.items():
+        out = Path(out)
+        stage = out.with_name(f".{out.name}.gathering")
+        if stage.exists():
+            shutil.rmtree(stage)
+        for work in work_dirs:
+            src = work / sub if sub else work
+            for path in src.rglob("*"):
+                rel = path.relative_to(src)
+                if path.is_dir() or rel.name in (FINGERPRINT, manifest) or rel.parts[0] in outputs:
+                    continue
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, stage / rel)
+        stage.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(stage, out)
+    merged = None
+    if manifest:
+        merged = merge(manifests) if merge is not None else manifests[0]
+        first = Path(next(iter(outputs.values())))
+        with atomic_write(first / manifest) as tmp:
+            tmp.write_text(json.dumps(merged, indent=2, default=str))
+    for work in work_dirs:
+        shutil.rmtree(work, ignore_errors=True)
+    return merged
+
+
+def merge_counts(manifests: list[dict[str, Any]], weighted: Sequence[str] = ()) -> dict[str, Any]:
+    """Shards' manifests → one: settings of the first, ``images`` / ``computed`` / ``seconds``
+    summed, the ``weighted`` fractions averaged over the computed images, ``shards`` counted."""
+    out = dict(manifests[0])
+    for key in ("images", "computed", "seconds"):
+        if key in out:
+            out[key] = sum(m.get(key) or 0 for m in manifests)
+    computed = sum(m.get("computed") or 0 for m in manifests)
+    for key in weighted:
+        parts = [(m.get(key), m.get("computed") or 0) for m in manifests if m.get(key) is not None]
+        out[key] = sum(v * c for v, c in parts) / computed if computed and parts else None
+    if "images_per_s" in out:
+        out["images_per_s"] = computed / out["seconds"] if out.get("seconds") else None
+    out["shards"] = len(manifests)
+    return out

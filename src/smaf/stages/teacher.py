@@ -39,12 +39,14 @@ def teacher_maps(
     thr: float = PREVIEW_THR,
     amp: bool = False,
     role: str = "train_aug",
+    shard: str | None = None,
 ) -> dict[str, Any]:
     """Write the teacher's maps of every image of split ``role``; return run statistics.
 
     ``work_dir`` is the resumable staging folder (outside the rule's outputs): images already
     done there are skipped after an interruption. ``thr`` is the previews' background score.
-    ``amp``: bf16 autocast on CUDA, as for the seeds (config ``seeds.amp``).
+    ``amp``: bf16 autocast on CUDA, as for the seeds (config ``seeds.amp``). ``shard``: one
+    shard of the images, gathered by :func:`smaf.stages.seeds.gather_seeds`.
     """
     stats = make_seeds(
         model_path,
@@ -57,8 +59,10 @@ def teacher_maps(
         work_dir=work_dir,
         amp=amp,
         num_threads=threads,
+        shard=shard,
     )
-    sizes = [p.stat().st_size for p in (Path(out_dir) / "maps").glob("*.npz")]
+    written = Path(work_dir if shard is not None else out_dir)
+    sizes = [p.stat().st_size for p in (written / "maps").glob("*.npz")]
     stats["bytes_per_image"] = sum(sizes) / max(len(sizes), 1)
     log.info("teacher maps: %.1f kB per image on disk", stats["bytes_per_image"] / 1024)
     return stats

@@ -1,0 +1,87 @@
+"""Sharded stages through the workflow: N shards give the 1-shard results, and planning scales."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from workflow_utils import TINY_CONFIG, snakemake
+
+from smaf.data.index import DatasetIndex, ImageRecord
+from smaf.io import load_mask
+
+pytestmark = pytest.mark.slow
+
+
+def _jobs(dry_run: str) -> dict[str, int]:
+    """The job counts of a dry run's table (rule → count)."""
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", dry_run, flags=re.MULTILINE)}
+
+
+def test_n_shards_give_the_one_shard_results(tmp_path) -> None:
+    one, many = tmp_path / "one", tmp_path / "many"
+    snakemake(one, "--cores", "2", config=TINY_CONFIG)
+    sharded = copy.deepcopy(TINY_CONFIG)
+    sharded["shards"] = {"images_per_shard": 3}
+    plan = _jobs(snakemake(many, "-n", "--cores", "2", config=sharded).stdout)
+    # Before the index exists, the shard counts wait for it (the dataset stage is a checkpoint).
+    assert "seeds" not in plan and "prepare_dataset" in plan
+    snakemake(many, "--cores", "2", config=sharded)
+    log = (many / ".snakemake" / "log").glob("*.log")
+    text = "".join(p.read_text() for p in log)
+    assert len(set(re.findall(r"seeds/smaf\.shards/(\d+of\d+)\.done", text))) == 4  # 12 / 3
+
+    a, b = (d / "results/synthetic/default" for d in (one, many))
+    for folder in ("seeds/eps", "seeds/smaf", "crf/eps", "crf/smaf", "deeplab/pred_val_crf"):
+        names = sorted(p.name for p in (a / folder).glob("*.png"))
+        assert names and names == sorted(p.name for p in (b / folder).glob("*.png")), folder
+        for name in names:
+            np.testing.assert_array_equal(
+                load_mask(a / folder / name), load_mask(b / folder / name)
+            )
+    scores = [pd.read_csv(d / "results/summary.csv") for d in (one, many)]
+    pd.testing.assert_series_equal(scores[0]["miou"], scores[1]["miou"])
+    # Nothing left to do: the shards' markers are temporary, the gathered folders complete.
+    assert "Nothing to be done" in snakemake(many, "-n", config=sharded).stdout
+
+
+def test_planning_a_coco_size_index_takes_seconds(tmp_path) -> None:
+    """`snakemake -n` on 123,287 images (COCO 2014: 82,783 train + 40,504 val), no image files."""
+    work = tmp_path / "work"
+    data = work / "results" / "big" / "data"
+    data.mkdir(parents=True)
+    classes = [f"class_{k}" for k in range(1, 81)]
+    labels = np.zeros(80, np.float32)
+    labels[0] = 1
+    records = [
+        ImageRecord(
+            f"COCO_{'train' if i < 82783 else 'val'}2014_{i:012d}",
+            f"images/{i}.jpg",
+            mask=f"masks/{i}.png",
+            roles={"train_aug", "train"} if i < 82783 else {"val"},
+            labels=labels,
+            width=640,
+            height=480,
+        )
+        for i in range(123287)
+    ]
+    DatasetIndex.build(records, classes, {"name": "big"}).write(data / "index.csv")
+    DatasetIndex.build([], classes, {"name": "big"}).write(data / "test_index.csv")
+    config = copy.deepcopy(TINY_CONFIG)
+    config["dataset"] = "big"
+    config["datasets"]["big"] = {"source": "folder", "images": "images", "labels": "labels.csv"}
+    config["shards"] = {"images_per_shard": 2000}
+    t0 = time.perf_counter()
+    proc = snakemake(work, "-n", "--cores", "2", config=config)
+    seconds = time.perf_counter() - t0
+    jobs = _jobs(proc.stdout)
+    assert jobs["seeds"] == 2 * 42  # eps and smaf over train (82,783 / 2,000 → 42 shards)
+    # val: 40,504 images → 21 shards, and the (empty) test images of a folder dataset: 1.
+    assert jobs["deeplab_predict"] == 22 and jobs["deeplab_crf"] == 22
+    assert "prepare_dataset" not in jobs  # the index is there
+    print(f"planned {sum(jobs.values())} jobs in {seconds:.1f} s")
+    assert seconds < 120  # generous on a loaded 2-core machine; BENCHMARKS.md has the measure
