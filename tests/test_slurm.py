@@ -34,9 +34,33 @@ PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
 BINARIES = ("slurmctld", "slurmd", "sinfo", "sbatch", "squeue", "scontrol", "scancel", "munged")
 #: First line of every file the test writes: a file with it is ours to overwrite.
 MARKER = "# Written by SMAF tests/test_slurm.py for a throw-away one-node test cluster."
-#: Rules with `resources: gpu=1` in the workflow, and CPU-only rules that must get no GPU.
-GPU_RULES = {"pretrain", "teacher_maps", "self_train", "seeds", "deeplab_train", "deeplab_predict"}
-CPU_RULES = {"synthetic_dataset", "prepare_dataset", "crf", "evaluate", "deeplab_crf"}
+#: Rules with a `gpu` resource in the workflow (every other submitted rule must get no GPU).
+GPU_RULES = {
+    "pretrain",
+    "teacher_maps",
+    "self_train",
+    "seeds",
+    "deeplab_train",
+    "deeplab_predict",
+    "figure_scales",
+    "saliency",
+}
+#: Rules the tiny workflow must submit (the offline teacher is its EPS seeds pass there).
+SUBMITTED = {
+    "pretrain",
+    "self_train",
+    "seeds",
+    "deeplab_train",
+    "deeplab_predict",
+    "synthetic_dataset",
+    "prepare_dataset",
+    "crf",
+    "evaluate_shard",
+    "deeplab_crf",
+}
+#: The tiny workflow with shards of 6 images: 12 train_aug images → 2 shards for the seeds of
+#: each classifier (eps, smaf) and the SMAF CRF; 4 train images → 1 for the EPS CRF.
+SHARDED = {"shards": {"images_per_shard": 6}}
 STARTUP_TIMEOUT = 90  # seconds for the node to come up idle
 WORKFLOW_TIMEOUT = 3600  # seconds for the tiny workflow, one SLURM job per rule instance
 
@@ -363,7 +387,7 @@ def test_slurm_profile_runs_tiny_workflow_with_one_gpu_jobs(slurm_cluster, tmp_p
         "5",
         "--seconds-between-status-checks",
         "5",
-        config=TINY_CONFIG,
+        config={**TINY_CONFIG, **SHARDED},
         check=False,
         timeout=WORKFLOW_TIMEOUT,
     )
@@ -378,8 +402,10 @@ def test_slurm_profile_runs_tiny_workflow_with_one_gpu_jobs(slurm_cluster, tmp_p
     assert (tmp_path / "results" / "summary.csv").is_file()
 
     jobs = _submitted_jobs(log)
-    assert GPU_RULES | CPU_RULES <= set(jobs), f"rules submitted: {sorted(jobs)}"
-    assert not {"summary", "deeplab_submission"} & set(jobs)  # localrules stay local
+    assert SUBMITTED <= set(jobs), f"rules submitted: {sorted(jobs)}"
+    assert not {"summary", "deeplab_submission", "seeds_gather", "evaluate"} & set(jobs)  # local
+    # A sharded stage is as many parallel SLURM jobs as shards.
+    assert len(jobs["seeds"]) == 4 and len(jobs["crf"]) == 3, jobs
     for rule, ids in jobs.items():
         for job_id in ids:
             fields = _scontrol_job(job_id)
