@@ -69,3 +69,15 @@ def tiny_root(tiny_index: Path, tmp_path: Path) -> Path:
     """A private copy of the tiny dataset's generated folder (``tmp_path/VOC2012``), for tests
     that damage files; index it with :func:`helpers.index_dataset`."""
     return Path(shutil.copytree(dataset_root(tiny_index), tmp_path / "VOC2012"))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny networks (the machine is shared): request it with
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -8,8 +8,12 @@ their parent's main module and should start light.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +142,36 @@ def noisy_seeds(
         soft = F.avg_pool2d(onehot.float()[None], blur, 1, blur // 2, count_include_pad=False)[0]
         save_maps(out_dir / "maps" / f"{image_id}.npz", soft, labels)  # [C, H, W]
     return out_dir
+
+
+# ---------------------------------------------------------------- a local HTTP mirror
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
+        pass
+
+
+@contextlib.contextmanager
+def serve_folder(directory: Path, prefix: str = "mirror") -> Iterator[str]:
+    """A throw-away HTTP server on 127.0.0.1 serving ``directory``; yields
+    ``http://127.0.0.1:<port>/<prefix>`` (the folder's sub-folder ``prefix``)."""
+    handler = partial(_QuietHandler, directory=str(directory))
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    # A short poll interval keeps shutdown() (and so each test) fast.
+    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/{prefix}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+
+
+def no_proxies(monkeypatch) -> None:
+    """urllib (and a snakemake subprocess, which inherits os.environ) honour *_proxy
+    variables: make 127.0.0.1 be contacted directly."""
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")

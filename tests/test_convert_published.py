@@ -28,16 +28,11 @@ from smaf.models.convert_published import (
 )
 from smaf.models.deeplab import load_deeplab
 
+#: Tiny networks: one torch thread (the machine is shared).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 W = 8  # width divisor: 1/8 of the released channel counts
 C = 4  # foreground classes of the synthetic checkpoints
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _bn(shapes: dict, name: str, channels: int) -> None:

@@ -41,14 +41,9 @@ def _small(num_classes: int = 6, **kw) -> MSC:
     return build_deeplab(DeepLabConfig(**{**SMALL, **kw}, num_classes=num_classes))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: these nets are tiny, and on a busy machine OpenMP threads waiting for
-    a core turn a 30 ms forward into seconds."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: One torch thread: these nets are tiny, and on a busy machine OpenMP threads waiting for a
+#: core turn a 30 ms forward into seconds.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,15 +18,10 @@ NAMES = ["background", "leaf", "rust"]
 #: Two input sizes besides the traced one, odd and non-square, and a batch of two.
 SIZES = [(1, 45, 61), (2, 37, 50)]
 #: torch.jit (load, trace, script) is deprecated in favour of torch.export; see smaf.export.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -29,17 +29,11 @@ from smaf.stages.crf_stage import upsampled_probs
 from smaf.stages.deeplab import infer_logits, predict_split
 from smaf.transforms import normalize
 
+#: Tiny networks: one torch thread (the machine is shared).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 C = 3
 NAMES = ["background", "cat", "dog", "bird"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the nets are tiny and the machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _smooth_rgb(h: int, w: int, seed: int) -> np.ndarray:

@@ -29,13 +29,8 @@ from smaf.models.resnet101_caffe import CAFFE_MEAN_BGR, caffe_layer_module
 from smaf.train import OptimConfig, build_optimizer
 from smaf.transforms import normalize
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+#: Tiny networks: one torch thread (the machine is shared).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**kw):

@@ -25,18 +25,13 @@ from smaf.models.deeplab import DeepLabConfig, build_deeplab, load_deeplab, save
 from smaf.report.tables import segmentation_table
 from smaf.stages.published import adopt_classifier, adopt_deeplab, is_project_model
 
+#: Tiny networks: one torch thread (the machine is shared).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 W = 8  # 1/8 of the released widths
 C = 6  # foreground classes (the demo's)
 NAMES = ["background", *(f"class_{k}" for k in range(1, C + 1))]
 MODEL = {"backbone": "resnet38d", "width": 1 / W, "head": "eps", "freeze_bn": True}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture()

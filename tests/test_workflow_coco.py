@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +31,7 @@ from coco_data import (
     write_saliency,
     write_zips,
 )
+from helpers import no_proxies, serve_folder
 from PIL import Image
 from workflow_utils import REPO_ROOT, snakemake
 
@@ -54,11 +52,6 @@ def _coco_config() -> dict:
 def _ids(voc_root: Path, name: str) -> list[str]:
     path = voc_root / "ImageSets" / "Segmentation" / f"{name}.txt"
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -86,26 +79,14 @@ def mini_coco(voc_mini_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def http_mirror(mini_coco: dict) -> Iterator[str]:
     """Base URL of a throw-away HTTP server on 127.0.0.1 serving the zips."""
-    handler = partial(_QuietHandler, directory=str(mini_coco["dir"]))
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/mirror"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
+    with serve_folder(mini_coco["dir"]) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
 def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     """The snakemake subprocess inherits os.environ: make it reach 127.0.0.1 directly."""
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "*")
-    monkeypatch.setenv("NO_PROXY", "*")
+    no_proxies(monkeypatch)
 
 
 def _expected_mask(voc_root: Path, mini: MiniSet, stem: str) -> np.ndarray:

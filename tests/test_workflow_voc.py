@@ -12,16 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-import threading
 import zipfile
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from helpers import no_proxies, serve_folder
 from workflow_utils import REPO_ROOT, snakemake
 
 from smaf.data.index import DatasetIndex
@@ -54,11 +52,6 @@ def _md5(path: Path) -> str:
 # ------------------------------------------------------------------------------------------------
 # Fixtures: the miniature archives and a local HTTP server
 # ------------------------------------------------------------------------------------------------
-
-
-class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # keep test output clean
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -110,26 +103,14 @@ def mini_archives(voc_mini_root: Path, tmp_path_factory: pytest.TempPathFactory)
 @pytest.fixture(scope="module")
 def http_mirror(mini_archives: dict) -> Iterator[str]:
     """Base URL of a throw-away HTTP server on 127.0.0.1 serving the archives."""
-    handler = partial(_QuietHandler, directory=str(mini_archives["dir"]))
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    srv.daemon_threads = True
-    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/mirror"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(5)
+    with serve_folder(mini_archives["dir"]) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
 def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
     """The snakemake subprocess inherits os.environ: make it reach 127.0.0.1 directly."""
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "*")
-    monkeypatch.setenv("NO_PROXY", "*")
+    no_proxies(monkeypatch)
 
 
 def _download_config(base_url: str, md5: dict[str, str]) -> dict:

@@ -53,7 +53,7 @@ from smaf.stages.staging import (
     merge_counts,
     open_staging,
     publish,
-    shard_ids,
+    select_shard,
 )
 
 log = logging.getLogger(__name__)
@@ -260,9 +260,7 @@ def refine_seeds(
     seeds_dir = Path(seeds_dir)
     if not seeds_dir.is_dir():
         raise DataError(f"seeds folder not found: {seeds_dir}. Run the seeds rule first.")
-    ids = shard_ids(index.ids(role, allow_empty=shard is not None), shard)
-    if shard is not None and work_dir is None:
-        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
+    ids = select_shard(index.ids(role, allow_empty=shard is not None), shard, work_dir)
     missing = [i for i in ids if not (seeds_dir / f"{i}.png").is_file()]
     if missing:
         raise DataError(
@@ -408,9 +406,9 @@ def crf_split(
     if not isinstance(crf, DenseCRF):
         crf = dataclass_from(DenseCRF, crf, "deeplab.test.crf")
     index = read_index(index)
-    ids = shard_ids(index.ids(role, allow_empty=True), shard)  # a user's data may have no test
-    if shard is not None and work_dir is None:
-        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
+    ids = select_shard(
+        index.ids(role, allow_empty=True), shard, work_dir
+    )  # a user's data may have no test
     logits_dir = Path(logits_dir)
     fingerprint = {
         "crf": asdict(crf),

@@ -56,7 +56,7 @@ from smaf.stages.staging import (
     merge_counts,
     open_staging,
     publish,
-    shard_ids,
+    select_shard,
 )
 from smaf.train import (
     LoopConfig,
@@ -248,9 +248,9 @@ def predict_split(
     use_threads(threads)
     dev = resolve_device(device)
     index = read_index(index)
-    ids = shard_ids(index.ids(role, allow_empty=True), shard)  # a user's data may have no test
-    if shard is not None and work_dir is None:
-        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
+    ids = select_shard(
+        index.ids(role, allow_empty=True), shard, work_dir
+    )  # a user's data may have no test
     model, meta = load_deeplab(model_path)
     model.to(dev).eval()
     fingerprint = {

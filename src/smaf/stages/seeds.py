@@ -46,7 +46,7 @@ from smaf.stages.staging import (
     merge_counts,
     open_staging,
     publish,
-    shard_ids,
+    select_shard,
 )
 from smaf.train import resolve_device, use_threads
 
@@ -126,10 +126,8 @@ def make_seeds(
     if log_every < 1:
         raise ConfigError(f"log_every must be >= 1, got {log_every}")
     index = read_index(index)
-    ids = shard_ids(index.ids(role, allow_empty=shard is not None), shard)
+    ids = select_shard(index.ids(role, allow_empty=shard is not None), shard, work_dir)
     num_classes = index.num_classes
-    if shard is not None and work_dir is None:
-        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
 
     dev = resolve_device(device)
     use_threads(num_threads)

@@ -130,6 +130,17 @@ def shard_ids(ids: Sequence[str], shard: str | tuple[int, int] | None) -> list[s
     return list(ids[(k - 1) * len(ids) // n : k * len(ids) // n])
 
 
+def select_shard(
+    ids: Sequence[str],
+    shard: str | tuple[int, int] | None,
+    work_dir: str | os.PathLike[str] | None,
+) -> list[str]:
+    """:func:`shard_ids`, for a stage: a shard's files wait in ``work_dir`` for the gather."""
+    if shard is not None and work_dir is None:
+        raise ValueError("a shard needs a work_dir (its files wait there for the gather)")
+    return shard_ids(ids, shard)
+
+
 def shard_names(n: int) -> list[str]:
     """``["1of<n>", ..., "<n>of<n>"]``."""
     return [f"{k}of{n}" for k in range(1, n + 1)]
