@@ -30,6 +30,9 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/common_data.smk"
+include: "workflow/rules/common_stages.smk"
+include: "workflow/rules/common_outputs.smk"
 include: "workflow/rules/download.smk"
 include: "workflow/rules/coco.smk"
 include: "workflow/rules/data.smk"

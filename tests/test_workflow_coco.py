@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from coco_data import (
@@ -33,8 +34,9 @@ from coco_data import (
 )
 from helpers import no_proxies, serve_folder
 from PIL import Image
-from workflow_utils import REPO_ROOT, snakemake
+from workflow_utils import REPO_ROOT, TINY_CONFIG, snakemake
 
+from smaf.config import deep_merge
 from smaf.data.index import DatasetIndex
 from smaf.io import load_mask
 
@@ -47,6 +49,14 @@ def _coco_config() -> dict:
     config = yaml.safe_load((REPO_ROOT / "config" / "coco2014.yaml").read_text())
     config["datasets"]["coco2014"]["mask_shards"] = 2
     return config
+
+
+def _tiny_training(config: dict) -> dict:
+    """The COCO preset with the demo's thin networks and the tests' tiny training budget."""
+    demo = yaml.safe_load((REPO_ROOT / "config.yaml").read_text())
+    tiny = {k: demo[k] for k in ("model", "train", "pretrain", "self_train", "seeds", "deeplab")}
+    tiny["deeplab"]["test"]["submission"] = False  # COCO has no test split here
+    return deep_merge({**config, **tiny}, {k: v for k, v in TINY_CONFIG.items() if k != "datasets"})
 
 
 def _ids(voc_root: Path, name: str) -> list[str]:
@@ -185,6 +195,18 @@ def test_download_extract_convert_and_index_mini_coco(
     assert (again["written"], again["skipped"]) == (1, len(again["stems"]) - 1)
     assert json.loads((masks / "shard1of2.done").read_text())["written"] == (N_TRAIN + 1) // 2
     _check_masks_and_labels(tmp_path, mini_coco)
+
+    # Then the whole pipeline on it, with the tiny training budget: 81 classes end to end.
+    snakemake(tmp_path, "--cores", "2", config=_tiny_training(config))
+    summary = pd.read_csv(tmp_path / "results/summary.csv")
+    assert set(summary["stage"]) == {
+        "eps_seed", "eps_crf", "smaf_seed", "smaf_crf", "deeplab", "deeplab_crf"
+    }  # fmt: skip
+    assert summary["miou"].between(0, 1).all()
+    per_class = pd.read_csv(
+        tmp_path / "results/coco2014/default/eval/deeplab_crf_val_SegmentationClass.csv"
+    )
+    assert len(per_class) == 82  # 81 labels and the mean
 
 
 @pytest.mark.slow

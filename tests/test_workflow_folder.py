@@ -123,24 +123,21 @@ def test_own_folder_with_partial_masks_and_computed_saliency(voc_mini_root, tmp_
 
 
 def test_binary_by_folder_without_masks_gives_no_miou_rows(voc_mini_root, tmp_path) -> None:
+    """One class, labels by folder (photos/cat/*), unsorted photos at the top: test images."""
     images = tmp_path / "photos"
     ids = (voc_mini_root / "ImageSets/Segmentation/subset_train.txt").read_text().split()
     for k, image_id in enumerate(ids[:14]):
-        folder = images / ("cat" if k < 11 else "unsorted")
+        folder = images / "cat" if k < 11 else images
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{image_id}.jpg").write_bytes(
             (voc_mini_root / f"JPEGImages/{image_id}.jpg").read_bytes()
         )
-    # Images of the `unsorted` folder would be class `unsorted`: list the classes instead.
-    labels = tmp_path / "labels.csv"
-    rows = [f"cat/{i}.jpg,cat" for i in ids[:11]]
-    labels.write_text("image,labels\n" + "\n".join(rows) + "\n")
     config = _config(
         "pets",
         {
             "source": "folder",
             "images": str(images),
-            "labels": str(labels),
+            "labels": "by_folder",
             "splits": {"val_fraction": 0.2},
         },
         pretrain={"method": "cam"},

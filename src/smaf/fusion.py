@@ -1,4 +1,4 @@
-"""Multi-scale attention fusion, denoising and reactivation (paper Sec. 3.2-3.3, Eq. 5-9).
+"""Multi-scale attention fusion, denoising and reactivation (paper Sec. 3.2-3.3, Eq. 5, 6, 8).
 
 Every function here is a pure, device-agnostic tensor operation: it runs on whatever device its
 inputs live on and never moves data. The teacher pipeline is
@@ -7,7 +7,7 @@ inputs live on and never moves data. The teacher pipeline is
     fused = fuse_scales(maps, size)                             # Eq. 5-6     [B, C, H, W]
     fused = denoise(fused, labels)                              # Sec. 3.3    [B, C, H, W]
     target = reactivate(fused, thr)                             # Eq. 8       [B, C+1, H, W]
-    loss = smaf.losses.mac_loss(student_maps, target)           # Eq. 7 / 9
+    loss = smaf.losses.mac_loss(student_maps, target)           # Eq. 7 / 9 (smaf.losses)
 
 Channel convention (project-wide): maps with a background channel are ``[B, C+1, H, W]`` with
 background at index 0 (VOC order); foreground-only maps are ``[B, C, H, W]`` for classes 1..C;

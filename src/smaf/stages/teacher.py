@@ -19,12 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from smaf.data.index import DatasetIndex
+from smaf.experiments import PREVIEW_THR  # the previews' background score (maps don't use it)
 from smaf.stages.seeds import make_seeds
 
 log = logging.getLogger(__name__)
-
-#: Background score of the preview PNGs (the maps themselves do not depend on it).
-PREVIEW_THR = 0.2
 
 
 def teacher_maps(

@@ -1,0 +1,357 @@
+# Input functions of the per-image stages and DeepLab: who computes which seeds / CRF
+# (smaf.experiments), their shards, the evaluation records, DeepLab's inputs.
+
+
+# ------------------------------------------ seeds, CRF and evaluation (seeds/crf/evaluate.smk)
+
+
+def classifier_path(dataset, experiment, model):
+    """Model file of classifier `model`: eps = EPS pretraining, smaf = SMAF self-training."""
+    if model == "eps":
+        return f"results/{dataset}/pretrain/model.pt"
+    return f"results/{dataset}/{experiment}/self_train/model.pt"
+
+
+def classifier_model(wildcards):
+    """Trained classifier behind {model} (see classifier_path)."""
+    return classifier_path(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def crf_method_params(wildcards):
+    """Settings of the experiment's CRF method: section `crf.labels` or `crf.probs`."""
+    crf = experiment_cfg(wildcards, "crf")
+    return crf[crf["method"]]
+
+
+# -------------------------------------------- shards: one split, many jobs (config `shards:`)
+def shard_count(dataset, roles, index="index.csv"):
+    """Jobs a per-image stage over `roles` of the dataset (or test) index is split into: 1, or
+    ceil(images / shards.images_per_shard) up to shards.max, read from the index (the dataset
+    stage is a checkpoint, so this waits for it)."""
+    per = config["shards"]["images_per_shard"]
+    if not per:
+        return 1
+    stage = (
+        checkpoints.test_index
+        if index == "test_index.csv"
+        else checkpoints.prepare_dataset
+    )
+    path = stage.get(dataset=dataset).output.index
+    count = role_count(path, roles)
+    return max(1, min(config["shards"]["max"], math.ceil(count / per)))
+
+
+def shard_files(pattern, n, **values):
+    """Every shard's file of a stage: `pattern` with {shard} = 1of<n> .. <n>of<n>."""
+    return [pattern.format(shard=shard, **values) for shard in shard_names(n)]
+
+
+def seeds_roles(wildcards):
+    """Splits a seeds folder covers: every split any run it serves needs."""
+    return EXP.seeds_roles(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def crf_roles(wildcards):
+    """Splits a CRF folder covers: every split any run it serves needs."""
+    return EXP.crf_roles(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def _state(wildcards, stage):
+    return f"results/{wildcards.dataset}/state/{wildcards.experiment}/{stage}"
+
+
+def seeds_shards(wildcards):
+    n = shard_count(wildcards.dataset, seeds_roles(wildcards))
+    return shard_files("{base}.shards/{shard}.done", n, base=_out(wildcards, "seeds"))
+
+
+def seeds_work_dirs(wildcards):
+    n = shard_count(wildcards.dataset, seeds_roles(wildcards))
+    return shard_files(
+        "{base}/{shard}", n, base=_state(wildcards, f"seeds/{wildcards.model}")
+    )
+
+
+def crf_seeds(wildcards):
+    """The seeds folder a CRF folder refines (EPS: possibly another run's)."""
+    return seeds_folder(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def crf_shards(wildcards):
+    n = shard_count(wildcards.dataset, crf_roles(wildcards))
+    return shard_files("{base}.shards/{shard}.done", n, base=_out(wildcards, "crf"))
+
+
+def crf_work_dirs(wildcards):
+    n = shard_count(wildcards.dataset, crf_roles(wildcards))
+    return shard_files(
+        "{base}/{shard}", n, base=_state(wildcards, f"crf/{wildcards.model}")
+    )
+
+
+def _out(wildcards, stage):
+    return (
+        f"results/{wildcards.dataset}/{wildcards.experiment}/{stage}/{wildcards.model}"
+    )
+
+
+def teacher_shards(wildcards):
+    n = shard_count(wildcards.dataset, ["train_aug"])
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/teacher_maps"
+    return shard_files("{base}.shards/{shard}.done", n, base=base)
+
+
+def teacher_work_dirs(wildcards):
+    n = shard_count(wildcards.dataset, ["train_aug"])
+    return shard_files("{base}/{shard}", n, base=_state(wildcards, "teacher_maps"))
+
+
+def _pred_shards(wildcards):
+    index = "test_index.csv" if wildcards.pred_split == "test" else "index.csv"
+    return shard_count(wildcards.dataset, [wildcards.pred_split], index)
+
+
+def predict_shards(wildcards):
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/pred_{wildcards.pred_split}"
+    return shard_files("{base}.shards/{shard}.done", _pred_shards(wildcards), base=base)
+
+
+def predict_work_dirs(wildcards):
+    base = _state(wildcards, f"deeplab/pred_{wildcards.pred_split}")
+    return shard_files("{base}/{shard}", _pred_shards(wildcards), base=base)
+
+
+def deeplab_crf_shards(wildcards):
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/pred_{wildcards.pred_split}_crf"
+    return shard_files("{base}.shards/{shard}.done", _pred_shards(wildcards), base=base)
+
+
+def deeplab_crf_work_dirs(wildcards):
+    base = _state(wildcards, f"deeplab/pred_{wildcards.pred_split}_crf")
+    return shard_files("{base}/{shard}", _pred_shards(wildcards), base=base)
+
+
+#: An evaluation record's name: <model>_<seed|crf>_<split>_<gt> or <deeplab|deeplab_crf>_val_<gt>.
+RECORD = re.compile(
+    r"^(?:(?P<model>eps|smaf)_(?P<stage>seed|crf)|(?P<deeplab>deeplab(?:_crf)?))_"
+    r"(?P<split>train_aug|train|val)_(?P<gt>SegmentationClass|SegmentationClassAug)$"
+)
+
+
+def _record(wildcards):
+    m = RECORD.match(wildcards.record)
+    if m is None:
+        raise ConfigError(f"not an evaluation record: {wildcards.record}")
+    return m
+
+
+def record_role(wildcards):
+    """The split an evaluation record scores."""
+    return _record(wildcards)["split"]
+
+
+def record_gt(wildcards):
+    """The ground truth an evaluation record scores against."""
+    return _record(wildcards)["gt"]
+
+
+def record_predictions(wildcards):
+    """The label folder an evaluation record scores (seeds, CRF, or DeepLab's predictions)."""
+    m = _record(wildcards)
+    ds, run = wildcards.dataset, wildcards.experiment
+    if m["deeplab"]:
+        suffix = "_crf" if m["deeplab"] == "deeplab_crf" else ""
+        return f"results/{ds}/{run}/deeplab/pred_{m['split']}{suffix}"
+    folder = seeds_folder if m["stage"] == "seed" else crf_folder
+    return folder(ds, run, m["model"])
+
+
+def eval_shards(wildcards):
+    """The shards' confusion matrices of the record being gathered."""
+    name = Path(wildcards_record_name(wildcards))
+    n = shard_count(wildcards.dataset, [wildcards.split])
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/eval/{name}"
+    return shard_files("{base}.shards/{shard}.npz", n, base=base)
+
+
+def wildcards_record_name(wildcards):
+    """The record name of an evaluate / deeplab_evaluate job (its output's file stem)."""
+    if "model" in wildcards.keys():
+        return f"{wildcards.model}_{wildcards.stage}_{wildcards.split}_{wildcards.gt}"
+    return f"{wildcards.stage}_{wildcards.split}_{wildcards.gt}"
+
+
+def seeds_folder(dataset, run, model):
+    """The folder holding run's seeds of `model` (EPS: the first run with the same settings)."""
+    return f"results/{dataset}/{EXP.seeds_owner(run, model)}/seeds/{model}"
+
+
+def crf_folder(dataset, run, model):
+    """The folder holding run's CRF labels of `model` (EPS: shared like its seeds)."""
+    return f"results/{dataset}/{EXP.crf_owner(run, model)}/crf/{model}"
+
+
+def eval_predictions(wildcards):
+    """Label PNG folder scored by the evaluate rule, i.e. the seeds ({stage}=seed) or their CRF."""
+    folder = seeds_folder if wildcards.stage == "seed" else crf_folder
+    return folder(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def eval_meta(wildcards):
+    """Fields the evaluate rule copies into its record (the columns of results/summary.csv);
+    `thr`: the seeds' background score (Table 2 says how it was chosen)."""
+    return {
+        **run_meta(wildcards),
+        "model": wildcards.model,
+        "stage": f"{wildcards.model}_{wildcards.stage}",
+        "split": wildcards.split,
+        "thr": experiment_cfg(wildcards, "seeds")["thr"],
+    }
+
+
+def run_meta(wildcards):
+    """dataset, experiment (the run), group (the experiment) and seed of a run's records."""
+    name, seed = parse_run(wildcards.experiment)
+    return {
+        "dataset": wildcards.dataset,
+        "experiment": wildcards.experiment,
+        "group": name,
+        "seed": seed,
+    }
+
+
+def summary_inputs(wildcards):
+    """Every evaluation record of the configured dataset, over all experiments and seeds."""
+    return EXP.summary_records(DATASET)
+
+
+def evaluation_targets(dataset, run):
+    """Seed / CRF evaluation records of one run (the report's per-class tables)."""
+    return EXP.seed_records(dataset, run)
+
+
+def deeplab_eval_targets(dataset, run):
+    """DeepLab's val evaluation records of one run."""
+    return EXP.deeplab_records(dataset, run)
+
+
+def final_targets():
+    """Everything `rule all` builds for the configured dataset."""
+    return [
+        f"results/{DATASET}/data/dataset.json",
+        "results/summary.csv",
+        "results/report.html",
+        *EXP.submission_archives(DATASET),
+    ]
+
+
+# ------------------------------------------------------------------ DeepLab (rules/deeplab.smk)
+def deeplab_cfg(wildcards):
+    """The `deeplab` section with the overrides of experiment `{experiment}` applied."""
+    return experiment_cfg(wildcards, "deeplab")
+
+
+#: Weight folders the workflow fills by extracting a download: folder -> `downloads:` entry.
+EXTRACTED_WEIGHTS = {"resources/weights/deeplab_resnet101": "prototxt_and_model.zip"}
+
+
+def weights_input(path):
+    """What provides the weights or checkpoint file `path`: the extraction marker of its folder
+    (extracted from a download by the extract_deeplab_init rule: init.caffemodel, or the trained
+    train2_iter_20000.caffemodel as deeplab.init_checkpoint), a manual item's marker (the rule
+    stops with instructions until it is there), or the file itself
+    (resources/downloads/<file>: the download rule; else the user's)."""
+    folder = Path(path).parent.as_posix()
+    if EXTRACTED_WEIGHTS.get(folder) in config["downloads"]:
+        return f"{folder}.extracted"
+    return manual_markers(path) or path
+
+
+def deeplab_train_inputs(wildcards):
+    """Dataset index, the CRF-refined pseudo labels of train_aug and the init weights; with
+    deeplab.init_checkpoint only the index and that checkpoint (evaluation only)."""
+    base = f"results/{wildcards.dataset}"
+    cfg = deeplab_cfg(wildcards)
+    if cfg.get("init_checkpoint"):
+        return {
+            "index": data_path(wildcards),
+            "checkpoint": weights_input(cfg["init_checkpoint"]),
+        }
+    inputs = {
+        "index": data_path(wildcards),
+        "labels": crf_folder(
+            wildcards.dataset, wildcards.experiment, cfg["labels_from"]
+        ),
+    }
+    if cfg.get("pretrained"):
+        inputs["weights"] = weights_input(cfg["pretrained"])
+    if cfg.get("init_from"):
+        inputs["init"] = classifier_path(
+            wildcards.dataset, wildcards.experiment, cfg["init_from"]
+        )
+    return inputs
+
+
+def deeplab_test_field(key):
+    """Input function giving `deeplab.test.<key>` for the experiment in the wildcards."""
+
+    def get(wildcards):
+        return deeplab_cfg(wildcards)["test"][key]
+
+    return get
+
+
+def split_index(wildcards):
+    """Index of the split DeepLab predicts (`pred_split`): the test images' own index for
+    test, the dataset index for val."""
+    return data_path(
+        wildcards, "test_index.csv" if wildcards.pred_split == "test" else "index.csv"
+    )
+
+
+def deeplab_predict_inputs(wildcards):
+    """The trained DeepLab model and the split's index."""
+    model = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/model.pt"
+    return {"model": model, "index": split_index(wildcards)}
+
+
+def deeplab_crf_inputs(wildcards):
+    """The split's MSC logits (from deeplab_predict) and the split's index."""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
+    logits = f"{base}/logits_{wildcards.pred_split}"
+    return {"logits": logits, "index": split_index(wildcards)}
+
+
+def deeplab_eval_predictions(wildcards):
+    """Predictions scored as stage `deeplab` (pred_<split>) or `deeplab_crf` (pred_<split>_crf)."""
+    suffix = "_crf" if wildcards.stage == "deeplab_crf" else ""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
+    return f"{base}/pred_{wildcards.split}{suffix}"
+
+
+def deeplab_eval_meta(wildcards):
+    """Fields of a DeepLab evaluation record; `model` names the source of the pseudo labels,
+    `init` the weights DeepLab started from (Table 1's init column)."""
+    cfg = deeplab_cfg(wildcards)
+    return {
+        **run_meta(wildcards),
+        "stage": wildcards.stage,
+        "split": wildcards.split,
+        "model": cfg["labels_from"],
+        "init": deeplab_init(cfg),
+    }
+
+
+def deeplab_submission_inputs(wildcards):
+    """Test predictions (CRF-refined unless deeplab.test.submission_crf is false)."""
+    suffix = "_crf" if deeplab_cfg(wildcards)["test"]["submission_crf"] else ""
+    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
+    return {
+        "pred": f"{base}/pred_test{suffix}",
+        "index": data_path(wildcards, "test_index.csv"),
+    }
+
+
+def ablation_rows():
+    """One entry per (table, row, run, stage) of `ablations:`, with its evaluation record."""
+    return EXP.ablation_rows(DATASET)
