@@ -95,6 +95,7 @@ def copy_checkout(dest: Path) -> Path:
 
 
 def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
-    """Names of the rules a ``snakemake -n`` run planned (from its ``rule <name>:`` lines)."""
+    """Names of the rules a ``snakemake -n`` run planned (from its ``rule <name>:`` lines, and
+    ``checkpoint <name>:`` for checkpoints such as prepare_dataset)."""
     out = proc.stdout + proc.stderr
-    return set(re.findall(r"^(?:local)?rule (\w+):", out, flags=re.MULTILINE))
+    return set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", out, flags=re.MULTILINE))
