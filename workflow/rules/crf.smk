@@ -42,8 +42,8 @@ rule crf_gather:
     conda:
         "../../envs/smaf.yaml"
     params:
-        code=script_code("gather.py"),
+        code=script_code("gather_crf.py"),
         kind="crf",
         work_dirs=crf_work_dirs,
     script:
-        "../scripts/gather.py"
+        "../scripts/gather_crf.py"

@@ -77,11 +77,10 @@ rule deeplab_predict_gather:
     conda:
         "../../envs/smaf.yaml"
     params:
-        code=script_code("gather.py"),
-        kind="predict",
+        code=script_code("gather_predictions.py"),
         work_dirs=predict_work_dirs,
     script:
-        "../scripts/gather.py"
+        "../scripts/gather_predictions.py"
 
 
 rule deeplab_crf:
@@ -124,11 +123,11 @@ rule deeplab_crf_gather:
     conda:
         "../../envs/smaf.yaml"
     params:
-        code=script_code("gather.py"),
+        code=script_code("gather_crf.py"),
         kind="deeplab_crf",
         work_dirs=deeplab_crf_work_dirs,
     script:
-        "../scripts/gather.py"
+        "../scripts/gather_crf.py"
 
 
 rule deeplab_evaluate:

@@ -53,8 +53,7 @@ rule seeds_gather:
     conda:
         "../../envs/smaf.yaml"
     params:
-        code=script_code("gather.py"),
-        kind="seeds",
+        code=script_code("gather_seeds.py"),
         work_dirs=seeds_work_dirs,
     script:
-        "../scripts/gather.py"
+        "../scripts/gather_seeds.py"

@@ -70,11 +70,10 @@ rule teacher_maps_gather:
     conda:
         "../../envs/smaf.yaml"
     params:
-        code=script_code("gather.py"),
-        kind="seeds",
+        code=script_code("gather_seeds.py"),
         work_dirs=teacher_work_dirs,
     script:
-        "../scripts/gather.py"
+        "../scripts/gather_seeds.py"
 
 
 rule self_train:
