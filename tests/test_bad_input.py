@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+
 import numpy as np
 import pytest
 from helpers import index_dataset
@@ -50,6 +52,9 @@ def test_corrupt_jpeg_stops_training_with_one_line_naming_it(tiny_root, tmp_path
     (line,) = _error_lines(capfd.readouterr().err)  # one line, nothing after it
     assert str(jpg) in line and "corrupt or truncated" in line and "Traceback" not in line
     assert not (out / "model.pt").exists()
+    # The DataLoader workers are gone: they ignore SIGTERM, so one left behind would keep the
+    # failed job's process from exiting (multiprocessing joins its children at exit).
+    assert multiprocessing.active_children() == []
 
 
 @pytest.mark.parametrize("content", [b"", b"not an image at all", "truncated"])

@@ -265,8 +265,21 @@ def fit(
                 if last:
                     break
         finally:
-            del batches  # stops the loader's workers
+            _stop_workers(batches)
     return history
+
+
+def _stop_workers(batches: Iterator[dict[str, Any]]) -> None:
+    """Stop a DataLoader iterator's worker processes now.
+
+    Dropping the iterator is not enough while an exception propagates: its traceback holds
+    frames that reference it, the workers ignore SIGTERM (:func:`_init_worker`), and
+    multiprocessing joins them when the process exits, so a failed job would hang instead of
+    ending. ``_shutdown_workers`` is the iterator's own clean-up (what its ``__del__`` calls).
+    """
+    shutdown = getattr(batches, "_shutdown_workers", None)  # absent with num_workers 0
+    if shutdown is not None:
+        shutdown()
 
 
 def _train_step(
