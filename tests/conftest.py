@@ -4,6 +4,7 @@ holds the functions behind them)."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -81,3 +82,33 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny demo workflow (:data:`workflow_utils.TINY_CONFIG`), run to the end once per
+    session: tests read its files and dry-run on it, and never change it."""
+    from workflow_utils import TINY_CONFIG, snakemake
+
+    workdir = tmp_path_factory.mktemp("workflow")
+    snakemake(workdir, "--cores", "2", "--resources", "gpu=1", config=TINY_CONFIG)
+    return workdir
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run, naming them, when tests left child processes running; kill them.
+
+    multiprocessing joins its children when the interpreter exits: one left behind (a
+    DataLoader worker, which ignores SIGTERM) would hang the run after its summary.
+    """
+    left = multiprocessing.active_children()
+    if not left:
+        return
+    for child in left:
+        child.kill()
+        child.join(5)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = f"tests left {len(left)} child process(es) running, now killed: {left}"
+    if reporter is not None:
+        reporter.write_sep("=", message, red=True)

@@ -23,7 +23,7 @@ import pandas as pd
 import pytest
 from workflow_utils import SNAKEFILE, TINY_CONFIG, planned_rules, snakemake
 
-ITERATIONS = 60
+ITERATIONS = 30
 CHECKPOINT_EVERY = 4
 #: stage → (its rule's model output, its log, the section of config.yaml it trains).
 STAGES = {

@@ -277,15 +277,9 @@ def test_eps_smaf_and_label_figures_from_the_folders(tmp_path: Path) -> None:
 
 
 # -------------------------------------------------------------------- Snakemake's report
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("report-workflow")
-    snakemake(workdir, "--cores", "2", "--resources", "gpu=1", config=TINY_CONFIG)
-    return workdir
-
-
 @pytest.mark.slow
-def test_snakemake_report_has_the_figures_and_tables(finished_run: Path) -> None:
+def test_snakemake_report_has_the_figures_and_tables(tiny_run: Path, tmp_path: Path) -> None:
+    finished_run = tiny_run  # the session's tiny workflow (tests/conftest.py)
     figures = finished_run / "results/synthetic/default/figures"
     assert sorted(p.name for p in figures.glob("*.png")) == [
         "curves.png",
@@ -295,8 +289,8 @@ def test_snakemake_report_has_the_figures_and_tables(finished_run: Path) -> None
         "fig5a_pseudo_labels.png",
         "fig5b_segmentation.png",
     ]
-    snakemake(finished_run, "--report", "report.html", config=TINY_CONFIG)
-    report = (finished_run / "report.html").read_text()
+    snakemake(finished_run, "--report", str(tmp_path / "report.html"), config=TINY_CONFIG)
+    report = (tmp_path / "report.html").read_text()
     categories = re.search(r"var categories = (\{.*?\});", report)
     assert categories, "no categories in Snakemake's report"
     for category in ("Figures", "Tables", "Training curves"):

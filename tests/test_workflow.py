@@ -11,11 +11,10 @@ import pytest
 from workflow_utils import REPO_ROOT, TINY_CONFIG, copy_checkout, planned_rules, snakemake
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("workflow")
-    snakemake(workdir, "--cores", "2", "--resources", "gpu=1", config=TINY_CONFIG)
-    return workdir
+@pytest.fixture()
+def finished_run(tiny_run):
+    """The session's finished tiny workflow (tests/conftest.py): read and dry-run only."""
+    return tiny_run
 
 
 @pytest.mark.slow

@@ -22,9 +22,8 @@ def _jobs(dry_run: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", dry_run, flags=re.MULTILINE)}
 
 
-def test_n_shards_give_the_one_shard_results(tmp_path) -> None:
-    one, many = tmp_path / "one", tmp_path / "many"
-    snakemake(one, "--cores", "2", config=TINY_CONFIG)
+def test_n_shards_give_the_one_shard_results(tiny_run, tmp_path) -> None:
+    one, many = tiny_run, tmp_path / "many"  # one shard: the session's tiny workflow
     sharded = copy.deepcopy(TINY_CONFIG)
     sharded["shards"] = {"images_per_shard": 3}
     plan = _jobs(snakemake(many, "-n", "--cores", "2", config=sharded).stdout)
