@@ -75,7 +75,7 @@ from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.config import dataclass_from
 from smaf.crf import crf_from_labels
 from smaf.data.synthetic import SyntheticConfig, generate_sample
-from smaf.experiments import WORKFLOW_KEYS
+from smaf.experiments import training_keys
 from smaf.io import save_maps, save_mask
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.deeplab import DeepLabConfig, build_deeplab
@@ -381,8 +381,7 @@ def train_cases(setup: Setup, groups: Sequence[str], device: torch.device) -> It
     on_device = [
         {k: v.to(device) for k, v in weak_batch(setup.batch_size, setup.crop, gen).items()}
     ]
-    pretrain = {k: v for k, v in p["pretrain"].items() if k not in WORKFLOW_KEYS["pretrain"]}
-    _, optim, _, rest = split_stage_config(pretrain, "pretrain")
+    _, optim, _, rest = split_stage_config(training_keys("pretrain", p["pretrain"]), "pretrain")
     if "eps" in groups:
         cfg = dataclass_from(PretrainConfig, rest, "pretrain")
         yield TrainCase("eps_step", classifier, lambda _t: eps_step(cfg), on_device, optim)

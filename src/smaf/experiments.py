@@ -33,10 +33,18 @@ DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
 PREVIEW_THR = 0.2
 #: Multi-scale inference settings and their defaults (smaf.cam.CAMConfig).
 CAM_DEFAULTS = {"scales": [0.5, 1.0, 1.5, 2.0], "flip": True, "resize_mode": "bilinear", "eps": 0.0}
-#: `deeplab:` keys the workflow uses (inference, where labels and init come from), not training.
-DEEPLAB_WORKFLOW_KEYS = ("test", "labels_from", "init_from", "init_checkpoint")
-#: Per section, the keys that pick the rule's inputs rather than train: left out of its params.
-WORKFLOW_KEYS = {"pretrain": ("init_checkpoint",), "deeplab": DEEPLAB_WORKFLOW_KEYS}
+#: Per section, the keys that pick the rule's inputs rather than train (`deeplab:` also its
+#: inference settings): left out of its params and of its training configuration.
+WORKFLOW_KEYS = {
+    "pretrain": ("init_checkpoint",),
+    "deeplab": ("test", "labels_from", "init_from", "init_checkpoint"),
+}
+
+
+def training_keys(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The config section ``section`` (its ``values``) without its :data:`WORKFLOW_KEYS`."""
+    skip = WORKFLOW_KEYS.get(section, ())
+    return {k: v for k, v in values.items() if k not in skip}
 
 
 #: What the weights of each DeepLab backbone's ``pretrained`` file were trained on.
@@ -173,9 +181,7 @@ class Experiments:
             seed, values = self.seeds[0], dict(self.config[section])
         else:
             seed, values = self.parse_run(run)[1], self.section(run, section)
-        skip = WORKFLOW_KEYS.get(section, ())
-        values = {k: v for k, v in values.items() if k not in skip}
-        return {**shared, "seed": seed, **values}
+        return {**shared, "seed": seed, **training_keys(section, values)}
 
     # --------------------------------------------------------------------------- targets
     def has_aug_masks(self, dataset: str) -> bool:

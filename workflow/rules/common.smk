@@ -106,6 +106,13 @@ def manual_markers(*paths):
     ]
 
 
+def eps_is_trained():
+    """Whether EPS pretraining runs, and so needs a saliency map per training image (not with
+    pretrain.method cam, nor when pretrain.init_checkpoint replaces the training)."""
+    pretrain = config["pretrain"]
+    return pretrain["method"] == "eps" and not pretrain.get("init_checkpoint")
+
+
 def pretrain_inputs(wildcards):
     """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads;
     with pretrain.init_checkpoint the checkpoint instead (no training, no saliency)."""
@@ -114,11 +121,7 @@ def pretrain_inputs(wildcards):
     if trained:
         inputs["checkpoint"] = weights_input(trained)
         return inputs
-    saliency = (
-        dataset_saliency_dir(wildcards)
-        if config["pretrain"]["method"] == "eps"
-        else None
-    )
+    saliency = dataset_saliency_dir(wildcards) if eps_is_trained() else None
     markers = manual_markers(saliency, config["model"].get("pretrained"))
     if markers:
         inputs["manual"] = markers

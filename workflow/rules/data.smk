@@ -42,10 +42,8 @@ checkpoint prepare_dataset:
         settings=dataset_settings,
         fingerprint=dataset_fingerprint,
         roles=list(SPLIT_ROLES),
-        # EPS needs a saliency map per training image: checked here, before any training
-        # (not when pretraining is replaced by a published checkpoint).
-        needs_saliency=config["pretrain"]["method"] == "eps"
-        and not config["pretrain"].get("init_checkpoint"),
+        # EPS needs a saliency map per training image: checked here, before any training.
+        needs_saliency=eps_is_trained(),
     script:
         "../scripts/prepare_dataset.py"
 

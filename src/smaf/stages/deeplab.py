@@ -36,7 +36,7 @@ from smaf.config import dataclass_from
 from smaf.data.datasets import PseudoLabelSet
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
-from smaf.experiments import DEEPLAB_WORKFLOW_KEYS
+from smaf.experiments import training_keys
 from smaf.io import atomic_write, load_image, save_mask
 from smaf.losses import msc_loss
 from smaf.models.deeplab import (
@@ -96,7 +96,7 @@ def split_deeplab_params(
     Unknown keys raise a ConfigError naming them.
     """
     # Workflow-level keys (inference settings, where the labels and init come from).
-    p = {k: v for k, v in params.items() if k not in DEEPLAB_WORKFLOW_KEYS}
+    p = training_keys("deeplab", params)
     augment = dataclass_from(DeepLabAugment, p.pop("augment", {}), "deeplab.augment")
     model = {k: p.pop(k) for k in MODEL_KEYS if k in p}
     model_cfg = dataclass_from(DeepLabConfig, {**model, "num_classes": num_classes}, "deeplab")
