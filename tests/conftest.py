@@ -18,6 +18,7 @@ from helpers import (
     synthetic_index,
     tiny_classifier,
 )
+from workflow_utils import TINY_CONFIG, snakemake
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,8 +89,6 @@ def one_torch_thread():
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny demo workflow (:data:`workflow_utils.TINY_CONFIG`), run to the end once per
     session: tests read its files and dry-run on it, and never change it."""
-    from workflow_utils import TINY_CONFIG, snakemake
-
     workdir = tmp_path_factory.mktemp("workflow")
     snakemake(workdir, "--cores", "2", "--resources", "gpu=1", config=TINY_CONFIG)
     return workdir

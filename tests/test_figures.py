@@ -279,8 +279,7 @@ def test_eps_smaf_and_label_figures_from_the_folders(tmp_path: Path) -> None:
 # -------------------------------------------------------------------- Snakemake's report
 @pytest.mark.slow
 def test_snakemake_report_has_the_figures_and_tables(tiny_run: Path, tmp_path: Path) -> None:
-    finished_run = tiny_run  # the session's tiny workflow (tests/conftest.py)
-    figures = finished_run / "results/synthetic/default/figures"
+    figures = tiny_run / "results/synthetic/default/figures"
     assert sorted(p.name for p in figures.glob("*.png")) == [
         "curves.png",
         "fig1_scales.png",
@@ -289,7 +288,7 @@ def test_snakemake_report_has_the_figures_and_tables(tiny_run: Path, tmp_path: P
         "fig5a_pseudo_labels.png",
         "fig5b_segmentation.png",
     ]
-    snakemake(finished_run, "--report", str(tmp_path / "report.html"), config=TINY_CONFIG)
+    snakemake(tiny_run, "--report", str(tmp_path / "report.html"), config=TINY_CONFIG)
     report = (tmp_path / "report.html").read_text()
     categories = re.search(r"var categories = (\{.*?\});", report)
     assert categories, "no categories in Snakemake's report"

@@ -11,26 +11,20 @@ import pytest
 from workflow_utils import REPO_ROOT, TINY_CONFIG, copy_checkout, planned_rules, snakemake
 
 
-@pytest.fixture()
-def finished_run(tiny_run):
-    """The session's finished tiny workflow (tests/conftest.py): read and dry-run only."""
-    return tiny_run
-
-
 @pytest.mark.slow
-def test_demo_dataset_stage(finished_run):
-    info = json.loads((finished_run / "results/synthetic/data/dataset.json").read_text())
+def test_demo_dataset_stage(tiny_run):
+    info = json.loads((tiny_run / "results/synthetic/data/dataset.json").read_text())
     assert info["images"] == {"train_aug": 12, "train": 4, "val": 4}
-    root = finished_run / "resources/synthetic/VOC2012"
+    root = tiny_run / "resources/synthetic/VOC2012"
     assert len(list((root / "JPEGImages").glob("*.jpg"))) == 12 + 4 + 2
     assert len(list((root / "SegmentationClass").glob("*.png"))) == 12 + 4
     assert len(list((root / "SALImages").glob("*.png"))) == 12 + 4 + 2
-    assert (finished_run / "logs/synthetic/prepare_dataset.log").read_text()
+    assert (tiny_run / "logs/synthetic/prepare_dataset.log").read_text()
 
 
 @pytest.mark.slow
-def test_demo_dag_ends_with_the_summary_table(finished_run):
-    summary = pd.read_csv(finished_run / "results/summary.csv")
+def test_demo_dag_ends_with_the_summary_table(tiny_run):
+    summary = pd.read_csv(tiny_run / "results/summary.csv")
     table2 = {"eps_seed", "eps_crf", "smaf_seed", "smaf_crf"}  # seeds and CRF, on train
     table1 = {"deeplab", "deeplab_crf"}  # DeepLab, on val
     assert set(summary["stage"]) == table2 | table1
@@ -39,27 +33,27 @@ def test_demo_dag_ends_with_the_summary_table(finished_run):
     assert (summary["gt"] == "SegmentationClass").all()
     assert summary["miou"].between(0, 1).all()
     assert (summary["group"] == "default").all() and (summary["seed"] == 0).all()
-    report = (finished_run / "results/report.html").read_text()
+    report = (tiny_run / "results/report.html").read_text()
     assert "Table 1" in report and "Table 2" in report and "data:image/png;base64," in report
-    archive = finished_run / "results/synthetic/default/deeplab_submission.tar.gz"
+    archive = tiny_run / "results/synthetic/default/deeplab_submission.tar.gz"
     with tarfile.open(archive) as tar:
         names = sorted(tar.getnames())
     assert names == [
         f"results/VOC2012/Segmentation/comp6_test_cls/2000_{i:06d}.png" for i in (16, 17)
     ]
     for stage_dir in ("pretrain", "default/self_train"):
-        model_file = finished_run / "results/synthetic" / stage_dir / "model.pt"
+        model_file = tiny_run / "results/synthetic" / stage_dir / "model.pt"
         assert model_file.stat().st_size > 0
     # The offline teacher's maps are the EPS seeds' (same settings): one pass over train_aug.
-    teacher = finished_run / "results/synthetic/default/seeds/eps/maps"
+    teacher = tiny_run / "results/synthetic/default/seeds/eps/maps"
     assert len(list(teacher.glob("*.npz"))) == 12
     for log in ("pretrain.log", "default/self_train.log"):
-        assert "4/4 steps" in (finished_run / "logs/synthetic" / log).read_text()
+        assert "4/4 steps" in (tiny_run / "logs/synthetic" / log).read_text()
 
 
 @pytest.mark.slow
-def test_nothing_to_be_done_after_a_finished_run(finished_run):
-    proc = snakemake(finished_run, "-n", config=TINY_CONFIG)
+def test_nothing_to_be_done_after_a_tiny_run(tiny_run):
+    proc = snakemake(tiny_run, "-n", config=TINY_CONFIG)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
@@ -68,38 +62,38 @@ TRAINING = {"synthetic_dataset", "prepare_dataset", "pretrain", "teacher_maps", 
 
 
 @pytest.mark.slow
-def test_code_change_in_a_crf_module_reruns_crf_and_downstream_only(finished_run, tmp_path):
+def test_code_change_in_a_crf_module_reruns_crf_and_downstream_only(tiny_run, tmp_path):
     snakefile = copy_checkout(tmp_path / "checkout")
-    same = snakemake(finished_run, "-n", config=TINY_CONFIG, snakefile=snakefile)
+    same = snakemake(tiny_run, "-n", config=TINY_CONFIG, snakefile=snakefile)
     assert "Nothing to be done" in same.stdout + same.stderr  # another folder, same code
     crf_module = tmp_path / "checkout/src/smaf/crf.py"
     crf_module.write_text(crf_module.read_text() + "\n_CHANGED = 1\n")  # code, not a comment
-    proc = snakemake(finished_run, "-n", config=TINY_CONFIG, snakefile=snakefile)
+    proc = snakemake(tiny_run, "-n", config=TINY_CONFIG, snakefile=snakefile)
     planned = planned_rules(proc)
     assert {"crf", "evaluate", "deeplab_crf", "summary"} <= planned
     assert not planned & (TRAINING | {"seeds"}), planned
 
 
 @pytest.mark.slow
-def test_changed_reactivation_thr_reruns_self_training_and_downstream_only(finished_run):
+def test_changed_reactivation_thr_reruns_self_training_and_downstream_only(tiny_run):
     config = json.loads(json.dumps(TINY_CONFIG))
     config["self_train"]["thr"] = 0.3
-    planned = planned_rules(snakemake(finished_run, "-n", config=config))
+    planned = planned_rules(snakemake(tiny_run, "-n", config=config))
     assert {"self_train", "seeds", "crf", "deeplab_train", "summary"} <= planned
     assert not planned & {"synthetic_dataset", "prepare_dataset", "pretrain", "teacher_maps"}
 
 
 @pytest.mark.slow
-def test_runtime_settings_rerun_nothing(finished_run):
+def test_runtime_settings_rerun_nothing(tiny_run):
     config = json.loads(json.dumps(TINY_CONFIG))
     config["train"] = {"checkpoint_every": 7, "log_every": 3, "device": "cpu"}
-    proc = snakemake(finished_run, "-n", config=config)
+    proc = snakemake(tiny_run, "-n", config=config)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 @pytest.mark.slow
-def test_ablations_target_plans_tables_3_to_5_reusing_shared_stages(finished_run):
-    planned = snakemake(finished_run, "-n", "ablations", config=TINY_CONFIG).stdout
+def test_ablations_target_plans_tables_3_to_5_reusing_shared_stages(tiny_run):
+    planned = snakemake(tiny_run, "-n", "ablations", config=TINY_CONFIG).stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", planned, flags=re.MULTILINE))
     # 8 new students; 6 new teachers: the tiny default fuses {0.5, 1} already, so Table 3's
     # {0.5, 1} row and the reactivation row reuse its maps. The default experiment, EPS
@@ -109,10 +103,10 @@ def test_ablations_target_plans_tables_3_to_5_reusing_shared_stages(finished_run
 
 
 @pytest.mark.slow
-def test_changed_generator_setting_reruns_the_dataset_stage(finished_run):
+def test_changed_generator_setting_reruns_the_dataset_stage(tiny_run):
     config = json.loads(json.dumps(TINY_CONFIG))
     config["datasets"]["synthetic"]["synthetic"]["seed"] = 1
-    proc = snakemake(finished_run, "-n", "--rerun-triggers", "params", config=config)
+    proc = snakemake(tiny_run, "-n", "--rerun-triggers", "params", config=config)
     out = proc.stdout + proc.stderr
     assert "synthetic_dataset" in out and "prepare_dataset" in out
 
