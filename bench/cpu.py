@@ -15,13 +15,19 @@ Writes ``results/bench/cpu.csv`` (``benchmark,metric,value,unit``) and replaces 
 between the ``bench:cpu`` markers of BENCHMARKS.md with a table (date, machine, versions).
 The demo runs in ``results/bench/demo/`` (deleted first), never in the checkout's results/.
 
+* ``clip_cams`` (only with ``--clip``): images/s and peak RSS of the CLIP base's CAMs
+  (bench/clip_cams.py: random ViT-B/16, VOC-sized images).
+
     .venv/bin/python bench/cpu.py            # ~8 min on 2 cores
+    .venv/bin/python bench/cpu.py --clip     # + CLIP CAMs (~30 CPU-s more)
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import datetime as dt
+import json
 import os
 import platform
 import resource
@@ -120,7 +126,22 @@ def teacher_map_sizes(demo: Path) -> tuple[float, float]:
     return stored / len(files) / 1000, dense / len(files) / 1000
 
 
+def clip_rows(images: int = 4) -> list[tuple[str, str, float, str]]:
+    """CLIP CAM throughput measured by bench/clip_cams.py in a child (its own peak RSS)."""
+    cmd = [sys.executable, str(REPO / "bench" / "clip_cams.py"), "--images", str(images)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    unit = "images/s (random ViT-B/16, 500x375, 2 classes)"
+    return [
+        ("clip_cams", "images_per_s", result["images_per_s"], unit),
+        ("clip_cams", "peak_rss_mb", result["peak_rss_mb"], "MB"),
+    ]
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description="CPU benchmarks (make bench)")
+    parser.add_argument("--clip", action="store_true", help="also time the CLIP base's CAMs")
+    args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     demo = OUT / "demo"
     shutil.rmtree(demo, ignore_errors=True)
@@ -147,6 +168,9 @@ def main() -> None:
         ("crf_stage_demo", "images_per_s", rule_rate(demo, "crf/smaf.1of1", 240), "images/s"),
         ("evaluate", "images_per_s", evaluate_rate(demo), "images/s"),
     ]
+    if args.clip:
+        print("CLIP CAMs (random ViT-B/16) ...", flush=True)
+        rows += clip_rows()
     with (OUT / "cpu.csv").open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["benchmark", "metric", "value", "unit"])

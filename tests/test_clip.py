@@ -3,7 +3,9 @@ and one clear message per bad input, raised before any work."""
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +25,7 @@ from smaf.clip import (
 from smaf.clip.cams import box_mask, check_image_size
 from smaf.errors import ConfigError, DataError, SmafError
 
+REPO = Path(__file__).resolve().parents[1]
 #: Fewer blocks than the fidelity model (the vocabulary stays full: BPE ids go up to 49407).
 SMALL = {"vision_layers": 3, "text_layers": 1}
 
@@ -175,3 +178,12 @@ def test_cams_of_present_classes_at_image_size_with_scales_and_flips(tiny_model)
         assert float(maps.amax(dim=(1, 2)).min()) > 0.2  # scale-averaged maps keep a peak
     swapped = image_cams(tiny_model, img, [0, 2], classes, bg, cfg)
     assert torch.allclose(swapped.refined.flip(0), out.refined, atol=1e-5)  # order is irrelevant
+
+
+def test_cpu_benchmark_measures_clip_cams(tiny_model):
+    spec = importlib.util.spec_from_file_location("bench_clip", REPO / "bench" / "clip_cams.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.VIT_B16.heads(bench.VIT_B16.vision_width) == 12
+    result = bench.measure(images=1, size=(40, 48), arch=tiny_model.arch)
+    assert result["images"] == 1 and result["images_per_s"] > 0 and result["peak_rss_mb"] > 0
