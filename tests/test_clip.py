@@ -25,6 +25,8 @@ from smaf.clip import (
 from smaf.clip.cams import box_mask, check_image_size
 from smaf.errors import ConfigError, DataError, SmafError
 
+#: One torch thread: OpenMP threads spinning on shared cores slow tiny models tenfold.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 REPO = Path(__file__).resolve().parents[1]
 #: Fewer blocks than the fidelity model (the vocabulary stays full: BPE ids go up to 49407).
 SMALL = {"vision_layers": 3, "text_layers": 1}

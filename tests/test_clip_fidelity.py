@@ -40,6 +40,8 @@ from smaf.clip import (
 from smaf.clip.cams import grad_cams, grid_size, preprocess
 from smaf.clip.tokenizer import tokenize
 
+#: One torch thread: OpenMP threads spinning on shared cores slow tiny models tenfold.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FIXTURE = Path(__file__).parent / "fixtures" / "clip_es_voc.npz"
 ATOL = 1e-4  # max abs difference on maps normalised to [0, 1]
 ARGMAX = 0.995  # share of pixels whose best class agrees
