@@ -78,6 +78,8 @@ def test_positional_embedding_is_interpolated_to_any_grid(tiny_model):
     assert tiny_model.visual.position(3, 11).shape == (1 + 33, 64)
     tokens, attns = tiny_model.visual.tokens(torch.zeros(1, 3, 48, 176))
     assert tokens.shape == (1 + 33, 1, 64) and len(attns) == 2 and attns[0].shape == (1, 34, 34)
+    _, last = tiny_model.visual.tokens(torch.zeros(1, 3, 48, 176), keep_attn=1)
+    assert len(last) == 1 and torch.equal(last[0], attns[-1])
 
 
 def test_not_a_clip_checkpoint_is_one_message_naming_the_file(tmp_path):

@@ -127,7 +127,7 @@ def grad_cams(
     """
     visual = model.visual
     with torch.no_grad():
-        x, attns = visual.tokens(image)  # [1 + n, 1, D]
+        x, attns = visual.tokens(image, keep_attn=cfg.attn_layers - 1)  # [1 + n, 1, D]
     h, w = (s // visual.patch_size for s in image.shape[-2:])
     last = visual.transformer.resblocks[-1]
     with torch.enable_grad():
@@ -189,6 +189,8 @@ def image_cams(
     patch = model.visual.patch_size
     check_image_size(tuple(int(min(cfg.scales) * s) for s in hw), patch)
     idx = np.asarray(list(classes), dtype=np.int64)
+    if not len(idx):
+        raise ValueError("image_cams needs at least one present class")
     dev = model.logit_scale.device
     text = torch.cat([class_text[torch.from_numpy(idx).to(class_text.device)], background_text])
     cams = torch.zeros(len(idx), *hw)

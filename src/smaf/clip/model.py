@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,15 +169,20 @@ class VisionTower(nn.Module):
         # CLIP-ES keeps the interpolated table in half precision (its upsample_pos_emb).
         return out.half().to(pos.dtype)
 
-    def tokens(self, image: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def tokens(
+        self, image: torch.Tensor, keep_attn: int | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Tokens entering the last block and the attention of the blocks before it.
 
         Args:
             image: ``[N, 3, H, W]`` normalised, ``H`` and ``W`` multiples of the patch size.
+            keep_attn: keep only the attention of the last this many of those blocks
+                (``None``: all; each map is ``(1 + h*w)^2`` floats).
 
         Returns:
             ``[1 + h*w, N, D]`` tokens (class token first, ``h = H / patch``) and a list of
-            ``[N, 1 + h*w, 1 + h*w]`` head-averaged attention maps, one per block but the last.
+            ``[N, 1 + h*w, 1 + h*w]`` head-averaged attention maps of the blocks before the
+            last (the last ``keep_attn`` of them), in block order.
         """
         x = self.conv1(image)  # [N, D, h, w]
         n, d, h, w = x.shape
@@ -185,11 +190,11 @@ class VisionTower(nn.Module):
         cls = self.class_embedding.to(x.dtype).expand(n, 1, d)
         x = torch.cat([cls, x], dim=1) + self.position(h, w).to(x.dtype)
         x = self.ln_pre(x).permute(1, 0, 2)  # [1 + h*w, N, D]
-        attns = []
+        attns: deque[torch.Tensor] = deque(maxlen=keep_attn)
         for block in self.transformer.resblocks[:-1]:
             x, a = block(x)
             attns.append(a)
-        return x, attns
+        return x, list(attns)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Image embedding ``[N, E]`` from the last block's output ``[L, N, D]``: the mean of the
