@@ -185,6 +185,12 @@ def image_cams(
     Raises:
         DataError: the image is smaller than one patch at the smallest scale.
     """
+    # Grad-CAM needs autograd, also when a caller runs its stage under inference_mode.
+    with torch.inference_mode(False):
+        return _image_cams(model, image, classes, class_text, background_text, cfg)
+
+
+def _image_cams(model, image, classes, class_text, background_text, cfg) -> ImageCAMs:
     hw = image.shape[:2]
     patch = model.visual.patch_size
     check_image_size(tuple(int(min(cfg.scales) * s) for s in hw), patch)
@@ -193,6 +199,7 @@ def image_cams(
         raise ValueError("image_cams needs at least one present class")
     dev = model.logit_scale.device
     text = torch.cat([class_text[torch.from_numpy(idx).to(class_text.device)], background_text])
+    text = text.clone()  # a normal tensor even if the features were made under inference_mode
     cams = torch.zeros(len(idx), *hw)
     refined = torch.zeros(len(idx), *hw)
     views = [(s, f) for s in cfg.scales for f in ((False, True) if cfg.flip else (False,))]
