@@ -104,6 +104,8 @@ def pack(out: Path, npz: Path) -> None:
     words = [*clip_text.new_class_names, *clip_text.BACKGROUND_CATEGORY]
     arrays["tokens"] = clip.tokenize([f"a clean origami {w}." for w in words]).numpy()
     arrays["token_words"] = np.asarray(words)
+    arrays["coco_words"] = np.asarray(clip_text.new_class_names_coco)  # COCO prompts, id order
+    arrays["coco_background"] = np.asarray(clip_text.BACKGROUND_CATEGORY_COCO)
     for i in IDS:
         ref = np.load(out / f"out/{i}.npy", allow_pickle=True).item()
         order = np.argsort(ref["keys"])  # CLIP-ES lists classes in annotation order

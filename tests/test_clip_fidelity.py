@@ -17,6 +17,8 @@ the float32 CAMs (``highres``, ``attn_highres``) and patch-grid maps (``grayscal
 images VOC 2007_000032 (aeroplane, person), 2007_000063 (chair, dog) and 2007_000515 (bicycle,
 car, person) of ../shared/data/voc2012-mini at 0.4x (PIL bilinear) with CLIP-ES's VOC prompts,
 background words and template. The full-size maps are kept at every 3rd row and column.
+``pack`` also stores CLIP-ES's tokenizer ids of the VOC prompts and its COCO prompt and
+background lists (``clip_text.py``), against which this project's tables are checked.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import pytest
 import torch
 from clip_checkpoint import state_digest, tiny_clip_state
 from clip_es_fixtures import IDS, STRIDE, VOC_CLASSES, small_image
+from coco_data import COCO_CATEGORIES
 
 from smaf.clip import (
     ClipCAMConfig,
@@ -68,6 +71,13 @@ def test_prompts_and_tokens_are_clip_es(reference, prompts):
     assert [*classes, *background] == reference["token_words"].tolist()
     words = [ClipCAMConfig().template.format(w) for w in (*classes, *background)]
     assert torch.equal(tokenize(words), torch.from_numpy(reference["tokens"]).long())
+
+
+def test_coco_prompts_and_background_are_clip_es(reference):
+    prompts = class_prompts([name for _, name in COCO_CATEGORIES], "coco")
+    assert prompts == reference["coco_words"].tolist()
+    background = background_words(ClipCAMConfig(), "coco", prompts)
+    assert background == reference["coco_background"].tolist()
 
 
 def _agree(mine: np.ndarray, theirs: np.ndarray, what: str) -> None:
