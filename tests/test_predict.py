@@ -371,3 +371,66 @@ def test_real_voc_images_in_a_user_layout(models, voc_mini_root, tmp_path):
     predict_split(models["deeplab"], index, "test", tmp_path / "ref", device="cpu")
     ours = load_mask(tmp_path / "out" / "masks" / "day 1" / "as_is.png")
     assert (ours == load_mask(tmp_path / "ref" / "a.png")).all()
+
+
+# ------------------------------------------------------------------ what predict may delete
+def _dataset_folder(tmp_path):
+    """A user's dataset folder: images/ and their ground-truth masks/ (and labels.csv)."""
+    ds = tmp_path / "leaves"
+    (ds / "images").mkdir(parents=True)
+    (ds / "masks" / "sub").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(_smooth_rgb(32, 32, i)).save(ds / "images" / f"a{i}.png")
+        Image.fromarray(np.full((32, 32), 1, np.uint8)).save(ds / "masks" / f"a{i}.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(ds / "masks" / "sub" / "b.png")
+    (ds / "labels.csv").write_text("image,labels\na0.png,cat\n")
+    return ds
+
+
+def test_predict_never_deletes_files_it_did_not_write(models, tmp_path):
+    ds = _dataset_folder(tmp_path)
+    before = sorted(p.relative_to(ds) for p in ds.rglob("*"))
+    for overwrite in (False, True):
+        with pytest.raises(SmafError, match=r"holds 10 file\(s\) smaf did not write \(labels.c"):
+            predict_folder(models["deeplab"], ds / "images", ds, device="cpu", overwrite=overwrite)
+    assert sorted(p.relative_to(ds) for p in ds.rglob("*")) == before  # nothing touched
+
+
+def test_overwrite_removes_only_the_files_its_manifest_lists(models, tmp_path):
+    images = _dataset_folder(tmp_path) / "images"
+    out = tmp_path / "pred"
+    predict_folder(models["deeplab"], images, out, device="cpu", overlay=True)
+    manifest = json.loads((out / "predict.json").read_text())
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert manifest["files"] == written and "masks/a0.png" in written
+    assert not (out / "predict-files.txt").exists()  # folded into the manifest
+    redo = predict_folder(models["deeplab"], images, out, device="cpu", crf=True, overwrite=True)
+    assert redo["predicted"] == 4 and not (out / "overlay").exists()
+    # A file the user put there is named, refused and kept, --overwrite or not.
+    (out / "masks" / "mine.png").write_bytes(b"user data")
+    with pytest.raises(SmafError, match=r"1 file\(s\) smaf did not write \(masks/mine.png\)"):
+        predict_folder(models["deeplab"], images, out, device="cpu", overwrite=True)
+    assert (out / "masks" / "mine.png").read_bytes() == b"user data"
+    assert (out / "masks" / "a0.png").is_file()
+
+
+def test_an_interrupted_run_knows_its_files(models, tmp_path, monkeypatch):
+    images = _dataset_folder(tmp_path) / "images"
+    out = tmp_path / "pred"
+    import smaf.predict.outputs as outputs
+
+    real, calls = outputs.save_mask, []
+
+    def crash_on_third(path, mask):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(path, mask)
+
+    monkeypatch.setattr(outputs, "save_mask", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        predict_folder(models["deeplab"], images, out, device="cpu")
+    monkeypatch.undo()
+    assert (out / "predict-files.txt").is_file()
+    summary = predict_folder(models["deeplab"], images, out, device="cpu", crf=True, overwrite=True)
+    assert summary["predicted"] == 4

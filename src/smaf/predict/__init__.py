@@ -22,11 +22,13 @@ Output folder (:mod:`smaf.predict.outputs`)::
     <out>/cams/<name>_<class>.png     (classifier) heat map of each class found in the image
     <out>/classes.json                class names and palette colours; index = label value
     <out>/areas.csv                   per image: image, width, height, fraction of each class
-    <out>/predict.json                settings, counts and the images that could not be read
+    <out>/predict.json                settings, counts, the images that could not be read and
+                                      every file written (``--overwrite`` deletes only those)
 
 ``<name>`` is the image's path under the folder without its extension (sub-folders kept).
 Every file is written atomically and an image's mask last, so a mask means the image is done:
-a rerun skips those images (resumable) and refuses an output folder made with other settings.
+a rerun skips those images (resumable) and refuses an output folder made with other settings
+or holding files it did not write (:mod:`~smaf.predict.ownership`).
 Unreadable images are skipped with a warning and listed at the end (``strict``: stop instead).
 
 Modules: :mod:`~smaf.data.images` (standard library only: the workflow imports it to

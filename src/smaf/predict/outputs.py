@@ -2,7 +2,8 @@
 
 :class:`OutputFolder` owns one output folder (layout in :mod:`smaf.predict`): it refuses a
 folder made with other settings, writes an image's files atomically with its mask last (a
-mask means the image is done), and writes the tables at the end.
+mask means the image is done), and writes the tables at the end. It lists every file it
+writes (:mod:`smaf.predict.ownership`) and never deletes or writes over any other.
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ import numpy as np
 from smaf.data.images import ImageFile
 from smaf.errors import SmafError
 from smaf.io import atomic_write, load_mask, save_image, save_mask, voc_palette
+from smaf.predict.ownership import LEDGER, check_output_folder, claim, owned_files, remove_files
 from smaf.stages.staging import open_staging, publish
 
-#: The settings record of an output folder (also its "made by smaf predict" mark).
+#: The settings record of an output folder and the list of the files written there.
 MANIFEST = "predict.json"
-#: What an output folder holds (``overwrite`` removes exactly these).
-OUTPUTS = ("masks", "overlay", "cams", "classes.json", "areas.csv", MANIFEST)
 
 
 def classes_document(class_names: Sequence[str]) -> dict[str, Any]:
@@ -90,6 +90,7 @@ class OutputFolder:
         self.names = list(class_names)
         self.alpha = alpha
         self.areas: dict[str, dict[str, Any]] = {}
+        self.files: set[str] = set()  # relative paths of the files written here (and kept)
 
     @classmethod
     def open(
@@ -105,20 +106,23 @@ class OutputFolder:
         """Open ``out`` (created if needed) for a run with ``settings``.
 
         Without ``work_dir`` the files go into ``out`` itself, which must be empty, new or
-        made with the same settings (``overwrite``: this module's files in it are removed
-        first). With ``work_dir`` they go into that staging folder, resumed when its settings
+        hold only files an earlier run listed (:mod:`smaf.predict.ownership`) made with the
+        same settings (``overwrite``: those listed files are removed first). With ``work_dir`` they go into that staging folder, resumed when its settings
         match (:func:`smaf.stages.staging.open_staging`), published by :meth:`close`.
 
         Raises:
-            SmafError: ``out`` holds predictions made with other settings.
+            SmafError: ``out`` holds files smaf did not write, or predictions made with other
+                settings.
         """
         out = Path(out)
         if work_dir is not None:
             if overwrite and Path(work_dir).exists():
                 shutil.rmtree(work_dir)
             root = open_staging(out, work_dir, settings)
+            owned = {r for r in owned_files(root, MANIFEST) if (root / r).is_file()}
         else:
             root = out
+            owned = check_output_folder(out, MANIFEST)
             old = cls._old_settings(out)
             if old is not None and old != settings and not overwrite:
                 differ = sorted(
@@ -129,16 +133,22 @@ class OutputFolder:
                     "differ); choose another output folder or add --overwrite to redo every image."
                 )
             if overwrite:
-                for name in OUTPUTS:
-                    if (out / name).is_dir():
-                        shutil.rmtree(out / name)
-                    else:
-                        (out / name).unlink(missing_ok=True)
+                remove_files(out, owned)
+                owned = set()
             out.mkdir(parents=True, exist_ok=True)
         folder = cls(root, settings, class_names, alpha)
-        _write_json(root / MANIFEST, {"settings": settings, "finished": False})
+        folder.files = owned - {LEDGER}
+        folder.claim(root / MANIFEST, root / "classes.json", root / "areas.csv")
+        manifest = {"settings": settings, "finished": False, "files": sorted(folder.files)}
+        _write_json(root / MANIFEST, manifest)
         _write_json(root / "classes.json", classes_document(class_names))
         return folder
+
+    def claim(self, *paths: Path) -> None:
+        """Record files under :attr:`root` as this tool's before writing them."""
+        rels = [p.relative_to(self.root).as_posix() for p in paths]
+        claim(self.root, [r for r in rels if r not in self.files])
+        self.files.update(rels)
 
     @staticmethod
     def _old_settings(out: Path) -> Any:
@@ -149,7 +159,7 @@ class OutputFolder:
                 return json.loads(manifest.read_text(encoding="utf-8")).get("settings")
             except (ValueError, AttributeError):
                 return "unreadable"
-        return "unknown" if (out / "masks").exists() else None
+        return None
 
     # -------------------------------------------------------------------------- per image
     def mask_path(self, f: ImageFile) -> Path:
@@ -176,6 +186,11 @@ class OutputFolder:
     ) -> None:
         """Write image ``f``'s files: heat maps of ``cams`` (label → ``[H, W]`` in [0, 1]), the
         overlay, then the mask ``[H, W]`` (0..C)."""
+        self.claim(
+            *(self.cam_path(f, label) for label in cams or {}),
+            *([self.overlay_path(f)] if overlay else []),
+            self.mask_path(f),
+        )
         for label, cam in (cams or {}).items():
             save_image(self.cam_path(f, label), heat_map(image, cam, self.alpha))
         if overlay:
@@ -188,6 +203,7 @@ class OutputFolder:
         (``read`` gives the image) when it is asked for now and missing."""
         mask = load_mask(self.mask_path(f))
         if overlay and not self.overlay_path(f).is_file():
+            self.claim(self.overlay_path(f))
             save_image(self.overlay_path(f), overlay_image(read(f.path), mask, self.alpha))
         self.record(f, mask)
 
@@ -215,5 +231,7 @@ class OutputFolder:
             table = pd.DataFrame(rows, columns=["image", "width", "height", *self.names])
             table.to_csv(tmp, index=False, lineterminator="\n")
         record = {"settings": self.settings, "finished": True, **summary}
+        record["files"] = sorted(self.files)
         _write_json(self.root / MANIFEST, {**record, "skipped_images": list(skipped)})
+        (self.root / LEDGER).unlink(missing_ok=True)  # the manifest lists its files now
         publish(self.root, out)
