@@ -15,7 +15,9 @@ from smaf.errors import ConfigError, DataError
 from smaf.io import load_mask, save_image, save_mask
 from smaf.stages.evaluate import (
     SUMMARY_COLUMNS,
+    config_digest,
     evaluate_split,
+    merge_summaries,
     write_ablations,
     write_summary,
 )
@@ -165,6 +167,55 @@ def test_write_summary_gathers_and_sorts(tmp_path):
     assert len(df) == 4 and [p.name for p in out.parent.iterdir()] == ["summary.csv"]
     with pytest.raises(DataError, match="not found"):
         write_summary([tmp_path / "missing.json"], out)
+
+
+def test_every_datasets_rows_stay_in_the_summary_each_with_its_config(tmp_path):
+    """Issue 21 item 7: a second dataset (or one without masks) never drops the first's rows."""
+    rec = {"split": "val", "gt": "SegmentationClass", "n_images": 3, "model": "deeplab"}
+    voc = [
+        {**rec, "dataset": "voc", "experiment": "default", "stage": "deeplab", "miou": 0.1234567}
+        | {"group": "default", "seed": 0, "thr": 0.2},
+        {**rec, "dataset": "voc", "experiment": "abl", "stage": "deeplab", "miou": 0.5}
+        | {"group": "abl", "seed": 0, "thr": 0.3},
+    ]
+    configs = {"default": {"seeds": {"thr": 0.2}}, "abl": {"seeds": {"thr": 0.3}}}
+    files = {d: tmp_path / d / "summary.csv" for d in ("voc", "leaves", "nomasks")}
+    write_summary(voc, files["voc"], configs, configs_json=tmp_path / "voc" / "configs.json")
+    leaves = [{**rec, "dataset": "leaves", "experiment": "default", "stage": "deeplab_crf"}]
+    write_summary([leaves[0] | {"miou": 0.75, "n_images_without_gt": 2}], files["leaves"], {})
+    write_summary([], files["nomasks"], {"default": {}})  # no masks: no evaluation, header only
+    one = pd.read_csv(files["voc"])
+    assert list(one.columns) == [*SUMMARY_COLUMNS, "group", "seed", "thr", "config"]
+    assert dict(zip(one["experiment"], one["config"], strict=True)) == {
+        name: config_digest(cfg) for name, cfg in configs.items()
+    }
+    assert config_digest(configs["abl"]) != config_digest(configs["default"])
+    stored = json.loads((tmp_path / "voc" / "configs.json").read_text())
+    assert stored == {config_digest(c): c for c in configs.values()}
+
+    out = tmp_path / "summary.csv"
+    merged = merge_summaries([files["nomasks"], files["voc"], files["leaves"]], out)
+    back = pd.read_csv(out, dtype=str, keep_default_na=False)
+    assert list(back.columns) == [
+        *SUMMARY_COLUMNS,
+        "group",
+        "seed",
+        "thr",
+        "n_images_without_gt",
+        "config",
+    ]
+    assert list(zip(back["dataset"], back["experiment"], strict=True)) == [
+        ("leaves", "default"),
+        ("voc", "abl"),
+        ("voc", "default"),
+    ]
+    # Cells are copied as text: the metric values are the per-dataset files' own.
+    assert list(back["miou"]) == ["0.750000", "0.500000", "0.123457"]
+    assert list(back["n_images_without_gt"]) == ["2", "", ""]
+    assert back["config"].iloc[0] == "" and len(merged) == 3
+    assert len(merge_summaries([files["nomasks"]], out)) == 0
+    with pytest.raises(DataError, match="not found"):
+        merge_summaries([tmp_path / "gone" / "summary.csv"], out)
 
 
 @pytest.mark.voc

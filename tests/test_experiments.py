@@ -61,6 +61,18 @@ def test_runs_and_sections(demo_config) -> None:
     deeplab = exp.train_params("low", "deeplab")
     assert not {"test", "labels_from", "init_from"} & set(deeplab)
     assert exp.train_params(None, "pretrain")["seed"] == 0
+    # A summary row's config: the run's own settings, seed and dataset only.
+    low = exp.run_config("low_seed3", "synthetic")
+    assert low["self_train"]["thr"] == 0.1 and low["train"]["seed"] == 3
+    assert list(low["datasets"]) == ["synthetic"] and low["dataset"] == "synthetic"
+    assert exp.run_config("low", "synthetic") != low != exp.run_config("default_seed3", "synthetic")
+    same = _exp(
+        demo_config,
+        train={**train, "log_every": 999, "checkpoint_every": 3},  # how it runs, not results
+        experiments={"default": {}, "low": {"self_train": {"thr": 0.1}}},
+        shards={"images_per_shard": 7, "max": 256},
+    )
+    assert same.run_config("low_seed3", "synthetic") == low
 
 
 def test_targets_of_the_demo(demo_config) -> None:

@@ -221,6 +221,16 @@ def test_build_report_with_only_a_summary(tmp_path: Path) -> None:
     assert "<img" not in page
 
 
+def test_the_page_of_one_dataset_lists_the_others_in_the_summary(tmp_path: Path) -> None:
+    rows = [
+        *_rows("voc2012", "default", ALL_STAGES),
+        *_rows("leaves", "default", {"eps_seed": 0.3}),
+    ]
+    pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
+    page = build_report(tmp_path / "summary.csv", tmp_path / "r.html", dataset="leaves").read_text()
+    assert "also holds\nvoc2012 (6 evaluations)" in page and "30.0" in page and "65.0" not in page
+
+
 def test_missing_figure_is_a_note_and_text_is_escaped(tmp_path: Path) -> None:
     pd.DataFrame(_rows("syn<b>", "exp&1", ALL_STAGES)).to_csv(tmp_path / "summary.csv", index=False)
     page = build_report(

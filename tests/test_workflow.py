@@ -310,3 +310,19 @@ def test_published_checkpoints_and_thr_sweep_run_on_the_tiny_workflow(tmp_path):
     held_out = json.loads((tmp_path / "results/synthetic/default/thr_sweep.json").read_text())
     # 12 train_aug images, the first 4 also train: 4 of the other 8 are held out.
     assert len(held_out["holdout"]) == 4
+
+
+@pytest.mark.slow
+def test_summary_is_built_per_dataset_and_gathers_every_dataset(tmp_path):
+    """Issue 21 item 7 (dry run): the dataset's own summary feeds results/summary.csv; another
+    dataset's file is read, never rebuilt (its rows are merged by smaf.stages.evaluate)."""
+    other = tmp_path / "results" / "leaves" / "summary.csv"
+    other.parent.mkdir(parents=True)
+    other.write_text(
+        "dataset,experiment,stage,split,gt,miou\nleaves,default,eps_seed,train,x,0.3\n"
+    )
+    proc = snakemake(tmp_path, "-n", "results/summary.csv", config=TINY_CONFIG)
+    out = proc.stdout
+    assert {"dataset_summary", "summary"} <= planned_rules(proc)
+    assert "output: results/synthetic/summary.csv" in _job_block(out, "dataset_summary")
+    assert "input: results/synthetic/summary.csv\n" in _job_block(out, "summary")

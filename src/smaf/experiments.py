@@ -29,6 +29,8 @@ ABLATION_STAGES = ("seed", "crf")
 SEED_STAGES = ("seed", "crf")
 #: How DeepLab's val predictions are scored: MSC alone and MSC + CRF (stages in summary.csv).
 DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
+#: Top-level sections whose values change a run's numbers (besides its dataset and `train:`).
+RESULT_SECTIONS = ("saliency", "model", "pretrain", *OVERRIDABLE)
 #: Background score of the offline teacher's preview PNGs (its maps do not depend on it).
 PREVIEW_THR = 0.2
 #: Multi-scale inference settings and their defaults (smaf.cam.CAMConfig).
@@ -158,6 +160,23 @@ class Experiments:
         return deep_merge(
             {k: v for k, v in self.config.items() if k not in ("experiments", "ablations")},
             self.all[name] or {},
+        )
+
+    def run_config(self, run: str, dataset: str) -> dict[str, Any]:
+        """The config a run of ``dataset`` was made with (a summary row's ``config``): the
+        dataset's entry, the result-changing ``train:`` keys with the run's seed, and the
+        :data:`RESULT_SECTIONS` as the run's experiment sees them (how a job runs, where
+        files come from and sharding are left out: they change no number)."""
+        name, seed = self.parse_run(run)
+        cfg = self.merged_config(name)
+        train = {k: cfg["train"][k] for k in result_train_keys(cfg["train"])}
+        return canonical(
+            {
+                "dataset": dataset,
+                "datasets": {dataset: self.config["datasets"][dataset]},
+                "train": {**train, "seed": seed},
+                **{k: cfg[k] for k in RESULT_SECTIONS if k in cfg},
+            }
         )
 
     def teacher_owner(self, run: str) -> str:

@@ -221,8 +221,22 @@ def run_meta(wildcards):
 
 
 def summary_inputs(wildcards):
-    """Every evaluation record of the configured dataset, over all experiments and seeds."""
-    return EXP.summary_records(DATASET)
+    """Every evaluation record of `{dataset}`, over all experiments and seeds."""
+    return EXP.summary_records(wildcards.dataset)
+
+
+def summary_configs(wildcards):
+    """The config of each run of `{dataset}` (the `config` column of its summary)."""
+    return {run: EXP.run_config(run, wildcards.dataset) for run in EXP.runs()}
+
+
+def other_summaries():
+    """The summaries of the other datasets run in this folder (results/<dataset>/summary.csv)."""
+    return sorted(
+        str(p)
+        for p in Path("results").glob("*/summary.csv")
+        if p.parent.name != DATASET
+    )
 
 
 def evaluation_targets(dataset, run):

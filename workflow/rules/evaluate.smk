@@ -1,6 +1,6 @@
 # Seed / CRF evaluation against SegmentationClass (and SegmentationClassAug when the dataset
-# has it), in shards whose confusion matrices are summed, and the summary table gathering every
-# evaluation: results/summary.csv.
+# has it), in shards whose confusion matrices are summed, and the summary tables gathering every
+# evaluation: results/{dataset}/summary.csv, and results/summary.csv of every dataset run.
 
 
 rule evaluate_shard:
@@ -47,9 +47,32 @@ rule evaluate:
         "../scripts/evaluate.py"
 
 
-rule summary:
+# One dataset's evaluations, each row with the digest of the config that made it (the
+# configs themselves in summary_configs.json).
+rule dataset_summary:
     input:
         summary_inputs,
+    output:
+        csv="results/{dataset}/summary.csv",
+        configs="results/{dataset}/summary_configs.json",
+    log:
+        "logs/{dataset}/summary.log",
+    localrule: True
+    conda:
+        "../../envs/smaf.yaml"
+    params:
+        code=script_code("dataset_summary.py"),
+        configs=summary_configs,
+    script:
+        "../scripts/dataset_summary.py"
+
+
+# Every dataset's summary present (the configured one rebuilt): running another dataset adds
+# its rows and keeps the others'. The other files are params (with their modification times),
+# not inputs, so they are never rebuilt for another dataset's run.
+rule summary:
+    input:
+        f"results/{DATASET}/summary.csv",
     output:
         "results/summary.csv",
     log:
@@ -59,6 +82,8 @@ rule summary:
         "../../envs/smaf.yaml"
     params:
         code=script_code("summary.py"),
+        others=other_summaries(),
+        others_mtime=[os.path.getmtime(p) for p in other_summaries()],
     script:
         "../scripts/summary.py"
 

@@ -117,6 +117,15 @@ def _summary(summary_csv: PathLike, dataset: str | None) -> tuple[pd.DataFrame, 
     return summary, any(is_voc(d) for d in datasets) or is_voc(dataset), str(name)
 
 
+def other_datasets(summary_csv: PathLike, dataset: str | None) -> list[str]:
+    """``"<name> (<n> evaluations)"`` of each dataset in the summary other than ``dataset``
+    (the page shows one dataset; the summary keeps every dataset run)."""
+    if dataset is None:
+        return []
+    counts = read_summary(summary_csv)["dataset"].dropna().astype(str).value_counts()
+    return [f"{d} ({counts[d]} evaluations)" for d in sorted(counts.index) if d != dataset]
+
+
 def read_sweeps(paths: Sequence[PathLike]) -> dict[str, dict]:
     """The ``thr_sweep.json`` records among ``paths`` that exist, by run (their experiment)."""
     records = {}
@@ -207,6 +216,7 @@ def build_report(
             title=page_title,
             summary_csv=str(summary_csv),
             n_evaluations=len(summary),
+            other_datasets=other_datasets(summary_csv, dataset),
             experiments=[str(g) for g in pd.unique(summary["group"])],
             voc=voc,
             table1=table_html(tables.table1) if len(tables.table1) else "",

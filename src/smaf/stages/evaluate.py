@@ -7,11 +7,14 @@ SBD-derived ``SegmentationClassAug``, whose boundaries are coarser and carry no 
 the same predictions score differently: both are reported, under separate names.
 
 Outputs of one evaluation: a per-class CSV (one row per class plus a ``mean`` row) and a JSON
-record; :func:`write_summary` gathers the records into ``results/summary.csv``.
+record; :func:`write_summary` gathers a dataset's records into ``results/<dataset>/summary.csv``
+(each row with the digest of the config that made it), and :func:`merge_summaries` every
+dataset's file into ``results/summary.csv``: running another dataset adds rows, never drops any.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -51,6 +54,14 @@ SUMMARY_COLUMNS = (
     "path",
 )
 _SORT = ["dataset", "experiment", "stage", "split", "gt"]
+#: The last column of a summary: :func:`config_digest` of the config that made the row.
+CONFIG_COLUMN = "config"
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """12 hex digits of sha256 over ``config`` as sorted JSON: same settings, same digest."""
+    text = json.dumps(config, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _masks_required(index: DatasetIndex) -> list[str]:
@@ -273,12 +284,16 @@ def _score(
 def write_summary(
     rows_or_files: Iterable[Mapping[str, Any] | str | os.PathLike[str]],
     out_csv: str | os.PathLike[str],
+    configs: Mapping[str, Mapping[str, Any]] | None = None,
+    configs_json: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Gather evaluation records (dicts or JSON files of them) into one sorted CSV.
 
     Columns: :data:`SUMMARY_COLUMNS` (``dataset, experiment, stage, split, gt, miou, ...``;
-    missing fields left empty), rows sorted by dataset, experiment, stage, split, gt. The
-    per-class ``iou`` dicts stay in the JSON files. Written atomically.
+    missing fields left empty), the records' other fields, then with ``configs`` (experiment
+    → the config its run was made with) :data:`CONFIG_COLUMN`, the config's digest; rows
+    sorted by dataset, experiment, stage, split, gt. The per-class ``iou`` dicts stay in the
+    JSON files; ``configs_json`` gets ``{digest: config}``. Written atomically.
 
     Returns:
         The table written.
@@ -303,12 +318,61 @@ def write_summary(
     df = df[[*SUMMARY_COLUMNS, *extra]]
     if "n_images_without_gt" in df.columns:  # a count, empty where every image had a mask
         df["n_images_without_gt"] = df["n_images_without_gt"].astype("Int64")
+    if configs is not None:
+        digests = {str(k): config_digest(v) for k, v in configs.items()}
+        df = df.drop(columns=[CONFIG_COLUMN], errors="ignore")
+        df[CONFIG_COLUMN] = [digests.get(str(e), pd.NA) for e in df["experiment"]]
     if len(df):
         df = df.sort_values(_SORT, kind="stable", na_position="last").reset_index(drop=True)
     with atomic_write(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
+    if configs_json is not None:
+        documents = {config_digest(v): v for v in (configs or {}).values()}
+        with atomic_write(configs_json) as tmp:
+            tmp.write_text(json.dumps(documents, indent=1, sort_keys=True, default=str) + "\n")
     log.info("summary: %d evaluations -> %s", len(df), out_csv)
     return df
+
+
+def merge_summaries(
+    files: Iterable[str | os.PathLike[str]], out_csv: str | os.PathLike[str]
+) -> pd.DataFrame:
+    """Every dataset's summary (``results/<dataset>/summary.csv``) as one CSV, cells as they
+    are (text: no number is reformatted), rows sorted by :data:`SUMMARY_COLUMNS`' keys (empty
+    last). Columns: :data:`SUMMARY_COLUMNS`, the other columns in order of appearance,
+    :data:`CONFIG_COLUMN` last. A header-only file adds no row. Written atomically.
+
+    Raises:
+        DataError: a file is missing or not a summary.
+    """
+    tables = []
+    for path in files:
+        try:
+            df = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise DataError(f"summary not found: {path}.") from None
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise DataError(f"{path} is not a summary CSV ({exc}).") from None
+        if not set(_SORT) <= set(df.columns):
+            raise DataError(f"{path} is not a summary CSV (no {', '.join(_SORT)} columns).")
+        tables.append(df)
+    columns = list(SUMMARY_COLUMNS)
+    for df in tables:
+        columns += [c for c in df.columns if c not in columns and c != CONFIG_COLUMN]
+    if any(CONFIG_COLUMN in df.columns for df in tables):
+        columns.append(CONFIG_COLUMN)
+    rows = [df for df in tables if len(df)]
+    merged = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
+    merged = merged.reindex(columns=columns).fillna("")
+    if len(merged):
+        keys = sorted(
+            range(len(merged)), key=lambda i: [(v == "", v) for v in merged.loc[i, _SORT]]
+        )
+        merged = merged.loc[keys].reset_index(drop=True)
+    with atomic_write(out_csv) as tmp:
+        merged.to_csv(tmp, index=False)
+    log.info("summary: %d evaluations of %d file(s) -> %s", len(merged), len(tables), out_csv)
+    return merged
 
 
 #: Columns of the ablation table (``results/<dataset>/ablations.csv``).
