@@ -116,6 +116,14 @@ def test_export_command(setup, tmp_path, capsys):
     assert "size" in _one_error_line(capsys)
 
 
+def test_export_onnx_without_onnx_names_the_extra(setup, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # as after the README's plain install
+    cmd = ["export", "--model", str(setup / "model.pt"), "--format", "onnx"]
+    assert main([*cmd, "--out", str(tmp_path / "m.onnx"), "--size", "32", "32"]) == 1
+    assert "pip install 'smaf[export]'" in _one_error_line(capsys)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # ----------------------------------------------------------------------------- check-config
 def test_check_config_accepts_the_shipped_configs(capsys):
     voc = str(REPO_ROOT / "config" / "voc2012.yaml")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from smaf.errors import ConfigError, SmafError
-from smaf.export import ExportMSC, export_deeplab
+from smaf.export import FROM_16_BIT, ExportMSC, check_logits, export_deeplab
 from smaf.io import voc_palette
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
@@ -82,6 +82,47 @@ def test_onnx_export_reproduces_pytorch_at_other_sizes(model_file, tmp_path):
     assert side["class_names"] == NAMES
     assert side["colors"] == [pal[3 * v : 3 * v + 3] for v in range(3)]
     assert side["input"]["name"] == "image" and side["output"]["stride"] == 8
+
+
+@pytest.fixture(scope="module")
+def large_logits_model(tmp_path_factory):
+    """A model whose logits reach the hundreds (a trained model's are tens): float32 kernels
+    of another runtime then differ by more than 1e-4 in absolute terms."""
+    tmp = tmp_path_factory.mktemp("large")
+    torch.manual_seed(0)
+    model = build_deeplab(
+        DeepLabConfig(backbone="resnet38d", width=0.125, freeze_bn=False, num_classes=2)
+    )
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 4 and p.shape[0] == 3:  # the classifier convolutions: K = 3 outputs
+                p.mul_(3000.0)
+    save_deeplab(tmp / "model.pt", model, {"stage": "deeplab", "class_names": NAMES})
+    return tmp / "model.pt"
+
+
+def test_onnx_check_is_relative_to_the_logits_scale(large_logits_model, tmp_path):
+    pytest.importorskip("onnxruntime")
+    info = export_deeplab(large_logits_model, tmp_path / "big.onnx", "onnx", size=(48, 64))
+    checked = info["checked"]
+    assert checked["scale"] > 100 and checked["max_abs_diff"] > 1e-4  # fails an absolute 1e-4
+    assert checked["max_rel_diff"] <= 1e-4 and checked["argmax_agreement"] > 0.99
+    side = json.loads((tmp_path / "big.onnx.json").read_text())
+    assert side["input"]["from_16_bit"] == FROM_16_BIT and "round(v / 257)" in FROM_16_BIT
+    assert side["checked"]["tol"] == 1e-4
+
+
+def test_check_logits_compares_scale_and_labels():
+    expected = torch.zeros(1, 3, 2, 2)
+    expected[0, 1] = 16.0  # class 1 everywhere, by a margin of 16
+    close = expected + 1e-4  # 6e-6 of the scale: the issue's "normal model"
+    assert check_logits(close, expected, 1e-4)["ok"]
+    flipped = expected.clone()
+    flipped[0, 2, 0, 0] = 17.0  # one label changes: far beyond the tolerance as well
+    report = check_logits(flipped, expected, 1e-4)
+    assert not report["ok"] and report["argmax_agreement"] == 0.75
+    tie = torch.zeros(1, 3, 1, 1)  # a tie: any rounding may flip it
+    assert check_logits(tie + torch.tensor([0.0, 0.0, 1e-6]).view(1, 3, 1, 1), tie, 1e-4)["ok"]
 
 
 def test_export_refuses_classifiers_and_unknown_formats(model_file, tmp_path):

@@ -174,9 +174,14 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from smaf.export import export_deeplab
 
-    info = export_deeplab(args.model, args.out, args.format, args.size, args.atol)
-    diff = info["checked"]["max_abs_diff"]
-    check = "not checked" if diff is None else f"max |difference| to PyTorch {diff:.2g}"
+    info = export_deeplab(args.model, args.out, args.format, args.size, args.tol)
+    c = info["checked"]
+    check = "not checked"
+    if c["max_abs_diff"] is not None:
+        check = (
+            f"max |difference| to PyTorch {c['max_abs_diff']:.2g} on logits of scale "
+            f"{c['scale']:.3g}, labels agree on {100 * c['argmax_agreement']:.2f} %"
+        )
     print(f"wrote {args.out} and {args.out}.json ({args.format}, {check})")
     return 0
 
@@ -251,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
             "float32 [B, 3, H, W] RGB/255 normalised with the ImageNet mean and std; output: "
             "logits [B, C+1, ceil(H/8), ceil(W/8)] (upsample bilinearly, argmax). B, H, W "
             "are free. Writes FILE and FILE.json (pre/post-processing, class names, colours) "
-            "and checks that the exported model reproduces the PyTorch one."
+            "and checks that the exported model reproduces the PyTorch one. ONNX needs "
+            "pip install 'smaf[export]'."
         ),
     )
     p.add_argument("--model", required=True, help="deeplab/model.pt")
@@ -265,7 +271,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=(321, 321),
         help="example input size for tracing and the check (default 321 321)",
     )
-    p.add_argument("--atol", type=float, default=1e-4, help="allowed difference (1e-4)")
+    p.add_argument(
+        "--tol",
+        "--atol",
+        dest="tol",
+        type=float,
+        default=1e-4,
+        help="allowed difference to the PyTorch logits, relative to their scale (1e-4)",
+    )
     p.set_defaults(func=_export)
 
     p = sub.add_parser(
