@@ -70,6 +70,18 @@ def test_predict_writes_masks(setup, capsys):
     assert "1 predicted" in capsys.readouterr().out
 
 
+def test_predict_takes_image_files(setup, tmp_path, capsys):
+    image = setup / "images" / "sub" / "x.png"
+    args = ["predict", "--model", str(setup / "model.pt"), "--images", str(image), str(image)]
+    assert main([*args[:-1], "--out", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert (tmp_path / "o" / "masks" / "x.png").is_file()
+    assert main([*args, "--out", str(tmp_path / "o2"), "--device", "cpu"]) == 1
+    assert "would both be written as masks/x.png" in _one_error_line(capsys)
+    folder = ["--model", str(setup), "--images", str(image), "--out", str(tmp_path / "o3")]
+    assert main(["predict", *folder]) == 1
+    assert "is a folder, not a model file" in _one_error_line(capsys)
+
+
 @pytest.mark.parametrize("problem", ["not_a_model", "wrong_classes", "no_images", "unreadable"])
 def test_predict_errors_are_one_line_and_exit_1(setup, tmp_path, capsys, problem):
     model, images = setup / "model.pt", setup / "images"

@@ -88,6 +88,10 @@ def test_targets_of_the_demo(demo_config) -> None:
     assert exp.submission_archives("synthetic") == [
         "results/synthetic/default/deeplab_submission.tar.gz"
     ]
+    # COCO has no test images: no archive, although deeplab.test.submission defaults to true.
+    coco = _exp(demo_config, datasets={"c": {"source": "coco", "root": "x"}})
+    assert coco.section("default", "deeplab")["test"]["submission"] is True
+    assert coco.submission_archives("c") == []
     rows = exp.ablation_rows("synthetic")
     assert {r["table"] for r in rows} == {"table3", "table4", "table5"}
     assert rows[0]["record"].endswith("smaf_seed_train_SegmentationClass.json")

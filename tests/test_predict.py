@@ -434,3 +434,48 @@ def test_an_interrupted_run_knows_its_files(models, tmp_path, monkeypatch):
     assert (out / "predict-files.txt").is_file()
     summary = predict_folder(models["deeplab"], images, out, device="cpu", crf=True, overwrite=True)
     assert summary["predicted"] == 4
+
+
+# ---------------------------------------------------------------------------- messages
+def test_images_may_be_files_or_several_paths(models, folder, tmp_path):
+    root, _ = folder
+    one = predict_folder(models["deeplab"], root / "plain.png", tmp_path / "one", device="cpu")
+    assert one["predicted"] == 1 and (tmp_path / "one" / "masks" / "plain.png").is_file()
+    both = [root / "sub", root / "plain.png"]
+    many = predict_folder(models["deeplab"], both, tmp_path / "many", device="cpu")
+    masks = tmp_path / "many" / "masks"
+    assert many["predicted"] == 4  # named under their folder, or by their file name
+    assert sorted(p.relative_to(masks).as_posix() for p in masks.rglob("*.png")) == [
+        "deeper/grey.png",
+        "name with spaceé.png",
+        "photo.png",
+        "plain.png",
+    ]
+    with pytest.raises(DataError, match=r"notes.txt is not an image file"):
+        predict_folder(models["deeplab"], root / "notes.txt", tmp_path / "x", device="cpu")
+    with pytest.raises(DataError, match=r"nothing.jpg: no such file or folder"):
+        predict_folder(models["deeplab"], tmp_path / "nothing.jpg", tmp_path / "x", device="cpu")
+    with pytest.raises(DataError, match=r"would both be written as masks/plain.png"):
+        predict_folder(models["deeplab"], [root, root / "plain.png"], tmp_path / "x", device="cpu")
+
+
+def test_out_equal_to_images_and_a_model_folder_are_named(models, tmp_path):
+    images = _dataset_folder(tmp_path) / "images"
+    with pytest.raises(SmafError, match=r"--out .*images is the images folder"):
+        predict_folder(models["deeplab"], images, images, device="cpu")
+    with pytest.raises(SmafError, match=r"is a folder, not a model file.*deeplab.pt"):
+        predict_folder(models["tmp"], images, tmp_path / "o", device="cpu")
+    empty = tmp_path / "empty_folder"
+    empty.mkdir()
+    with pytest.raises(SmafError, match=r"is a folder, not a model file.*model.pt of deeplab"):
+        predict_folder(empty, images, tmp_path / "o", device="cpu")
+
+
+def test_an_unreadable_photo_is_named_as_corrupt(models, tmp_path):
+    images = tmp_path / "photos"
+    images.mkdir()
+    (images / "IMG_1.jpg").write_bytes(b"\xff\xd8 truncated")
+    with pytest.raises(DataError) as exc:
+        predict_folder(models["deeplab"], images, tmp_path / "o", device="cpu", strict=True)
+    message = str(exc.value)
+    assert "IMG_1.jpg" in message and "corrupt" in message and "dataset" not in message

@@ -210,7 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--model", required=True, help="a model.pt of deeplab, self_train or pretrain")
-    p.add_argument("--images", required=True, help="folder of images (sub-folders included)")
+    p.add_argument(
+        "--images",
+        required=True,
+        nargs="+",
+        help="folder of images (sub-folders included), image file(s), or several of both",
+    )
     p.add_argument("--out", required=True, help="output folder (resumed when it exists)")
     p.add_argument("--crf", action="store_true", help="DeepLab's dense CRF on the prediction")
     p.add_argument("--overlay", action="store_true", help="also write colour overlays")

@@ -31,6 +31,10 @@ SEED_STAGES = ("seed", "crf")
 DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
 #: Top-level sections whose values change a run's numbers (besides its dataset and `train:`).
 RESULT_SECTIONS = ("saliency", "model", "pretrain", *OVERRIDABLE)
+#: Dataset sources with no test images to predict: COCO 2014's test2014 has no annotations
+#: and no evaluation server for semantic segmentation (smaf.data.sources.coco builds no test
+#: index), so `rule all` asks for no submission archive there.
+NO_TEST_IMAGES = ("coco",)
 #: Background score of the offline teacher's preview PNGs (its maps do not depend on it).
 PREVIEW_THR = 0.2
 #: Multi-scale inference settings and their defaults (smaf.cam.CAMConfig).
@@ -253,8 +257,12 @@ class Experiments:
     def submission_archives(self, dataset: str) -> list[str]:
         """Test archives of the experiments whose deeplab.test.submission is true (first seed);
         a user's own dataset gets its test predictions instead (the VOC server's archive
-        layout means nothing there)."""
-        if self.config["datasets"][dataset]["source"] == "folder":
+        layout means nothing there); a source without test images (:data:`NO_TEST_IMAGES`)
+        gets neither, whatever the key says."""
+        source = self.config["datasets"][dataset]["source"]
+        if source in NO_TEST_IMAGES:
+            return []
+        if source == "folder":
             return [
                 f"results/{dataset}/{self.run_names(name)[0]}/deeplab/pred_test_crf"
                 for name in self.listed

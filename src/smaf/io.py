@@ -166,8 +166,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
-            f"cannot read image {path} ({exc}). The file is corrupt or truncated: "
-            "re-download or re-extract the dataset."
+            f"cannot read image {path} ({exc}): the file is corrupt or truncated, or not an image. "
+            "Replace or remove it."
         ) from None
     except Image.DecompressionBombError as exc:  # not an OSError
         raise DataError(f"cannot read image {path} ({exc}).") from None
@@ -191,8 +191,8 @@ def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
         ) from None
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DataError(
-            f"cannot read mask {path} ({exc}). The file is corrupt or truncated: "
-            "re-download or re-extract the dataset."
+            f"cannot read mask {path} ({exc}): the file is corrupt or truncated, or not a PNG. "
+            "Replace or remove it."
         ) from None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,14 @@ def read_model_file(
 
     ``producer`` names what makes the file, for the messages (e.g. ``"the deeplab_train rule"``).
     """
+    if Path(path).is_dir():
+        found = (sorted(Path(path).rglob("model.pt")) or sorted(Path(path).rglob("*.pt")))[:3]
+        which = (
+            f"e.g. {', '.join(map(str, found))}"
+            if found
+            else "a model.pt of deeplab, self_train or pretrain"
+        )
+        raise SmafError(f"{path} is a folder, not a model file; give the model file ({which}).")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

@@ -19,9 +19,10 @@ import torch
 from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.config import dataclass_from
 from smaf.crf import DenseCRF
-from smaf.data.images import IMAGE_SUFFIXES, ImageFile, find_images
+from smaf.data.images import IMAGE_SUFFIXES, ImageFile
 from smaf.errors import ConfigError, DataError, SmafError
 from smaf.io import load_image as read_rgb
+from smaf.predict.inputs import as_list, gather_images
 from smaf.predict.model import Predictor, batch_logits, load_predictor
 from smaf.predict.outputs import MANIFEST, OutputFolder
 from smaf.progress import Progress
@@ -101,7 +102,7 @@ def _cams(
 
 def predict_folder(
     model_path: str | os.PathLike[str],
-    images: str | os.PathLike[str],
+    images: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
     crf: bool | DenseCRF | Mapping[str, Any] = False,
@@ -126,7 +127,8 @@ def predict_folder(
 
     Args:
         model_path: a DeepLab or classifier model file.
-        images: the folder of images (any depth).
+        images: the folder of images (any depth), an image file, or a list of both
+            (:func:`~smaf.predict.inputs.gather_images`).
         out_dir: the output folder (layout in :mod:`smaf.predict`); resumed when it exists.
         crf: DeepLab's dense CRF on the upsampled softmax (DeepLab models only): True for
             :class:`~smaf.crf.DenseCRF`'s defaults (deeplab-pytorch's), or its fields.
@@ -183,9 +185,11 @@ def predict_folder(
             crf_post = dataclass_from(DenseCRF, dict(crf), "crf")
     flip = cams if flip is None else bool(flip)
     out = Path(out_dir)
-    files = find_images(images, exclude=(out,) if work_dir is None else (out, Path(work_dir)))
+    exclude = (out,) if work_dir is None else (out, Path(work_dir))
+    files = gather_images(images, out, exclude)
     if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {images}.")
+        where = ", ".join(map(str, as_list(images)))
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {where}.")
 
     settings: dict[str, Any] = {
         "model": {**file_identity(model_path), "path": str(Path(model_path).resolve())},

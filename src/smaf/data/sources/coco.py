@@ -104,7 +104,8 @@ def build(
     if tuple(roles) == ("test",):
         raise DataError(
             f"dataset {name}: the coco source has no test images (test2014 has no annotations "
-            "to score); set deeplab.test.submission: false."
+            "and no evaluation server here); no rule of the workflow asks for them, so a target "
+            "named results/<dataset>/data/test_index.csv or a submission archive is the mistake."
         )
     if set(roles) != set(TRAINVAL_ROLES):
         raise ValueError(f"roles must be {TRAINVAL_ROLES} or ('test',), got {tuple(roles)}")
