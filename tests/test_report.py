@@ -5,6 +5,7 @@ The figures themselves are tested in test_figures.py."""
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from smaf.report.tables import (
     segmentation_table,
     with_replicates,
 )
+from smaf.stages.evaluate import write_summary
 
 
 def _rows(dataset: str, experiment: str, values: dict[str, float], **extra) -> list[dict]:
@@ -229,6 +231,30 @@ def test_the_page_of_one_dataset_lists_the_others_in_the_summary(tmp_path: Path)
     pd.DataFrame(rows).to_csv(tmp_path / "summary.csv", index=False)
     page = build_report(tmp_path / "summary.csv", tmp_path / "r.html", dataset="leaves").read_text()
     assert "also holds\nvoc2012 (6 evaluations)" in page and "30.0" in page and "65.0" not in page
+
+
+def test_a_dataset_without_masks_gets_one_note_and_no_paper(tmp_path: Path) -> None:
+    """Issue 21 item 12: no masks, no scores: one note says why, once; no VOC or paper text."""
+    write_summary([], tmp_path / "summary.csv", {})  # what rule summary writes for it
+    (tmp_path / "fake").mkdir()
+    inputs = _fake_outputs(tmp_path / "fake")
+    page = build_report(
+        tmp_path / "summary.csv",
+        tmp_path / "report.html",
+        dataset="leaves",
+        ablations_csv=tmp_path / "results/leaves/ablations.csv",
+        curves=inputs["curves"],
+        figures=inputs["figures"],
+        tables_dir=tmp_path / "tables",
+        masks=False,
+    ).read_text()
+    notes = re.findall(r'<p class="note">(.*?)</p>', page, flags=re.DOTALL)
+    assert len(notes) == 1 and "has no ground-truth masks" in notes[0], notes
+    assert "datasets.leaves" in notes[0]
+    assert "paper" not in page.lower() and "VOC" not in page and "Table 1." not in page
+    assert (
+        "has no ground-truth masks" in (tmp_path / "tables/table2_pseudo_labels.html").read_text()
+    )
 
 
 def test_missing_figure_is_a_note_and_text_is_escaped(tmp_path: Path) -> None:

@@ -196,6 +196,8 @@ rule report:
         code=script_code("report.py"),
         templates=templates_code(),
         dataset=DATASET,
+        # Without ground-truth masks nothing is scored: the page says so once.
+        masks=EXP.has_masks(DATASET),
         experiments=list(config["experiments"]),
         # Optional: built by the `ablations` rule; read if present, never required. Its
         # modification time is a param, so the next run after `snakemake ablations` redoes

@@ -19,4 +19,5 @@ run_logged(
     figures={Path(f).stem: f for f in snakemake.input.figures},
     tables_dir=Path(snakemake.output.tables[0]).parent,
     thr_sweeps=list(p.thr_sweeps),
+    masks=p.masks,
 )

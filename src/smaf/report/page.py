@@ -126,6 +126,16 @@ def other_datasets(summary_csv: PathLike, dataset: str | None) -> list[str]:
     return [f"{d} ({counts[d]} evaluations)" for d in sorted(counts.index) if d != dataset]
 
 
+def unscored_note(dataset: str) -> str:
+    """The one note of a dataset without ground-truth masks: what is missing and why."""
+    return (
+        f"No scores: dataset {dataset} has no ground-truth masks (no masks: folder in its "
+        "config), so nothing is scored and the score tables (Tables 1–5, per-class IoU) are "
+        f"left out. To score, add masks: <folder of label PNGs> to datasets.{dataset}; the "
+        "figures and training curves below need none."
+    )
+
+
 def read_sweeps(paths: Sequence[PathLike]) -> dict[str, dict]:
     """The ``thr_sweep.json`` records among ``paths`` that exist, by run (their experiment)."""
     records = {}
@@ -175,6 +185,7 @@ def build_report(
     tables_dir: PathLike | None = None,
     title: str | None = None,
     thr_sweeps: Sequence[PathLike] = (),
+    masks: bool = True,
 ) -> Path:
     """Write the report: one self-contained HTML file (inline CSS, base64 PNGs).
 
@@ -192,6 +203,8 @@ def build_report(
         title: page title.
         thr_sweeps: optional ``thr_sweep.json`` files (rule ``sweep_thr``); Table 2's notes
             say whether its ``thr`` was tuned on held-out data (:func:`threshold_notes`).
+        masks: whether the dataset has ground-truth masks; without, nothing is scored and
+            one note (:func:`unscored_note`) replaces the score tables.
 
     Returns:
         The path written.
@@ -216,6 +229,7 @@ def build_report(
             title=page_title,
             summary_csv=str(summary_csv),
             n_evaluations=len(summary),
+            unscored="" if masks else unscored_note(name),
             other_datasets=other_datasets(summary_csv, dataset),
             experiments=[str(g) for g in pd.unique(summary["group"])],
             voc=voc,
@@ -239,7 +253,7 @@ def build_report(
         Path(tmp).write_text(html, encoding="utf-8")
     log.info("report -> %s", out_html)
     if tables_dir is not None:
-        _write_tables(tables, name, tables_dir)
+        _write_tables(tables, name, tables_dir, "" if masks else unscored_note(name))
     return Path(out_html)
 
 
@@ -276,7 +290,9 @@ def write_tables(
     return _write_tables(_tables(summary, voc, ablations_csv, eval_csvs), name, out_dir)
 
 
-def _write_tables(tables: _Tables, name: str, out_dir: PathLike) -> dict[str, Path]:
+def _write_tables(
+    tables: _Tables, name: str, out_dir: PathLike, unscored: str = ""
+) -> dict[str, Path]:
     template = environment().get_template("table.html.j2")
     out_dir = Path(out_dir)
     written: dict[str, Path] = {}
@@ -296,14 +312,14 @@ def _write_tables(tables: _Tables, name: str, out_dir: PathLike) -> dict[str, Pa
                 tmp.write_text(text, encoding="utf-8")
             written[path.name] = path
 
-    empty = "no evaluations for this table in the summary."
-    write("table1", [("", tables.table1)], [] if len(tables.table1) else [empty])
-    write("table2", [("", tables.table2)], tables.table2_notes if len(tables.table2) else [empty])
+    empty = [unscored or "no evaluations for this table in the summary."]
+    write("table1", [("", tables.table1)], [] if len(tables.table1) else empty)
+    write("table2", [("", tables.table2)], tables.table2_notes if len(tables.table2) else empty)
     per_class = tables.per_class if tables.per_class is not None else pd.DataFrame()
-    write("per_class", [("", per_class)], tables.per_class_notes)
+    write("per_class", [("", per_class)], [unscored] if unscored else tables.per_class_notes)
     write(
         "ablations",
         [(ABLATION_TITLES.get(k, k), df) for k, df in tables.ablations.items()],
-        tables.ablation_notes,
+        [unscored] if unscored and not tables.ablations else tables.ablation_notes,
     )
     return written
