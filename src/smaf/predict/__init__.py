@@ -33,5 +33,7 @@ Unreadable images are skipped with a warning and listed at the end (``strict``: 
 
 Modules: :mod:`~smaf.data.images` (standard library only: the workflow imports it to
 fingerprint a folder), :mod:`~smaf.predict.model`, :mod:`~smaf.predict.outputs`,
-:mod:`~smaf.predict.folder`. Nothing is imported here, so the light module stays light.
+:mod:`~smaf.predict.ownership` (which files of the output folder it wrote),
+:mod:`~smaf.predict.inputs` (a folder, image files, or several), :mod:`~smaf.predict.folder`.
+Nothing is imported here, so the light module stays light.
 """
