@@ -8,6 +8,7 @@ trajectories and the final weights.
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -20,10 +21,10 @@ import pytest
 from worker_utils import assert_same_trajectory, run_worker
 from workflow_utils import TINY_CONFIG, snakemake
 
-from smaf import distributed
-from smaf.errors import ConfigError
+from smaf import distributed, launch
 from smaf.models.checkpoint import load_model
 from smaf.stages.pretrain import pretrain
+from smaf.stages.registry import TRAINING_STAGES
 from smaf.train import SampleStream, load_checkpoint
 
 
@@ -112,14 +113,18 @@ def test_ctrl_c_to_the_launcher_alone_is_passed_to_torchrun_and_waited_for(tmp_p
     assert stopped.read_text() == "SIGINT"
 
 
-def test_torchrun_command_and_stage_names():
+def test_torchrun_command_and_stage_names(tmp_path, capsys):
     cmd = distributed.torchrun_command(4, "/tmp/spec.json")
     assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"]
     assert "--nproc_per_node=4" in cmd
     assert cmd[-3:] == ["-m", "smaf.launch", "/tmp/spec.json"]
-    assert distributed.stage_name(pretrain) == "pretrain"
-    with pytest.raises(ConfigError, match="not a training stage"):
-        distributed.stage_name(test_torchrun_command_and_stage_names)
+    # The spec names a stage by its function's __name__: the table's keys must be those names.
+    assert TRAINING_STAGES["pretrain"] is pretrain
+    assert all(name == func.__name__ for name, func in TRAINING_STAGES.items())
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"stage": "test_torchrun_command_and_stage_names", "kwargs": {}}))
+    assert launch.main([str(spec)]) == 2
+    assert "unknown stage 'test_torchrun_command_and_stage_names'" in capsys.readouterr().err
 
 
 def test_without_a_process_group_everything_is_local():

@@ -3,7 +3,8 @@
 A training rule's ``gpu`` resource is the number of processes (config ``train.gpus``). With
 one, the stage function runs in the job's own process. With more, :func:`run_training`
 starts ``torchrun --standalone --nproc_per_node=N -m smaf.launch <spec.json>``; every process
-calls the same stage function, :func:`smaf.train.fit` finds the process group and
+calls the same stage function (named in the spec, found in
+:data:`smaf.stages.registry.TRAINING_STAGES`), :func:`smaf.train.fit` finds the process group and
 
 * wraps the model in DDP (gradients averaged over processes; SyncBatchNorm on GPUs when BN
   is trained, the paper freezes it),
@@ -39,13 +40,6 @@ from smaf.errors import ConfigError, SmafError
 from smaf.interrupts import StopSignals
 
 log = logging.getLogger(__name__)
-
-#: Stage functions ``smaf.launch`` may run, by name (``module:function``).
-STAGES = {
-    "pretrain": "smaf.stages.pretrain:pretrain",
-    "self_train": "smaf.stages.self_train:self_train",
-    "train_deeplab": "smaf.stages.deeplab:train_deeplab",
-}
 
 
 @dataclass(frozen=True)
@@ -197,15 +191,6 @@ def no_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     return inner.no_sync()
 
 
-def stage_name(func: Callable[..., Any]) -> str:
-    """The :data:`STAGES` name of a stage function (ConfigError if it cannot run under DDP)."""
-    target = f"{func.__module__}:{func.__name__}"
-    for name, path in STAGES.items():
-        if path == target:
-            return name
-    raise ConfigError(f"{target} is not a training stage; only {sorted(STAGES)} run under DDP.")
-
-
 def torchrun_command(processes: int, spec: str | os.PathLike[str]) -> list[str]:
     """The command that runs ``smaf.launch spec`` in ``processes`` processes on this node."""
     return [
@@ -259,7 +244,7 @@ def run_training(
         return
     per_process = None if threads is None else max(1, int(threads) // processes)
     spec = {
-        "stage": stage_name(func),
+        "stage": func.__name__,  # smaf.launch finds it in smaf.stages.registry.TRAINING_STAGES
         "log": None if log_path is None else str(log_path),
         "kwargs": {**_jsonable(kwargs), "threads": per_process},
     }

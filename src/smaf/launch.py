@@ -1,6 +1,6 @@
 """One DDP worker: ``torchrun ... -m smaf.launch SPEC.json`` (started by ``run_training``).
 
-``SPEC.json``: ``{"stage": <name in smaf.distributed.STAGES>, "log": <log file or null>,
+``SPEC.json``: ``{"stage": <name in smaf.stages.registry.TRAINING_STAGES>, "log": <log file or null>,
 "kwargs": {...}}``. Every process joins the process group, then calls the stage function with
 ``kwargs``. Rank 0 logs to the rule's log file (and stderr); the other ranks log warnings and
 errors to stderr with their rank, so a failure on any rank is visible. A SmafError becomes
@@ -12,7 +12,6 @@ It can also be run by hand, e.g. on a node with 4 GPUs:
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 from smaf import distributed
 from smaf.errors import SmafError
 from smaf.runner import configure_logging, user_message
+from smaf.stages.registry import TRAINING_STAGES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: torchrun --nproc_per_node=N -m smaf.launch SPEC.json", file=sys.stderr)
         return 2
     spec = json.loads(Path(args[0]).read_text())
-    if spec.get("stage") not in distributed.STAGES:
-        print(f"smaf.launch: unknown stage {spec.get('stage')!r}", file=sys.stderr)
+    func = TRAINING_STAGES.get(spec.get("stage"))
+    if func is None:
+        known = ", ".join(TRAINING_STAGES)
+        print(f"smaf.launch: unknown stage {spec.get('stage')!r} (known: {known})", file=sys.stderr)
         return 2
     ctx = distributed.init_from_env()
     if ctx.is_main:
@@ -44,8 +46,6 @@ def main(argv: list[str] | None = None) -> int:
             force=True,
         )
     log = logging.getLogger("smaf.launch")
-    module, name = distributed.STAGES[spec["stage"]].split(":")
-    func = getattr(importlib.import_module(module), name)
     try:
         func(**spec["kwargs"])
     except SmafError as exc:
