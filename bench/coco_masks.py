@@ -4,10 +4,10 @@ Writes a synthetic ``instances_train2014.json`` the size of the real one (82,783
 640x480, 7.3 annotations per image on average, polygons of ~24 points: about 330 MB, COCO's
 count and shape statistics; no real COCO file is needed), then, each in a fresh process:
 
-* ``load``: :func:`smaf.data.coco.load_annotations` of the whole file (s, peak RSS MB): what
+* ``load``: :func:`smaf.data.coco_masks.load_annotations` of the whole file (s, peak RSS MB): what
   every shard job pays before converting, and what the rule's ``mem_mb`` must cover;
-* ``shard``: :func:`smaf.data.coco.convert_masks` of a 1/160 shard (about 520 images), images/s
-  of the conversion itself (the load time subtracted).
+* ``shard``: :func:`smaf.data.coco_masks.convert_masks` of a 1/160 shard (about 520 images),
+  images/s of the conversion itself (the load time subtracted).
 
     .venv/bin/python bench/coco_masks.py [--images 82783] [--out /tmp/coco_bench]
 """
@@ -25,7 +25,7 @@ import numpy as np
 
 _CHILD = """
 import json, resource, sys, time
-from smaf.data.coco import convert_masks, load_annotations
+from smaf.data.coco_masks import convert_masks, load_annotations
 path, out, k, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 t0 = time.perf_counter()
 ann = load_annotations(path)

@@ -74,7 +74,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.config import dataclass_from
 from smaf.crf import crf_from_labels
-from smaf.data.synthetic import SyntheticConfig, generate_sample
+from smaf.data.synthetic_generator import SyntheticConfig, generate_sample
 from smaf.experiments import training_keys
 from smaf.io import save_maps, save_mask
 from smaf.models.build import ModelConfig, build_classifier

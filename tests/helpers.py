@@ -22,7 +22,7 @@ import numpy as np
 from smaf.data.index import DatasetIndex, read_index
 from smaf.data.prepare import prepare_dataset
 from smaf.data.sources import TRAINVAL_ROLES
-from smaf.data.synthetic import SyntheticConfig, write_dataset
+from smaf.data.synthetic_generator import SyntheticConfig, write_dataset
 from smaf.io import load_mask, save_maps, save_mask
 
 #: The tiny dataset of the session fixtures: 6 classes, train_aug 6 (train = its first 3),

@@ -1,4 +1,5 @@
-"""COCO instance annotations → semantic masks (smaf.data.coco) and the ``coco`` source adapter.
+"""COCO instance annotations → semantic masks (smaf.data.coco_masks) and the ``coco`` source
+adapter.
 
 Painting conventions are checked on hand-made instances whose result is written out by hand;
 decoding against pycocotools' own ``COCO.annToMask``; the shards against one whole conversion;
@@ -18,7 +19,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from smaf.data.coco import (
+from smaf.data.coco_masks import (
     check_masks,
     convert_masks,
     decode_segmentation,

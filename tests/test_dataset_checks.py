@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from smaf.data.prepare import prepare_dataset
-from smaf.data.synthetic import SyntheticConfig, write_dataset
+from smaf.data.synthetic_generator import SyntheticConfig, write_dataset
 from smaf.errors import DataError
 
 SPLITS = {"train_aug": "train_aug", "train": "train", "val": "val"}

@@ -8,7 +8,7 @@ import pytest
 from workflow_utils import planned_rules, snakemake
 
 from smaf.data.sources import fingerprint
-from smaf.data.synthetic import SyntheticConfig, write_dataset
+from smaf.data.synthetic_generator import SyntheticConfig, write_dataset
 
 
 @pytest.fixture()

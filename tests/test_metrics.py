@@ -13,7 +13,7 @@ import torch
 from smaf.data import DatasetIndex
 from smaf.data.sources.voc import VOC_CLASSES
 from smaf.io import load_mask
-from smaf.metrics import ConfusionMeter, confusion_matrix, iou_scores, per_class_table
+from smaf.metrics import ConfusionMeter, confusion_matrix, iou_scores
 
 # A 2x3 example with one ignore pixel; 3 classes.
 GT = np.array([[0, 1, 255], [1, 2, 2]], np.uint8)
@@ -122,15 +122,6 @@ def test_meter_equals_one_big_matrix() -> None:
         a + ConfusionMeter(6)
     meter.reset()
     assert meter.conf.sum() == 0
-
-
-def test_per_class_table() -> None:
-    table = per_class_table(iou_scores(confusion_matrix(PRED, GT, 4)), ["bg", "a", "b", "c"])
-    assert list(table.columns) == ["class", "iou"]
-    assert list(table["class"]) == ["bg", "a", "b", "c"]
-    assert table["iou"].iloc[2] == pytest.approx(1 / 3) and math.isnan(table["iou"].iloc[3])
-    with pytest.raises(ValueError, match="class names"):
-        per_class_table(iou_scores(CONF), ["bg"])
 
 
 # ---------------------------------------------------------------------------------- real masks

@@ -10,7 +10,7 @@ from helpers import TINY, dataset_root
 
 from smaf.data.labels import labels_from_mask, read_labels_csv
 from smaf.data.sources.voc import VOCLayout, image_labels
-from smaf.data.synthetic import (
+from smaf.data.synthetic_generator import (
     SyntheticConfig,
     boundary_band,
     generate_sample,

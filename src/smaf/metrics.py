@@ -9,11 +9,9 @@ prediction says nothing and is left out rather than counted as 0 or 1).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from smaf.io import IGNORE_INDEX
 
@@ -195,16 +193,3 @@ class ConfusionMeter:
             f"ConfusionMeter(num_classes={self.num_classes}, ignore_index={self.ignore_index}, "
             f"pixels={int(self.conf.sum())})"
         )
-
-
-def per_class_table(scores: dict[str, Any], class_names: Sequence[str]) -> pd.DataFrame:
-    """Per-class IoU as a table with columns ``class, iou`` (one row per class, NaN kept).
-
-    Args:
-        scores: output of :func:`iou_scores`.
-        class_names: one name per row of the confusion matrix, background included.
-    """
-    iou = np.asarray(scores["iou"], dtype=np.float64)
-    if len(class_names) != iou.shape[0]:
-        raise ValueError(f"{len(class_names)} class names for {iou.shape[0]} IoU values")
-    return pd.DataFrame({"class": list(class_names), "iou": iou})

@@ -1,5 +1,5 @@
 # MS-COCO 2014 (`source: coco`): the official zips, their safe extraction into the dataset's
-# root, and the instance annotations converted to semantic masks in shards (smaf.data.coco).
+# root, and the instance annotations converted to semantic masks in shards (smaf.data.coco_masks).
 # The dataset index (rule prepare_dataset) waits for the gathered masks of every COCO set the
 # splits name: coco_dataset_inputs. With `download: false` nothing is fetched or extracted:
 # `root` must hold train2014/, val2014/ and annotations/ already.

@@ -1,7 +1,8 @@
-"""Snakemake glue: convert one shard of a COCO instances file to semantic masks (smaf.data.coco)."""
+"""Snakemake glue: convert one shard of a COCO instances file to semantic masks
+(smaf.data.coco_masks)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
-from smaf.data.coco import convert_masks
+from smaf.data.coco_masks import convert_masks
 from smaf.runner import run_logged
 
 run_logged(

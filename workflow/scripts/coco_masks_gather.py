@@ -1,7 +1,8 @@
-"""Snakemake glue: check that every shard of a COCO set's masks is complete (smaf.data.coco)."""
+"""Snakemake glue: check that every shard of a COCO set's masks is complete
+(smaf.data.coco_masks)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
-from smaf.data.coco import check_masks
+from smaf.data.coco_masks import check_masks
 from smaf.runner import run_logged
 
 run_logged(

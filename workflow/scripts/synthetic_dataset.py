@@ -1,6 +1,6 @@
 """Generate the synthetic VOC-format dataset (rule synthetic_dataset)."""
 
-from smaf.data.synthetic import write_dataset
+from smaf.data.synthetic_generator import write_dataset
 from smaf.runner import run_logged
 
 run_logged(

@@ -33,7 +33,7 @@ LOG_DECADES = 1.5
 SMOOTH_FRACTION = 1 / 50
 
 
-def read_history(path: PathLike) -> pd.DataFrame:
+def read_history_csv(path: PathLike) -> pd.DataFrame:
     """A training history CSV (``step, lr, loss, ...``)."""
     try:
         df = pd.read_csv(path)
@@ -127,7 +127,7 @@ def make_curves(
     """Rule ``figure_curves``: the curves of ``histories`` (one panel each, titled by stage)
     written to ``out_png`` (and ``out_svg``); returns the figure."""
     fig = curves_figure(
-        {stage_title(p): read_history(p) for p in histories}, title=title, smooth=smooth
+        {stage_title(p): read_history_csv(p) for p in histories}, title=title, smooth=smooth
     )
     save_figure(fig, out_png)
     if out_svg is not None:

@@ -6,7 +6,7 @@ The layout is the one the official zips unpack to (``root`` holds all three)::
     val2014/COCO_val2014_<12-digit id>.jpg         val2014.zip (40,504 images)
     annotations/instances_{train,val}2014.json     annotations_trainval2014.zip
 
-plus the semantic masks converted from the annotations (:mod:`smaf.data.coco`, rule
+plus the semantic masks converted from the annotations (:mod:`smaf.data.coco_masks`, rule
 ``coco_masks``) in ``masks_dir/<set>/<stem>.png`` and, for EPS, optional saliency maps
 ``saliency_dir/<stem>.png`` (EPS's PFAN maps for COCO: a manual download). An image's id in
 the index is its file name without extension (``COCO_train2014_000000000009``), as in EPS's
@@ -19,7 +19,7 @@ Settings (``datasets.<name>``)::
     num_classes: 80
     masks_dir: resources/coco2014/masks      # default resources/<name>/masks
     saliency_dir: resources/coco2014/SALImages
-    crowd: class                             # or ignore (255); see smaf.data.coco
+    crowd: class                             # or ignore (255); see smaf.data.coco_masks
     splits: {train_aug: train2014, train: train2014, val: val2014}
 
 A split is a COCO set (every image of ``<set>`` with at least one annotation) or the path of a
@@ -40,7 +40,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from smaf.data.coco import CocoAnnotations, load_annotations
+from smaf.data.coco_masks import CocoAnnotations, load_annotations
 from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.errors import ConfigError, DataError
 from smaf.io import read_id_list

@@ -1,8 +1,9 @@
 """The synthetic demo source: the generated VOC-layout folder → the dataset index.
 
-The ``synthetic_dataset`` rule generates the images (:func:`smaf.data.synthetic.write_dataset`)
-in the VOC 2012 layout with a ``cls_labels.csv`` and a ``SALImages/`` folder; this adapter reads
-that folder with the VOC adapter, labels from the CSV and saliency from ``SALImages``.
+The ``synthetic_dataset`` rule generates the images
+(:func:`smaf.data.synthetic_generator.write_dataset`) in the VOC 2012 layout with a
+``cls_labels.csv`` and a ``SALImages/`` folder; this adapter reads that folder with the VOC
+adapter, labels from the CSV and saliency from ``SALImages``.
 """
 
 from __future__ import annotations
