@@ -3,7 +3,7 @@
 # The dataset index (rule prepare_dataset) waits for the gathered masks of every COCO set the
 # splits name: coco_dataset_inputs. With `download: false` nothing is fetched or extracted:
 # `root` must hold train2014/, val2014/ and annotations/ already.
-# Input functions (coco_*) live in common.smk.
+# Input functions (coco_*) live in common_data.smk.
 
 
 rule extract_coco:

@@ -24,7 +24,7 @@ rule synthetic_dataset:
         "../scripts/synthetic_dataset.py"
 
 
-# A checkpoint: sharded stages read how many images each split has (common.smk shard_count).
+# A checkpoint: sharded stages read how many images each split has (common_stages.smk shard_count).
 checkpoint prepare_dataset:
     input:
         unpack(dataset_inputs),

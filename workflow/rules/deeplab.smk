@@ -1,7 +1,7 @@
 # Stage 6: DeepLab-v2 (ASPP, multi-scale inputs) trained on the CRF-refined pseudo labels of
 # train_aug, then val predictions (MSC, with and without DeepLab's dense CRF), their scores,
-# and the test predictions packed for the VOC evaluation server. Input functions (deeplab_*,
-# dataset_*) live in common.smk.
+# and the test predictions packed for the VOC evaluation server. Input functions (deeplab_*)
+# live in common_stages.smk.
 
 
 rule deeplab_train:

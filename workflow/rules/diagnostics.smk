@@ -1,7 +1,7 @@
 # Honest diagnostics. `snakemake thr_sweep`: the seeds' background score seeds.thr swept on
 # held-out train_aug images that are in no evaluation split (config `thr_sweep:`), for every
 # listed experiment: results/<dataset>/<experiment>/thr_sweep.csv (+ .json with the chosen
-# thr). Input functions (thr_sweep_*) live in common.smk.
+# thr). Input functions (thr_sweep_*) live in common_outputs.smk.
 
 
 rule thr_sweep:

@@ -2,7 +2,7 @@
 # results/<dataset>/<experiment>/predict/<predict.name>/ (masks/, overlay/, cams/,
 # classes.json, areas.csv), the same library function as `smaf predict`
 # (smaf.predict.folder.predict_folder). `snakemake predictions` builds it for every listed experiment.
-# Input functions (predict_*) live in common.smk.
+# Input functions (predict_*) live in common_outputs.smk.
 
 
 rule predict:

@@ -5,7 +5,8 @@
 # results/{dataset}/ablations.csv exists), per-class IoU, training curves and Figures 1, 3, 4, 5,
 # and the tables as pages of their own under results/{dataset}/tables/.
 # Outputs flagged with report() make up Snakemake's report: `snakemake --report report.html`
-# (captions in workflow/report/). Input functions (figure_*, report_*) live in common.smk.
+# (captions in workflow/report/). Input functions (figure_*, report_*) live in
+# common_outputs.smk.
 # Only figure_scales runs a network (gpu=1); the others read files and run where Snakemake runs.
 
 

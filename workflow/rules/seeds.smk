@@ -3,7 +3,7 @@
 # run needs (seeds_roles; the EPS model's are shared by the runs with the same seeds settings,
 # and are the offline teacher's maps when those settings agree: smaf.experiments). Each folder
 # is computed in shards (config `shards:`), one job each, then gathered. Input functions live
-# in common.smk.
+# in common_stages.smk.
 
 
 rule seeds:
