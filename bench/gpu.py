@@ -72,7 +72,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from smaf.cam import CAMConfig, class_maps, seed_labels
-from smaf.config import dataclass_from
+from smaf.config import dataclass_from, deep_merge
 from smaf.crf import crf_from_labels
 from smaf.data.synthetic_generator import SyntheticConfig, generate_sample
 from smaf.experiments import training_keys
@@ -144,18 +144,6 @@ class Setup:
 # ------------------------------------------------------------------------- pure helpers
 
 
-def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """``override`` deep-merged into a copy of ``base`` (dicts merged key by key, other values
-    replaced), as Snakemake merges ``--configfile`` files over ``config.yaml``."""
-    out = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_config(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def pct_of_peak(tflops: float, peak_tflops: float) -> float:
     """``tflops`` as a percentage of ``peak_tflops`` (both TFLOP/s)."""
     return 100.0 * tflops / peak_tflops
@@ -183,7 +171,7 @@ def load_preset(smoke: bool) -> dict[str, Any]:
     """``config.yaml`` (the CPU demo: smoke runs) or with ``config/voc2012.yaml`` merged over it."""
     preset = yaml.safe_load((REPO / "config.yaml").read_text())
     if not smoke:
-        preset = merge_config(preset, yaml.safe_load((REPO / "config/voc2012.yaml").read_text()))
+        preset = deep_merge(preset, yaml.safe_load((REPO / "config/voc2012.yaml").read_text()))
     return preset
 
 

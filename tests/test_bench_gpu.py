@@ -185,14 +185,3 @@ def test_replace_section():
     )
     other = f"{start}\nkeep\n{end}\n"  # another section's markers are left alone
     assert replace_section(other, "cpu", "## CPU", ["x"]).startswith(other)
-
-
-def test_merge_config():
-    base = {"a": 1, "s": {"x": 1, "y": {"p": 1, "q": 2}}, "keep": [1, 2]}
-    over = {"s": {"y": {"q": 3}, "z": 4}, "keep": [9]}
-    assert gpu.merge_config(base, over) == {
-        "a": 1,
-        "s": {"x": 1, "y": {"p": 1, "q": 3}, "z": 4},
-        "keep": [9],
-    }
-    assert base["s"]["y"]["q"] == 2  # the base is not modified

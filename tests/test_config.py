@@ -76,3 +76,14 @@ def test_impossible_combinations(demo) -> None:
     assert "self_train.target_stride 64 is larger than self_train.augment.crop_size 48" in text
     assert "pretrain.batch_size 8 is not divisible by grad_accum 1 x train.gpus 3" in text
     assert "pretrain.method 'eps' needs a background channel" in text
+
+
+def test_deep_merge_merges_dicts_key_by_key_and_replaces_the_rest() -> None:
+    base = {"a": 1, "s": {"x": 1, "y": {"p": 1, "q": 2}}, "keep": [1, 2]}
+    over = {"s": {"y": {"q": 3}, "z": 4}, "keep": [9]}
+    assert deep_merge(base, over) == {
+        "a": 1,
+        "s": {"x": 1, "y": {"p": 1, "q": 3}, "z": 4},
+        "keep": [9],
+    }
+    assert base["s"]["y"]["q"] == 2  # the base is not modified
