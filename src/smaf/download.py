@@ -108,24 +108,6 @@ def _first_mismatch(path: Path, expected: dict[str, str]) -> tuple[str, str, str
     return None
 
 
-def verify_checksum(
-    path: str | os.PathLike[str], md5: str | None = None, sha256: str | None = None
-) -> None:
-    """Raise :class:`DownloadError` unless ``path`` exists and matches every checksum given."""
-    path = Path(path)
-    expected = _normalise_checksums(md5, sha256, str(path))
-    if not path.is_file():
-        raise DownloadError(f"cannot verify {path}: file not found.")
-    bad = _first_mismatch(path, expected)
-    if bad:
-        algo, want, got = bad
-        raise DownloadError(
-            f"checksum mismatch for {path}: expected {algo} {want}, got {got}. "
-            "The file is corrupt or truncated (or upstream changed it): delete it and download "
-            "it again."
-        )
-
-
 def _content_range(value: str | None) -> tuple[int | None, int | None]:
     """Parse ``Content-Range: bytes START-END/TOTAL`` (or ``bytes */TOTAL``) → (start, total)."""
     m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
