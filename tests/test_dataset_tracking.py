@@ -36,15 +36,26 @@ def own_folder(tmp_path):
 
 
 def test_fingerprint_sees_names_sizes_and_mtimes_not_reads(tmp_path) -> None:
-    (tmp_path / "a.txt").write_text("1")
-    before = fingerprint([tmp_path, tmp_path / "absent"])
-    assert fingerprint([tmp_path, tmp_path / "absent"]) == before
-    os.utime(tmp_path / "a.txt", ns=(1, 1))
-    assert fingerprint([tmp_path]) != fingerprint([tmp_path / "x"])
-    touched = fingerprint([tmp_path, tmp_path / "absent"])
+    """Each of name, size and mtime changes the fingerprint on its own; the content is not
+    read (an edit that keeps both size and mtime is not seen)."""
+    a = tmp_path / "a.txt"
+    a.write_text("1")
+    os.utime(a, ns=(1, 1))
+    paths = [tmp_path, tmp_path / "absent"]
+    before = fingerprint(paths)
+    assert fingerprint(paths) == before
+    a.write_text("2")  # same size ...
+    os.utime(a, ns=(1, 1))  # ... and the same mtime: not read, so not seen
+    assert fingerprint(paths) == before
+    os.utime(a, ns=(2, 2))  # the mtime alone
+    touched = fingerprint(paths)
     assert touched != before
-    (tmp_path / "b.txt").write_text("2")
-    assert fingerprint([tmp_path, tmp_path / "absent"]) != touched
+    a.write_text("22")  # the size alone
+    os.utime(a, ns=(2, 2))
+    resized = fingerprint(paths)
+    assert resized != touched
+    (tmp_path / "b.txt").write_text("2")  # a new name
+    assert fingerprint(paths) != resized
 
 
 @pytest.mark.slow
