@@ -56,7 +56,7 @@ from smaf.models.convert_mxnet import (
     read_state_dict,
 )
 from smaf.models.deeplab_weights import load_caffe_backbone
-from smaf.models.resnet38d import OUTPUT_STRIDE, ResNet38d, freeze_batchnorm
+from smaf.models.resnet38d import OUTPUT_STRIDE, FrozenBatchNorm, ResNet38d, freeze_batchnorm
 from smaf.models.resnet101_caffe import ResNet101Caffe
 
 #: Backbones :func:`build_deeplab` knows.
@@ -100,7 +100,7 @@ class DeepLabConfig:
             raise ConfigError(f"deeplab.msc_scales must be in (0, 4], got {self.msc_scales}")
 
 
-class ResNetBackbone(nn.Module):
+class ResNetBackbone(FrozenBatchNorm):
     """torchvision ResNet-50/101 without ``avgpool``/``fc``, dilated to output stride 8.
 
     Parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1``, …), so the
@@ -126,13 +126,6 @@ class ResNetBackbone(nn.Module):
         self.freeze_bn = freeze_bn
         if freeze_bn:
             freeze_batchnorm(self)
-
-    def train(self, mode: bool = True) -> ResNetBackbone:
-        """Set train/eval mode, then re-freeze BN (eval mode) if ``freeze_bn``."""
-        super().train(mode)
-        if self.freeze_bn:
-            freeze_batchnorm(self)
-        return self
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, 3, H, W]`` normalised RGB → ``[B, 2048, ⌈H/8⌉, ⌈W/8⌉]``."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from smaf.models.resnet38d import freeze_batchnorm
+from smaf.models.resnet38d import FrozenBatchNorm, freeze_batchnorm
 
 #: Width of the SMAF head's bottleneck (4096 → 128 → C+1), from the released code.
 SMAF_HIDDEN_CHANNELS = 128
@@ -84,7 +84,7 @@ class EPSHead(nn.Module):
         return self.fc8(feat)
 
 
-class SMAFHead(nn.Module):
+class SMAFHead(FrozenBatchNorm):
     """SMAF's EPS head: 1×1 conv ``F → 128`` → BN(128) → ReLU → 1×1 conv ``128 → C+1``.
 
     Both convs are bias-free and xavier-initialised. Channel 0 of the output is the background
@@ -106,13 +106,6 @@ class SMAFHead(nn.Module):
         self.fc8 = _xavier_conv(SMAF_HIDDEN_CHANNELS, num_classes + 1)
         if freeze_bn:
             freeze_batchnorm(self)
-
-    def train(self, mode: bool = True) -> SMAFHead:
-        """Set train/eval mode, then re-freeze the BN if ``freeze_bn``."""
-        super().train(mode)
-        if self.freeze_bn:
-            freeze_batchnorm(self)
-        return self
 
     def forward(self, feat: torch.Tensor) -> torch.Tensor:
         """``[B, F, h, w]`` → CAM logits ``[B, C+1, h, w]`` (channel 0 = background)."""

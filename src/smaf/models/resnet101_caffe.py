@@ -36,7 +36,7 @@ import re
 import torch
 from torch import nn
 
-from smaf.models.resnet38d import freeze_batchnorm, scaled_channels
+from smaf.models.resnet38d import FrozenBatchNorm, freeze_batchnorm, scaled_channels
 from smaf.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 #: Per-channel mean the Caffe DeepLab weights expect, **BGR** order, 0–255 scale.
@@ -126,7 +126,7 @@ class Stem(nn.Sequential):
         self.add_module("pool", nn.MaxPool2d(3, 2, 1, ceil_mode=True))
 
 
-class ResNet101Caffe(nn.Module):
+class ResNet101Caffe(FrozenBatchNorm):
     """The backbone: ``[B, 3, H, W]`` normalised RGB → ``[B, 2048·width, h, w]``, stride 8.
 
     Args:
@@ -159,13 +159,6 @@ class ResNet101Caffe(nn.Module):
         self.register_buffer("input_shift", 255.0 * mean_bgr - caffe_mean, persistent=False)
         if freeze_bn:
             freeze_batchnorm(self)
-
-    def train(self, mode: bool = True) -> ResNet101Caffe:
-        """Set train/eval mode, then re-freeze BN (eval mode) if ``freeze_bn``."""
-        super().train(mode)
-        if self.freeze_bn:
-            freeze_batchnorm(self)
-        return self
 
     def to_caffe_input(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet-normalised RGB ``[B, 3, H, W]`` → Caffe BGR 0–255 minus the mean."""

@@ -49,6 +49,20 @@ def freeze_batchnorm(module: nn.Module) -> None:
                 p.requires_grad_(False)
 
 
+class FrozenBatchNorm(nn.Module):
+    """A module whose BatchNorm layers :func:`freeze_batchnorm` keeps frozen through every
+    ``train()`` call when its ``freeze_bn`` attribute (set in ``__init__``) is true."""
+
+    freeze_bn: bool = False
+
+    def train(self, mode: bool = True) -> FrozenBatchNorm:
+        """Set train/eval mode, then re-freeze BN (eval mode) if ``freeze_bn``."""
+        super().train(mode)
+        if self.freeze_bn:
+            freeze_batchnorm(self)
+        return self
+
+
 class ResBlock(nn.Module):
     """Pre-activation basic block: BN-ReLU → 3×3 conv → BN-ReLU → 3×3 conv, plus shortcut.
 
