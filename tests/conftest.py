@@ -94,6 +94,16 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return workdir
 
 
+@pytest.fixture()
+def direct_localhost(monkeypatch: pytest.MonkeyPatch) -> None:
+    """urllib (and a snakemake subprocess, which inherits os.environ) honour *_proxy
+    variables: make 127.0.0.1, the tests' throw-away HTTP servers, be contacted directly."""
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the run, naming them, when tests left child processes running; kill them.
 

@@ -166,12 +166,3 @@ def serve_folder(directory: Path, prefix: str = "mirror") -> Iterator[str]:
         srv.shutdown()
         srv.server_close()
         thread.join(5)
-
-
-def no_proxies(monkeypatch) -> None:
-    """urllib (and a snakemake subprocess, which inherits os.environ) honour *_proxy
-    variables: make 127.0.0.1 be contacted directly."""
-    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("no_proxy", "*")
-    monkeypatch.setenv("NO_PROXY", "*")

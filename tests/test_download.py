@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import no_proxies
 from test_archives import _tar
 
 from smaf.download import (
@@ -34,6 +33,8 @@ from smaf.download import (
     require_manual,
 )
 from smaf.errors import DownloadError
+
+pytestmark = pytest.mark.usefixtures("direct_localhost")  # reach 127.0.0.1 directly
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAYLOAD = np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes()
@@ -107,12 +108,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             time.sleep(srv.stall_s)
         self.close_connection = True
-
-
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """urllib honours *_proxy variables; make sure 127.0.0.1 is contacted directly."""
-    no_proxies(monkeypatch)
 
 
 @pytest.fixture

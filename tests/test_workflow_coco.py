@@ -32,7 +32,7 @@ from coco_data import (
     write_saliency,
     write_zips,
 )
-from helpers import no_proxies, serve_folder
+from helpers import serve_folder
 from PIL import Image
 from workflow_utils import REPO_ROOT, TINY_CONFIG, snakemake
 
@@ -43,6 +43,9 @@ from smaf.io import load_mask
 N_TRAIN, N_VAL = 10, 6
 INDEX = "results/coco2014/data/index.csv"
 DATASET_JSON = "results/coco2014/data/dataset.json"
+
+
+pytestmark = pytest.mark.usefixtures("direct_localhost")  # reach 127.0.0.1 directly
 
 
 def _coco_config() -> dict:
@@ -91,12 +94,6 @@ def http_mirror(mini_coco: dict) -> Iterator[str]:
     """Base URL of a throw-away HTTP server on 127.0.0.1 serving the zips."""
     with serve_folder(mini_coco["dir"]) as url:
         yield url
-
-
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The snakemake subprocess inherits os.environ: make it reach 127.0.0.1 directly."""
-    no_proxies(monkeypatch)
 
 
 def _expected_mask(voc_root: Path, mini: MiniSet, stem: str) -> np.ndarray:

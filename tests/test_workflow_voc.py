@@ -19,11 +19,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import no_proxies, serve_folder
+from helpers import serve_folder
 from workflow_utils import REPO_ROOT, snakemake
 
 from smaf.data.index import DatasetIndex
 from smaf.data.sources.voc import VOC_CLASSES
+
+pytestmark = pytest.mark.usefixtures("direct_localhost")  # reach 127.0.0.1 directly
 
 VOC_TAR = "VOCtrainval_11-May-2012.tar"
 AUG_ZIP = "SegmentationClassAug.zip"
@@ -110,12 +112,6 @@ def http_mirror(mini_archives: dict) -> Iterator[str]:
     """Base URL of a throw-away HTTP server on 127.0.0.1 serving the archives."""
     with serve_folder(mini_archives["dir"]) as url:
         yield url
-
-
-@pytest.fixture(autouse=True)
-def _no_proxies(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The snakemake subprocess inherits os.environ: make it reach 127.0.0.1 directly."""
-    no_proxies(monkeypatch)
 
 
 def _download_config(base_url: str, md5: dict[str, str]) -> dict:
