@@ -106,6 +106,23 @@ def tiny_classifier(path: str | os.PathLike[str], *, seed: int = 0, **overrides:
     return Path(path)
 
 
+def tiny_deeplab(
+    path: str | os.PathLike[str], class_names: Sequence[str], *, seed: int = 0
+) -> Path:
+    """Save a randomly initialised DeepLab (ResNet38d at 1/8 width, trainable BN) for
+    ``class_names`` (background first) to ``path``. Returns ``path``."""
+    import torch
+
+    from smaf.models.deeplab import DeepLabConfig, build_deeplab, save_deeplab
+
+    torch.manual_seed(seed)
+    cfg = DeepLabConfig(
+        backbone="resnet38d", width=0.125, freeze_bn=False, num_classes=len(class_names) - 1
+    )
+    save_deeplab(path, build_deeplab(cfg), {"stage": "deeplab", "class_names": list(class_names)})
+    return Path(path)
+
+
 def noisy_seeds(
     index: DatasetIndex | str | os.PathLike[str],
     ids: Sequence[str],

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from helpers import tiny_deeplab
 from PIL import Image
 
 from smaf.cli import main
-from smaf.models.deeplab import DeepLabConfig, build_deeplab, save_deeplab
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BASE = ["--base", str(REPO_ROOT / "config.yaml")]
@@ -22,11 +21,7 @@ SCHEMA = ["--schema", str(REPO_ROOT / "workflow" / "schemas" / "config.schema.ya
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    model = build_deeplab(
-        DeepLabConfig(backbone="resnet38d", width=0.125, freeze_bn=False, num_classes=2)
-    )
-    save_deeplab(tmp / "model.pt", model, {"stage": "deeplab", "class_names": ["bg", "a", "b"]})
+    tiny_deeplab(tmp / "model.pt", ["bg", "a", "b"])
     images = tmp / "images"
     (images / "sub").mkdir(parents=True)
     rng = np.random.default_rng(0)

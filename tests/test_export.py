@@ -6,13 +6,14 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_deeplab
 
 from smaf.errors import ConfigError, SmafError
 from smaf.export import FROM_16_BIT, ExportMSC, check_logits, export_deeplab
 from smaf.io import voc_palette
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
-from smaf.models.deeplab import DeepLabConfig, build_deeplab, load_deeplab, save_deeplab
+from smaf.models.deeplab import load_deeplab
 
 NAMES = ["background", "leaf", "rust"]
 #: Two input sizes besides the traced one, odd and non-square, and a batch of two.
@@ -26,13 +27,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("export")
-    torch.manual_seed(0)
-    model = build_deeplab(
-        DeepLabConfig(backbone="resnet38d", width=0.125, freeze_bn=False, num_classes=2)
-    )
-    save_deeplab(tmp / "model.pt", model, {"stage": "deeplab", "class_names": NAMES})
-    return tmp / "model.pt"
+    return tiny_deeplab(tmp_path_factory.mktemp("export") / "model.pt", NAMES)
 
 
 def _reference(model_file, x):
