@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,9 @@ from smaf.data.sources import TRAINVAL_ROLES
 from smaf.data.synthetic_generator import SyntheticConfig, write_dataset
 from smaf.io import load_mask, save_maps, save_mask
 
+if TYPE_CHECKING:
+    import torch
+
 #: The tiny dataset of the session fixtures: 6 classes, train_aug 6 (train = its first 3),
 #: val 2, test 2, images 40..56 px. Small enough for a CPU test, big enough for every stage.
 TINY = {"n_train_aug": 6, "n_train": 3, "n_val": 2, "n_test": 2, "min_size": 40, "max_size": 56}
@@ -32,6 +35,13 @@ TINY = {"n_train_aug": 6, "n_train": 3, "n_val": 2, "n_test": 2, "min_size": 40,
 VOC_MINI_SPLITS = {"train_aug": "subset_train", "train": "subset_train", "val": "subset_val"}
 #: The tiny classifier: ResNet38d at 1/8 width, EPS head (background channel), C = 6.
 TINY_MODEL = {"width": 0.125, "head": "eps", "num_classes": 6}
+
+
+def t(x: Any) -> torch.Tensor:
+    """A float32 tensor of ``x`` (nested lists): the hand-computed cases of the method's tests."""
+    import torch
+
+    return torch.tensor(x, dtype=torch.float32)
 
 
 def dataset_settings(root: str | os.PathLike[str], num_classes: int, **extra: Any) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import t
 
 from smaf.fusion import (
     denoise,
@@ -14,11 +15,6 @@ from smaf.fusion import (
     undo_flip,
 )
 from smaf.losses import mac_loss
-
-
-def t(x) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float32)
-
 
 # --------------------------------------------------------------------------- fuse_scales (5-6)
 

@@ -6,12 +6,9 @@ import math
 
 import pytest
 import torch
+from helpers import t
 
 from smaf.losses import classification_loss, eps_saliency_loss, smaf_loss
-
-
-def t(x) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float32)
 
 
 def test_classification_loss_hand_value() -> None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from conftest import REPO_ROOT
+from helpers import t
 from PIL import Image
 from torch import nn
 
@@ -29,10 +30,6 @@ from smaf.transforms import (
     normalize,
     train_augment,
 )
-
-
-def t(x) -> torch.Tensor:
-    return torch.tensor(x, dtype=torch.float32)
 
 
 # --------------------------------------------------------------------- poly lr every N steps
