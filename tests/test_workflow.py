@@ -111,6 +111,12 @@ def test_changed_generator_setting_reruns_the_dataset_stage(tiny_run):
     assert "synthetic_dataset" in out and "prepare_dataset" in out
 
 
+def _voc_dry_run(workdir, *configfiles, **kwargs):
+    """``snakemake -n`` of the VOC 2012 preset with ``configfiles`` merged over it."""
+    voc = REPO_ROOT / "config/voc2012.yaml"
+    return snakemake(workdir, "-n", "--configfile", str(voc), *map(str, configfiles), **kwargs)
+
+
 def _job_block(dry_run: str, rule: str) -> str:
     """The lines a dry run prints for the (first) job of ``rule``."""
     m = re.search(rf"^(?:local)?rule {rule}:\n((?:    .*\n)+)", dry_run, flags=re.MULTILINE)
@@ -167,7 +173,7 @@ def test_snakemake_lint_is_clean(tmp_path):
 
 
 def test_voc_presets_plan_downloads_manual_items_and_teacher_modes(tmp_path):
-    released = snakemake(tmp_path, "-n", "--configfile", str(REPO_ROOT / "config/voc2012.yaml"))
+    released = _voc_dry_run(tmp_path)
     out = released.stdout
     for rule in (
         "download",
@@ -185,13 +191,7 @@ def test_voc_presets_plan_downloads_manual_items_and_teacher_modes(tmp_path):
     assert "resources/downloads/prototxt_and_model.zip" in out
     assert "resources/weights/deeplab_resnet101.extracted" in out
     assert "resnet101-63fe2227.pth" not in out  # torchvision's init is an option only
-    paper = snakemake(
-        tmp_path,
-        "-n",
-        "--configfile",
-        str(REPO_ROOT / "config/voc2012.yaml"),
-        str(REPO_ROOT / "config/paper.yaml"),
-    )
+    paper = _voc_dry_run(tmp_path, REPO_ROOT / "config/paper.yaml")
     assert "teacher_maps" not in paper.stdout  # the paper's teacher runs online
     assert "seeds/eps" not in _job_block(paper.stdout, "self_train")
     assert "self_train" in paper.stdout
@@ -209,13 +209,7 @@ def test_voc_presets_plan_published_checkpoints_instead_of_training(tmp_path):
         "deeplab: {init_checkpoint: "
         "resources/downloads/deeplabv2_resnet101_msc-vocaug-20000.pth}\n"
     )
-    proc = snakemake(
-        tmp_path / "run",
-        "-n",
-        "--configfile",
-        str(REPO_ROOT / "config/voc2012.yaml"),
-        str(override),
-    )
+    proc = _voc_dry_run(tmp_path / "run", override)
     out = proc.stdout
     assert "resources/manual/eps_voc12_checkpoint.ok" in out
     assert "resources/downloads/deeplabv2_resnet101_msc-vocaug-20000.pth" in out
@@ -229,25 +223,12 @@ def test_voc_presets_plan_published_checkpoints_instead_of_training(tmp_path):
         "deeplab: {init_checkpoint: "
         "resources/weights/deeplab_resnet101/train2_iter_20000.caffemodel}\n"
     )
-    proc = snakemake(
-        tmp_path / "run",
-        "-n",
-        "--configfile",
-        str(REPO_ROOT / "config/voc2012.yaml"),
-        str(override),
-    )
+    proc = _voc_dry_run(tmp_path / "run", override)
     assert "extract_deeplab_init" in proc.stdout
     assert "crf/smaf" not in _job_block(proc.stdout, "deeplab_train")
 
     override.write_text("pretrain: {init_checkpoint: resources/weights/eps.pth}\n")
-    proc = snakemake(
-        tmp_path / "run",
-        "-n",
-        "--configfile",
-        str(REPO_ROOT / "config/voc2012.yaml"),
-        str(override),
-        check=False,
-    )
+    proc = _voc_dry_run(tmp_path / "run", override, check=False)
     assert proc.returncode != 0
     assert "model.head is 'smaf'" in proc.stdout + proc.stderr
 
