@@ -46,23 +46,17 @@ def _direct_released(img: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
     return np.array(d.inference(10)).reshape((n, h, w))
 
 
-def _direct_psa(img: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """The PSA / EPS call written out: unary_from_softmax, gauss 3/3, bilateral 80/13/10."""
+def _direct_softmax(
+    img: np.ndarray, probs: np.ndarray, gauss: tuple[int, int], bilateral: tuple[int, int, int]
+) -> np.ndarray:
+    """A softmax-unary CRF written out, 10 iterations: ``gauss`` (sxy, compat), ``bilateral``
+    (sxy, srgb, compat). PSA / EPS: (3, 3), (80, 13, 10); deeplab-pytorch: (1, 3), (67, 3, 4)."""
     n, h, w = probs.shape
     d = dcrf.DenseCRF2D(w, h, n)
     d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
-    d.addPairwiseGaussian(sxy=3, compat=3)
-    d.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.copy(img), compat=10)
-    return np.array(d.inference(10)).reshape((n, h, w))
-
-
-def _direct_deeplab(img: np.ndarray, probs: np.ndarray) -> np.ndarray:
-    """deeplab-pytorch's CRF written out: pos 1/3, bilateral 67/3/4, 10 iterations."""
-    n, h, w = probs.shape
-    d = dcrf.DenseCRF2D(w, h, n)
-    d.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
-    d.addPairwiseGaussian(sxy=1, compat=3)
-    d.addPairwiseBilateral(sxy=67, srgb=3, rgbim=np.ascontiguousarray(np.copy(img)), compat=4)
+    d.addPairwiseGaussian(sxy=gauss[0], compat=gauss[1])
+    sxy, srgb, compat = bilateral
+    d.addPairwiseBilateral(sxy=sxy, srgb=srgb, rgbim=np.array(img, order="C"), compat=compat)
     return np.array(d.inference(10)).reshape((n, h, w))
 
 
@@ -123,7 +117,7 @@ def test_dense_crf_equals_direct_call(real_items) -> None:
     for k, (_, img, labels) in enumerate(real_items):
         probs = _soft_scores(labels, seed=k)
         ours = dense_crf(img, probs, return_probs=True)
-        ref = _direct_psa(img, probs)
+        ref = _direct_softmax(img, probs, (3, 3), (80, 13, 10))  # PSA / EPS
         assert ours.shape == probs.shape and ours.dtype == np.float32
         np.testing.assert_array_equal(ours, ref)
         np.testing.assert_array_equal(dense_crf(img, probs), ref.argmax(0))
@@ -135,7 +129,7 @@ def test_deeplab_densecrf_equals_direct_call(real_items) -> None:
     _, img, labels = real_items[0]
     probs = _soft_scores(labels, seed=7)
     ours = DenseCRF()(img, probs)
-    np.testing.assert_array_equal(ours, _direct_deeplab(img, probs))
+    np.testing.assert_array_equal(ours, _direct_softmax(img, probs, (1, 3), (67, 3, 4)))
     np.testing.assert_allclose(ours.sum(0), 1.0, atol=1e-4)
 
 
