@@ -21,6 +21,8 @@ from smaf.errors import DataError
 
 #: Label value for "ignore" (object boundaries, unlabelled pixels) in VOC masks.
 IGNORE_INDEX = 255
+#: A path argument: a string or any ``os.PathLike``.
+PathLike = str | os.PathLike[str]
 
 
 def _umask() -> int:

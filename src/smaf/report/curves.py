@@ -9,7 +9,6 @@ unweighted ones).
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,9 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from smaf.errors import DataError
+from smaf.io import PathLike
 from smaf.report.plots import DPI, save_figure
-
-PathLike = str | os.PathLike[str]
 
 #: History columns that are not losses (never plotted). ``note``: the one row of a stage whose
 #: model was taken from a checkpoint (smaf.stages.published), which has no loss.

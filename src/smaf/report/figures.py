@@ -16,7 +16,6 @@ The training curves are :func:`smaf.report.curves.make_curves` (rule ``figure_cu
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -28,7 +27,7 @@ from matplotlib.figure import Figure
 from smaf.cam import CAMConfig, class_maps, class_maps_per_scale
 from smaf.config import dataclass_from
 from smaf.data.index import DatasetIndex, read_index
-from smaf.io import atomic_write, load_image, load_mask
+from smaf.io import PathLike, atomic_write, load_image, load_mask
 from smaf.models.checkpoint import load_model
 from smaf.report import plots
 from smaf.report.samples import (
@@ -43,8 +42,6 @@ from smaf.report.samples import (
 from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 #: How many ids of a split are read to choose the figures' images (masks only: cheap).
 SCAN = 200

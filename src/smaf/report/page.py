@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from smaf.io import atomic_write
+from smaf.io import PathLike, atomic_write
 from smaf.report.tables import (
     ABLATION_TITLES,
     NA,
@@ -40,8 +39,6 @@ from smaf.report.tables import (
 )
 
 log = logging.getLogger(__name__)
-
-PathLike = str | os.PathLike[str]
 
 #: The paper's figures the page shows, in page order: key (file stem) → short name.
 FIGURES = {

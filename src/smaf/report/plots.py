@@ -11,7 +11,6 @@ no GUI backend: :func:`save_figure` renders through Agg), so the figures can be 
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -26,10 +25,8 @@ from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
 
 from smaf.fusion import reactivate
-from smaf.io import IGNORE_INDEX, atomic_write, voc_palette
+from smaf.io import IGNORE_INDEX, PathLike, atomic_write, voc_palette
 from smaf.report.samples import Sample
-
-PathLike = str | os.PathLike[str]
 
 #: Colour map of every attention map (the usual CAM colouring: blue 0 → red 1).
 HEAT_CMAP = "jet"

@@ -8,7 +8,6 @@ multi-scale attention, the seeds stage's stored ``maps/<id>.npz`` for the fused 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +19,9 @@ from smaf.cam import attention_maps
 from smaf.data.index import DatasetIndex
 from smaf.errors import DataError
 from smaf.fusion import denoise
-from smaf.io import load_image, load_maps, load_mask
+from smaf.io import PathLike, load_image, load_maps, load_mask
 from smaf.models.build import Classifier
 from smaf.transforms import normalize
-
-PathLike = str | os.PathLike[str]
 
 
 @dataclass

@@ -12,7 +12,6 @@ Snakemake's report, which shows HTML results inline).
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,8 +21,7 @@ import numpy as np
 import pandas as pd
 
 from smaf.errors import DataError
-
-PathLike = str | os.PathLike[str]
+from smaf.io import PathLike
 
 # ------------------------------------------------------------------------- the paper's numbers
 #: mIoU (%) published in the SMAF paper (Yang, Zhu, Zhang, "A Self-Training Framework Based on
