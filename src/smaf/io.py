@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -251,6 +251,25 @@ def read_id_list(path: str | os.PathLike[str]) -> list[str]:
             )
         ids[image_id] = lineno
     return list(ids)
+
+
+def read_listed_ids(
+    path: str | os.PathLike[str], known: Container[str], *, role: str, where: str, hint: str
+) -> list[str]:
+    """:func:`read_id_list` of the ``role`` split, each id checked against ``known``.
+
+    Raises:
+        DataError: as read_id_list, or ``"split list PATH (ROLE) names N images that are not
+            WHERE (first: ID); HINT"``.
+    """
+    listed = read_id_list(path)
+    unknown = [i for i in listed if i not in known]
+    if unknown:
+        raise DataError(
+            f"split list {path} ({role}) names {len(unknown)} images that are not {where} "
+            f"(first: {unknown[0]}); {hint}"
+        )
+    return listed
 
 
 def write_id_list(path: str | os.PathLike[str], ids: list[str]) -> None:

@@ -43,7 +43,7 @@ from typing import Any
 from smaf.data.coco_masks import CocoAnnotations, load_annotations
 from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.errors import ConfigError, DataError
-from smaf.io import read_id_list
+from smaf.io import read_listed_ids
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +155,13 @@ def build(
             ann = loaded[value]
             ids[role] = [ann.stem(i) for i in ann.sorted_ids() if ann.anns.get(i)]
             continue
-        listed = read_id_list(value)
-        unknown = [i for i in listed if i not in by_stem]
-        if unknown:
-            raise DataError(
-                f"split list {value} ({role}) names {len(unknown)} images that are not annotated "
-                f"images of {', '.join(sets)} (first: {unknown[0]}); ids are file names without "
-                "extension, e.g. COCO_train2014_000000000009."
-            )
-        ids[role] = listed
+        ids[role] = read_listed_ids(
+            value,
+            by_stem,
+            role=role,
+            where=f"annotated images of {', '.join(sets)}",
+            hint="ids are file names without extension, e.g. COCO_train2014_000000000009.",
+        )
 
     mask_root = masks_dir(settings, name)
     saliency_dir = Path(settings["saliency_dir"]) if settings.get("saliency_dir") else None

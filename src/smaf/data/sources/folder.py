@@ -37,7 +37,7 @@ from smaf.data.images import IMAGE_SUFFIXES, find_images
 from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.data.tags import read_tags
 from smaf.errors import ConfigError, DataError
-from smaf.io import read_id_list
+from smaf.io import read_listed_ids
 
 TRAINVAL_ROLES = ("train_aug", "train", "val")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -117,14 +117,13 @@ def _role_lists(
         roles = {}
         for role in ("train_aug", "val", "test"):
             if splits.get(role):
-                listed = read_id_list(splits[role])
-                missing = [n for n in listed if n not in known]
-                if missing:
-                    raise DataError(
-                        f"split list {splits[role]} names {len(missing)} images that are not in "
-                        f"the image folder (first: {missing[0]}); names are paths relative to "
-                        "`images`, with their extension."
-                    )
+                listed = read_listed_ids(
+                    splits[role],
+                    known,
+                    role=role,
+                    where="in the image folder",
+                    hint="names are paths relative to `images`, with their extension.",
+                )
                 roles[role] = set(listed)
         if "train_aug" not in roles:
             roles["train_aug"] = set(labelled) - roles.get("val", set()) - roles.get("test", set())

@@ -201,15 +201,8 @@ class VOCLayout:
                 "(the one holding JPEGImages)?"
             )
         ids = self.split_ids(split)
-        # One listdir instead of one stat per id: much faster on network file systems.
-        images = set(os.listdir(self.image_dir))
-        missing = [i for i in ids if f"{i}.jpg" not in images]
-        if missing:
-            raise DataError(
-                f"{len(missing)} of {len(ids)} images of split {split!r} are missing from "
-                f"{self.image_dir}: {_first(missing)} (first: {self.image_path(missing[0])}). "
-                "Re-extract the dataset or fix the split list."
-            )
+        fix = "Re-extract the dataset or fix the split list."
+        _check_present(ids, self.image_dir, ".jpg", f"images of split {split!r}", fix)
         if require_masks:
             mask_dir = self.mask_path("x", aug=aug).parent
             if not mask_dir.is_dir():
@@ -217,16 +210,21 @@ class VOCLayout:
                     f"mask folder not found: {mask_dir}; split {split!r} needs masks. "
                     f"Re-extract the dataset or set {key}.root / aug_mask_dir."
                 )
-            masks = set(os.listdir(mask_dir))
-            missing = [i for i in ids if f"{i}.png" not in masks]
-            if missing:
-                raise DataError(
-                    f"{len(missing)} of {len(ids)} masks of split {split!r} are missing from "
-                    f"{mask_dir}: {_first(missing)} (first: {mask_dir / (missing[0] + '.png')}). "
-                    "Use a split with ground truth (the test split has none) or re-extract "
-                    "the masks."
-                )
+            fix = "Use a split with ground truth (the test split has none) or re-extract the masks."
+            _check_present(ids, mask_dir, ".png", f"masks of split {split!r}", fix)
         return ids
+
+
+def _check_present(ids: Sequence[str], folder: Path, suffix: str, what: str, fix: str) -> None:
+    """DataError naming the ids without a file ``<id><suffix>`` in ``folder``, and ``fix``."""
+    # One listdir instead of one stat per id: much faster on network file systems.
+    present = set(os.listdir(folder))
+    missing = [i for i in ids if f"{i}{suffix}" not in present]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(ids)} {what} are missing from {folder}: {_first(missing)} "
+            f"(first: {folder / (missing[0] + suffix)}). {fix}"
+        )
 
 
 def _labels_from_mask_file(layout: VOCLayout, image_id: str, num_classes: int) -> np.ndarray:
