@@ -151,6 +151,19 @@ def non_finite_at(call, factor):
     return step
 
 
+def signal_at(call, signum):
+    """step_fn that sends this process ``signum`` at its ``call``-th call."""
+    calls = []
+
+    def step(model, batch, device):
+        calls.append(1)
+        if len(calls) == call:
+            os.kill(os.getpid(), signum)
+        return step_fn(model, batch, device)
+
+    return step
+
+
 def test_nan_loss_stops_with_the_step_and_last_checkpoint(tmp_path):
     model, opt, cfg = make()
     with pytest.raises(
@@ -160,16 +173,9 @@ def test_nan_loss_stops_with_the_step_and_last_checkpoint(tmp_path):
 
 
 def test_sigterm_writes_a_checkpoint_then_exits(tmp_path):
-    def term_at_2(model, batch, device):
-        term_at_2.calls += 1
-        if term_at_2.calls == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return step_fn(model, batch, device)
-
-    term_at_2.calls = 0
     model, opt, cfg = make()
     with pytest.raises(SystemExit) as exc:
-        fit(model, opt, ToySet(), term_at_2, LOOP, cfg, tmp_path, CONFIG)
+        fit(model, opt, ToySet(), signal_at(2, signal.SIGTERM), LOOP, cfg, tmp_path, CONFIG)
     assert exc.value.code == 143
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
     assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back
@@ -213,17 +219,10 @@ def test_history_is_the_same_whatever_the_log_interval():
 
 
 def test_ctrl_c_writes_a_checkpoint_then_exits_130_and_restores_the_handler(tmp_path, caplog):
-    def int_at_2(model, batch, device):
-        int_at_2.calls += 1
-        if int_at_2.calls == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-        return step_fn(model, batch, device)
-
-    int_at_2.calls = 0
     before = signal.getsignal(signal.SIGINT)
     model, opt, cfg = make()
     with pytest.raises(SystemExit) as exc:
-        fit(model, opt, ToySet(), int_at_2, LOOP, cfg, tmp_path, CONFIG)
+        fit(model, opt, ToySet(), signal_at(2, signal.SIGINT), LOOP, cfg, tmp_path, CONFIG)
     assert exc.value.code == 130
     assert load_checkpoint(tmp_path / "checkpoint.pt")["step"] == 2
     assert "interrupted (SIGINT): checkpoint written at step 2; rerun to resume" in caplog.text
