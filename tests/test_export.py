@@ -13,7 +13,7 @@ from smaf.export import FROM_16_BIT, ExportMSC, check_logits, export_deeplab
 from smaf.io import voc_palette
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
-from smaf.models.deeplab import load_deeplab
+from smaf.models.deeplab import DeepLabConfig, build_deeplab, load_deeplab, save_deeplab
 
 NAMES = ["background", "leaf", "rust"]
 #: Two input sizes besides the traced one, odd and non-square, and a batch of two.

@@ -31,7 +31,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
     },
     {"data": ("smaf.data",)},
     {"models": ("smaf.models",)},
-    {"method": ("smaf.cam", "smaf.fusion", "smaf.losses", "smaf.crf", "smaf.metrics")},
+    {"method": ("smaf.cam", "smaf.fusion", "smaf.losses", "smaf.crf", "smaf.metrics", "smaf.clip")},
     {
         "train": (
             "smaf.train",
