@@ -24,7 +24,11 @@ ROLES = ("train_aug", "train", "val")
 
 
 def _nothing_written(out_dir) -> bool:
-    return not any(out_dir.glob("*")) if out_dir.exists() else True
+    """No index written (the read cache, ``*.files.csv``, is kept: a rerun after the fix
+    reads only the files that changed)."""
+    if not out_dir.exists():
+        return True
+    return not [p for p in out_dir.glob("*") if not p.name.endswith(".files.csv")]
 
 
 def _prepare(root, out_dir, **settings):
