@@ -17,6 +17,7 @@ from PIL import Image
 from smaf.data.files import FileChecks, cache_path_for, check_file
 from smaf.data.index import DatasetIndex
 from smaf.data.prepare import prepare_dataset
+from smaf.errors import DataError
 
 
 def _images(folder, n=6, size=(24, 20), seed=0):
@@ -89,3 +90,34 @@ def test_a_rerun_reads_only_new_or_changed_files(own) -> None:
     checks = FileChecks(cache)
     checks.check(jobs, threads=2)
     assert checks.read == 1
+
+
+# ---------------------------------------------------- files that do not decode stop here
+def test_a_truncated_jpeg_stops_the_dataset_stage_naming_it(own) -> None:
+    tmp_path, settings = own
+    victim = tmp_path / "images/dog/3.jpg"
+    pixels = np.random.default_rng(1).integers(0, 255, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(victim, quality=90)
+    (tmp_path / "images/dog/3.png").unlink()
+    victim.write_bytes(victim.read_bytes()[:-200])  # the header is whole, the pixels are not
+    with pytest.raises(DataError, match=rf"cannot read {victim} \(.*truncated"):
+        _prepare(tmp_path, settings)
+    assert not (tmp_path / "results/index.csv").exists()
+
+
+def test_a_colour_mask_stops_the_dataset_stage_naming_it(own) -> None:
+    tmp_path, settings = own
+    victim = tmp_path / "masks/cat/1.png"
+    Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(victim)
+    with pytest.raises(DataError, match=rf"mask {victim} has mode 'RGB'"):
+        _prepare(tmp_path, settings)
+
+
+def test_mask_values_above_the_classes_stop_the_dataset_stage(own) -> None:
+    tmp_path, settings = own
+    victim = tmp_path / "masks/dog/4.png"
+    mask = np.zeros((20, 24), np.uint8)
+    mask[0, 0], mask[1, 1], mask[2, 2] = 2, 7, 255  # 2 classes: 7 is none of them; 255 ignore
+    Image.fromarray(mask, mode="L").save(victim)
+    with pytest.raises(DataError, match=rf"1 masks .* above the 2 classes .*{victim} holds \[7\]"):
+        _prepare(tmp_path, settings)

@@ -23,6 +23,7 @@ from smaf.data.files import FileChecks, cache_path_for
 from smaf.data.index import GT_COLUMNS, PATH_COLUMNS, DatasetIndex, require_saliency
 from smaf.data.sources import TRAINVAL_ROLES, build_index
 from smaf.errors import DataError
+from smaf.io import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,23 @@ def _read_files(index: DatasetIndex, threads: int, cache: str | os.PathLike[str]
     table["width"] = widths
     for column in PATH_COLUMNS:
         table[f"{column}_digest"] = digests[column]
+    masks = {p: c.values for (kind, p), c in checks.items() if kind == "mask"}
+    _check_mask_values(index, masks)
+
+
+def _check_mask_values(index: DatasetIndex, masks: dict[str, tuple[int, ...]]) -> None:
+    """Every mask holds class indices 0..C and 255 (ignore) only."""
+    c = index.num_classes
+    bad = {p: [v for v in values if c < v < IGNORE_INDEX] for p, values in masks.items()}
+    bad = {p: v for p, v in bad.items() if v}
+    if bad:
+        path, values = next(iter(bad.items()))
+        raise DataError(
+            f"{len(bad)} masks of dataset {index.name or '?'} hold values above the "
+            f"{c} classes (first: {path} holds {values[:8]}); mask pixels must be 0 "
+            f"(background), 1..{c} (the classes in label order) or {IGNORE_INDEX} (ignore). "
+            "Check that the masks belong to this dataset and its `classes`."
+        )
 
 
 def validate_index(
