@@ -12,6 +12,7 @@ import shutil
 
 import numpy as np
 import pytest
+from folder_data import write_noise_images
 from PIL import Image
 
 from smaf.data.files import FileChecks, cache_path_for, check_file
@@ -20,20 +21,12 @@ from smaf.data.prepare import prepare_dataset
 from smaf.errors import DataError
 
 
-def _images(folder, n=6, size=(24, 20), seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for k in range(n):
-        pixels = rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(folder / f"{k}.png")
-
-
 @pytest.fixture()
 def own(tmp_path):
     """A by_folder dataset of 2 classes, 6 images each, with masks for all."""
     images, masks = tmp_path / "images", tmp_path / "masks"
     for k, cls in enumerate(("cat", "dog")):
-        _images(images / cls, seed=k)
+        write_noise_images(images / cls, [f"{n}.png" for n in range(6)], seed=k)
         (masks / cls).mkdir(parents=True)
         for f in (images / cls).iterdir():
             mask = np.zeros((20, 24), np.uint8)

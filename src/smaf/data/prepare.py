@@ -5,7 +5,8 @@ the dataset's own folders, so problems surface here, once, before hours of train
 message naming the file and the fix: missing, unreadable or truncated files (every file is
 decoded once, :mod:`smaf.data.files`, and its digest recorded), an image and its mask or
 saliency map of different sizes, val images inside the training split, a training or
-evaluation image without any class.
+evaluation image without any class where the source has no negatives, labels and mask values
+(:mod:`smaf.data.checks`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from smaf.data.checks import check_labels, check_mask_values
 from smaf.data.files import FileChecks, cache_path_for
 from smaf.data.index import GT_COLUMNS, PATH_COLUMNS, DatasetIndex, require_saliency
 from smaf.data.sources import TRAINVAL_ROLES, build_index
 from smaf.errors import DataError
-from smaf.io import IGNORE_INDEX
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ def _check_files_exist(index: DatasetIndex) -> None:
             )
 
 
-def _read_files(index: DatasetIndex, threads: int, cache: str | os.PathLike[str] | None) -> None:
+def _read_files(
+    index: DatasetIndex, threads: int, cache: str | os.PathLike[str] | None
+) -> dict[str, tuple[int, ...]]:
     """Read every indexed file once (:mod:`smaf.data.files`: digest + full decode, cached by
     identity); record each image's size and each file's digest; a mask, aug mask or saliency
     map must have its image's size; mask values must be class indices."""
@@ -107,31 +110,21 @@ def _read_files(index: DatasetIndex, threads: int, cache: str | os.PathLike[str]
     table["width"] = widths
     for column in PATH_COLUMNS:
         table[f"{column}_digest"] = digests[column]
-    masks = {p: c.values for (kind, p), c in checks.items() if kind == "mask"}
-    _check_mask_values(index, masks)
-
-
-def _check_mask_values(index: DatasetIndex, masks: dict[str, tuple[int, ...]]) -> None:
-    """Every mask holds class indices 0..C and 255 (ignore) only."""
-    c = index.num_classes
-    bad = {p: [v for v in values if c < v < IGNORE_INDEX] for p, values in masks.items()}
-    bad = {p: v for p, v in bad.items() if v}
-    if bad:
-        path, values = next(iter(bad.items()))
-        raise DataError(
-            f"{len(bad)} masks of dataset {index.name or '?'} hold values above the "
-            f"{c} classes (first: {path} holds {values[:8]}); mask pixels must be 0 "
-            f"(background), 1..{c} (the classes in label order) or {IGNORE_INDEX} (ignore). "
-            "Check that the masks belong to this dataset and its `classes`."
-        )
+    return {p: c.values for (kind, p), c in checks.items() if kind == "mask"}
 
 
 def validate_index(
-    index: DatasetIndex, *, threads: int = 4, cache: str | os.PathLike[str] | None = None
+    index: DatasetIndex,
+    *,
+    threads: int = 4,
+    cache: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
 ) -> DatasetIndex:
     """Check an adapter's index once so stages can trust it; fills ``width`` / ``height`` and
     the files' digests. ``cache``: the read cache (:func:`smaf.data.files.cache_path_for`);
-    None reads every file.
+    None reads every file. ``out_dir``: where converted files go (``mask_values:
+    binary_255``). Warnings (classes that cannot be learnt apart) go to the log and
+    ``info["warnings"]``.
 
     Raises:
         DataError: naming the file(s) and the fix.
@@ -163,14 +156,11 @@ def validate_index(
                     f"the {role} split is evaluated. Add their masks or move them to another split."
                 )
     labelled = [i for r in ROLES_WITH_LABELS if r in roles for i in index.ids(r)]
-    empty = [i for i in dict.fromkeys(labelled) if not index.labels(i).any()]
-    if empty:
-        raise DataError(
-            f"{len(empty)} images have no foreground class in their image-level label "
-            f"({_first(empty)}): weakly supervised training needs at least one class per "
-            "image. Remove them from the split lists or fix their annotations."
-        )
-    _read_files(index, threads, cache)
+    warnings = check_labels(index, list(dict.fromkeys(labelled)))
+    masks = _read_files(index, threads, cache)
+    check_mask_values(index, masks, out_dir)
+    if warnings:
+        index.info["warnings"] = warnings
     return DatasetIndex(index.table, index.info)
 
 
@@ -231,7 +221,9 @@ def prepare_dataset(
     index = build_index(source, settings, name=name, roles=roles)
     if needs_saliency and "train_aug" in roles:  # before reading any file
         require_saliency(index, index.ids("train_aug", allow_empty=True), "train_aug")
-    index = validate_index(index, threads=threads, cache=cache_path_for(out_index))
+    index = validate_index(
+        index, threads=threads, cache=cache_path_for(out_index), out_dir=Path(out_index).parent
+    )
     index.info.update({"num_classes": index.num_classes, "class_names": index.class_names})
     index.info.update(summarize(index, roles))
     log.info("dataset %s: %s", name, json.dumps(index.info["images"]))

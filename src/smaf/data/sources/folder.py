@@ -5,8 +5,10 @@ Settings (``datasets.<name>``)::
     source: folder
     images: data/leaves/images          # any depth of sub-folders
     labels: data/leaves/labels.csv      # or a COCO .json, a folder of VOC .xml, or by_folder
+    negatives_folder: healthy           # by_folder: its images are background only (optional)
     classes: [rust, blight, mildew]     # optional when the labels name them
     masks: data/leaves/masks            # optional: <path without extension>.png, 0/1..C/255
+    mask_values: indices                # or binary_255 (one class saved as 0/255)
     saliency: data/leaves/saliency      # optional: <path without extension>.png; or `compute`
     splits: {val_fraction: 0.15, seed: 0}   # or lists: {train_aug: f, val: f, test: f}
 
@@ -15,7 +17,9 @@ Settings (``datasets.<name>``)::
   relative to ``images`` (spaces and non-ASCII allowed); its *id*, which names every output
   file, is that path made file-name safe and unique (:func:`safe_ids`); the index keeps both.
 * Labels (:mod:`smaf.data.tags`): images the labels name are trained on; the others are the
-  ``test`` role (predicted, never trained on). A listed image with no class is an error.
+  ``test`` role (predicted, never trained on). A listed image with no class is a *negative*
+  (background only, :mod:`smaf.data.tags` says how each format writes one): trained on with an
+  all-zero label vector, as weakly supervised segmentation of one class needs.
 * Splits: ``val_fraction`` of the labelled images, drawn once, stratified by label set and
   seeded, form ``val``; the rest ``train_aug``; ``train`` (seed evaluation) is the ``train_aug``
   images that have a mask. Or lists of image names (one per line) per role.
@@ -142,21 +146,15 @@ def build(
     """The images under ``settings['images']`` with their labels, masks and splits as an index."""
     images_dir = Path(settings["images"])
     names = image_names(images_dir)
-    tags, declared = read_tags(str(settings["labels"]), names)
+    tags, declared = read_tags(
+        str(settings["labels"]), names, negatives_folder=settings.get("negatives_folder")
+    )
     unknown_images = sorted(set(tags) - set(names))
     if unknown_images:
         raise DataError(
             f"labels {settings['labels']} list {len(unknown_images)} images that are not under "
             f"{images_dir} (first: {unknown_images[0]}). Names are paths relative to `images`, "
             "with their extension; add the images or remove their rows."
-        )
-    empty = [n for n, t in tags.items() if not t]
-    if empty:
-        raise DataError(
-            f"{len(empty)} images are listed in {settings['labels']} without any class "
-            f"(first: {empty[0]}): weakly supervised training needs at least one class per "
-            "image. Give them their classes, or leave them out of the labels to predict them as "
-            "test images."
         )
     classes = _classes(settings, declared, tags)
     index = {c: k for k, c in enumerate(classes)}
@@ -218,6 +216,11 @@ def build(
         # Masks may cover a subset: evaluation scores the images that have one.
         "masks_required": [],
         "unlabelled_images": len(names) - len(labelled),
+        # Listed with no class: background only, trained on with an all-zero label vector.
+        "negatives_allowed": True,
+        "classes_inferred": not settings.get("classes") and declared is None,
+        "negative_images": sum(1 for n in labelled if not tags[n]),
+        "mask_values": settings.get("mask_values") or "indices",
     }
     return DatasetIndex.build(records, ["background", *classes], info)
 
