@@ -13,8 +13,8 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -78,7 +78,7 @@ def _rare_classes(index: DatasetIndex, lab: np.ndarray) -> list[str]:
     inferred = index.info.get("classes_inferred", False)
     common = [n for n, c in zip(names, counts, strict=True) if c >= FEW_IMAGES]
     for cls, count in rare:
-        close = difflib.get_close_matches(cls, common, n=1, cutoff=0.75) if inferred else []
+        close = [n for n in common if _looks_like(cls, n)] if inferred else []
         if close:
             raise DataError(
                 f"labels {index.info.get('labels', '?')}: class {cls!r} is in {count} training "
@@ -91,6 +91,28 @@ def _rare_classes(index: DatasetIndex, lab: np.ndarray) -> list[str]:
         f"{len(rare)} classes are in fewer than {FEW_IMAGES} training images: {shown}; "
         "their results will be unreliable. Add images of them, or check their names."
     ]
+
+
+def _looks_like(a: str, b: str) -> bool:
+    """``a`` is ``b`` mistyped: the same but for case, spaces or ``_-``, or within one edit
+    (two for names of 7+ letters; names under 4 letters: a swap of neighbours only), a swap
+    counting as one."""
+    a, b = (re.sub(r"[\s_-]+", "", x.lower()) for x in (a, b))
+    if a == b:
+        return True
+    prev2, prev = None, list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i]
+        for j, cb in enumerate(b, 1):
+            d = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if prev2 is not None and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                d = min(d, prev2[j - 2] + 1)
+            row.append(d)
+        prev2, prev = prev, row
+    shortest = min(len(a), len(b))
+    if shortest < 4:  # car / cat: one edit apart, both real; only a swap counts
+        return prev[-1] == 1 and sorted(a) == sorted(b)
+    return prev[-1] <= (2 if shortest >= 7 else 1)
 
 
 def _inseparable_classes(index: DatasetIndex, lab: np.ndarray) -> list[str]:

@@ -29,6 +29,8 @@ Settings (``datasets.<name>``)::
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -44,6 +46,7 @@ from smaf.errors import ConfigError, DataError
 from smaf.io import read_id_list
 
 TRAINVAL_ROLES = ("train_aug", "train", "val")
+log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -140,6 +143,42 @@ def _role_lists(
     return {"train_aug": set(labelled) - val, "val": val}
 
 
+def _side_files(folder: Path | None, names: Sequence[str], key: str) -> dict[str, str]:
+    """``{image path without extension: file}`` of the PNGs under ``folder`` (masks or saliency
+    maps; the extension in any case: ``.png``, ``.PNG``).
+
+    Raises:
+        DataError: the folder is missing, or holds PNGs of which none matches an image.
+    """
+    if folder is None:
+        return {}
+    if not folder.is_dir():
+        raise DataError(f"{key} folder not found: {folder}. Check the dataset's `{key}`.")
+    found: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for f in filenames:
+            if f.lower().endswith(".png") and not f.startswith("."):
+                rel = (Path(dirpath) / f).relative_to(folder).as_posix()
+                found[str(PurePosixPath(rel).with_suffix(""))] = str(Path(dirpath) / f)
+    stems = {str(PurePosixPath(n).with_suffix("")) for n in names}
+    matched = found.keys() & stems
+    if found and not matched:
+        example = sorted(found)[0]
+        raise DataError(
+            f"{key} folder {folder} holds {len(found)} PNGs but none matches an image: a "
+            f"{key[:-1] if key == 'masks' else 'saliency map'} is <{key}>/<image path without "
+            f"extension>.png (for {names[0]}: {folder / PurePosixPath(names[0]).with_suffix('.png')}"
+            f"; found e.g. {found[example]}). Check the dataset's `{key}` and `images`."
+        )
+    unmatched = sorted(found.keys() - stems)
+    if unmatched:
+        log.warning(
+            "%d files in %s match no image (first: %s)", len(unmatched), folder, unmatched[0]
+        )
+    return {k: v for k, v in found.items() if k in matched}
+
+
 def build(
     settings: Mapping[str, Any], *, name: str, roles: Sequence[str] = TRAINVAL_ROLES
 ) -> DatasetIndex:
@@ -171,17 +210,19 @@ def build(
     role_sets.setdefault("test", set(names) - set(labelled))
     masks_dir = Path(settings["masks"]) if settings.get("masks") else None
     saliency = settings.get("saliency")
+    sal_dir = Path(saliency) if saliency and saliency != "compute" else None
+    side = {
+        "masks": _side_files(masks_dir, names, "masks"),
+        "saliency": _side_files(sal_dir, names, "saliency"),
+    }
 
-    def side_file(folder: Path | None, image: str) -> str:
-        if folder is None:
-            return ""
-        path = folder / PurePosixPath(image).with_suffix(".png")
-        return str(path) if path.is_file() else ""
+    def side_file(key: str, image: str) -> str:
+        return side[key].get(str(PurePosixPath(image).with_suffix("")), "")
 
     records = []
     wanted = set(roles)
     for image in names:
-        mask = side_file(masks_dir, image)
+        mask = side_file("masks", image)
         member = {r for r, s in role_sets.items() if image in s}
         if "train_aug" in member and mask:
             member.add("train")
@@ -191,7 +232,7 @@ def build(
         if saliency == "compute":
             sal = f"{settings['saliency_out']}/{ids[image]}.png"
         else:
-            sal = side_file(Path(saliency) if saliency else None, image)
+            sal = side_file("saliency", image)
         labels = np.zeros(len(classes), np.float32)
         for c in tags.get(image, ()):
             labels[index[c]] = 1.0
