@@ -14,7 +14,7 @@ from PIL import Image
 
 from smaf.data.index import DatasetIndex
 from smaf.data.prepare import prepare_dataset
-from smaf.errors import DataError
+from smaf.errors import ConfigError, DataError
 
 NAMES = [f"a/{k}.jpg" for k in range(12)]
 
@@ -48,7 +48,7 @@ def test_a_masks_folder_that_matches_no_image_stops(own) -> None:
     _masks(tmp_path / "masks", [n.replace("a/", "") for n in NAMES])  # one folder level off
     with pytest.raises(DataError, match=r"masks folder .* holds 12 PNGs but none matches an image"):
         _prepare(tmp_path, {**settings, "masks": str(tmp_path / "masks")})
-    with pytest.raises(DataError, match="masks folder not found: .*typo"):
+    with pytest.raises(ConfigError, match="datasets.own.masks: folder not found: .*typo"):
         _prepare(tmp_path, {**settings, "masks": str(tmp_path / "typo")})
 
 

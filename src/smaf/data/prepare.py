@@ -23,8 +23,8 @@ import numpy as np
 from smaf.data.checks import check_labels, check_mask_values
 from smaf.data.files import FileChecks, cache_path_for
 from smaf.data.index import GT_COLUMNS, PATH_COLUMNS, DatasetIndex, require_saliency
-from smaf.data.sources import TRAINVAL_ROLES, build_index
-from smaf.errors import DataError
+from smaf.data.sources import TRAINVAL_ROLES, build_index, settings_problems
+from smaf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +218,10 @@ def prepare_dataset(
     Raises:
         DataError / ConfigError: see :func:`validate_index` and the adapters.
     """
+    eps = needs_saliency and "train_aug" in roles
+    problems = settings_problems(source, settings, name=name, needs_saliency=eps)
+    if problems:
+        raise ConfigError(" ".join(problems))
     index = build_index(source, settings, name=name, roles=roles)
     if needs_saliency and "train_aug" in roles:  # before reading any file
         require_saliency(index, index.ids("train_aug", allow_empty=True), "train_aug")

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from smaf.data.images import IMAGE_SUFFIXES, find_images
-from smaf.data.index import DatasetIndex, ImageRecord
+from smaf.data.index import SALIENCY_HELP, DatasetIndex, ImageRecord
 from smaf.data.tags import read_tags
 from smaf.errors import ConfigError, DataError
 from smaf.io import read_id_list
@@ -264,6 +264,43 @@ def build(
         "mask_values": settings.get("mask_values") or "indices",
     }
     return DatasetIndex.build(records, ["background", *classes], info)
+
+
+def problems(settings: Mapping[str, Any], *, needs_saliency: bool = False) -> list[str]:
+    """What is wrong with a folder dataset's settings before any image is read: paths that do
+    not exist and keys that do not go together (one line each, naming the key)."""
+    found = []
+
+    def missing(key: str, path: Any, kind: str) -> None:
+        ok = Path(path).is_dir() if kind == "folder" else Path(path).exists()
+        if not ok:
+            found.append(f"{key}: {kind} not found: {path}.")
+
+    missing("images", settings["images"], "folder")
+    labels = settings["labels"]
+    if labels != "by_folder":
+        missing("labels", labels, "file or folder")
+        if settings.get("negatives_folder"):
+            found.append(
+                "negatives_folder is for labels: by_folder; in other label formats an "
+                "image listed with no class is a negative."
+            )
+    if settings.get("masks"):
+        missing("masks", settings["masks"], "folder")
+    saliency = settings.get("saliency")
+    if saliency and saliency != "compute":
+        missing("saliency", saliency, "folder")
+    for role, value in (settings.get("splits") or {}).items():
+        if role in ("train_aug", "val", "test") and value:
+            missing(f"splits.{role}", value, "file")
+    if needs_saliency and not saliency:
+        found.append(
+            f"saliency is not set: {SALIENCY_HELP} (folder datasets: `saliency: compute`)."
+        )
+    classes = settings.get("classes") or []
+    if settings.get("mask_values") == "binary_255" and len(classes) > 1:
+        found.append(f"mask_values: binary_255 is for one class; classes lists {len(classes)}.")
+    return found
 
 
 def watched(settings: Mapping[str, Any]) -> list[Path]:
