@@ -53,6 +53,16 @@ def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def file_digest(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
+    """:func:`digest_bytes` of a (large) file, read in chunks: the content identity of a model
+    file a training run starts from."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def cache_path_for(index_path: str | os.PathLike[str]) -> Path:
     """The read cache of an index: ``index.csv`` → ``index.files.csv`` beside it."""
     path = Path(index_path)
