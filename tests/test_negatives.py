@@ -133,6 +133,15 @@ def test_binary_255_masks_are_read_as_class_1(images) -> None:
         converted = load_mask(index.mask_path(image_id))
         np.testing.assert_array_equal(converted, (source == 255).astype(np.uint8))
     assert index.mask_path(index.ids()[0]).parent.name == "masks_binary"
+    # The test images' index converts into a folder of its own: the index's masks stay.
+    unlabelled = _csv(images, [[n, "rust"] for n in POS[:6]] + [[n, ""] for n in NEG])
+    settings = {**settings, "labels": unlabelled, "mask_values": "binary_255"}
+    index, _ = _prepare(images, settings)
+    path = images / "results" / "test_index.csv"
+    prepare_dataset(source="folder", settings=settings, out_index=path, name="own", roles=("test",))
+    test = DatasetIndex.read(path)
+    assert test.mask_path(test.ids()[0]).parent.name == "test_index.masks_binary"
+    assert all(index.mask_path(i).is_file() for i in index.ids())
     with pytest.raises(ConfigError, match="binary_255 is for one class"):
         two = _csv(images, [[n, "rust;spot" if k % 2 else "rust"] for k, n in enumerate(POS)])
         _prepare(images, {**settings, "labels": two, "mask_values": "binary_255"})

@@ -8,7 +8,8 @@
   looks like a typo of another class (classes inferred from the labels).
 * Mask values: class indices 0..C and 255 (ignore). Masks that hold only 0 and 255 are the
   common binary convention: with ``mask_values: binary_255`` (one class) they are converted
-  (255 → 1) into ``masks_binary/`` beside the index; without it the stage stops with that hint.
+  (255 → 1) into ``masks_binary/`` beside ``index.csv`` (``test_index.masks_binary/`` beside
+  ``test_index.csv``); without it the stage stops with that hint.
 """
 
 from __future__ import annotations
@@ -145,7 +146,7 @@ def check_mask_values(
 ) -> None:
     """Mask values are class indices 0..C and 255; 0/255 masks are converted with
     ``mask_values: binary_255`` (the index's ``mask`` paths then point at the converted PNGs
-    in ``<out_dir>/masks_binary``) or refused with that hint."""
+    in ``out_dir``, which holds this index's only) or refused with that hint."""
     c, name = index.num_classes, index.name or "?"
     mode = index.info.get("mask_values", "indices")
     if mode not in MASK_VALUES:
@@ -197,7 +198,7 @@ def _binary_255(index: DatasetIndex, masks: Mapping[str, Sequence[int]], out_dir
             f"mask_values: binary_255, but {len(bad)} masks of dataset {name} hold other values "
             f"than 0 and 255 (first: {path} holds {list(values)[:8]}). Save every mask as 0/255."
         )
-    folder = Path(out_dir) / "masks_binary"
+    folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     table = index.table
     converted = []

@@ -122,8 +122,8 @@ def validate_index(
 ) -> DatasetIndex:
     """Check an adapter's index once so stages can trust it; fills ``width`` / ``height`` and
     the files' digests. ``cache``: the read cache (:func:`smaf.data.files.cache_path_for`);
-    None reads every file. ``out_dir``: where converted files go (``mask_values:
-    binary_255``). Warnings (classes that cannot be learnt apart) go to the log and
+    None reads every file. ``out_dir``: the folder of converted masks (``mask_values:
+    binary_255``), this index's only. Warnings (classes that cannot be learnt apart) go to the log and
     ``info["warnings"]``.
 
     Raises:
@@ -225,8 +225,12 @@ def prepare_dataset(
     index = build_index(source, settings, name=name, roles=roles)
     if needs_saliency and "train_aug" in roles:  # before reading any file
         require_saliency(index, index.ids("train_aug", allow_empty=True), "train_aug")
+    stem = Path(out_index).stem
+    converted = Path(out_index).with_name(
+        "masks_binary" if stem == "index" else f"{stem}.masks_binary"
+    )
     index = validate_index(
-        index, threads=threads, cache=cache_path_for(out_index), out_dir=Path(out_index).parent
+        index, threads=threads, cache=cache_path_for(out_index), out_dir=converted
     )
     index.info.update({"num_classes": index.num_classes, "class_names": index.class_names})
     index.info.update(summarize(index, roles))
