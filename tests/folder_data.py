@@ -126,3 +126,15 @@ def write_coco_json(out: Path, tags: dict[str, list[str]], classes: list[str]) -
         json.dumps({"images": images, "annotations": annotations, "categories": categories})
     )
     return path
+
+
+def write_noise_images(folder: Path, names, size=(24, 20), seed: int = 0) -> list[Path]:
+    """Small random RGB PNGs ``folder/<name>`` (W x H ``size``; no VOC needed), each different."""
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths

@@ -164,3 +164,47 @@ def test_check_config_reports_each_problem_on_its_own_line(tmp_path, capsys):
 def test_check_config_missing_base_is_one_line(tmp_path, capsys):
     assert main(["check-config", "--base", str(tmp_path / "config.yaml"), *SCHEMA]) == 1
     assert "config file not found" in _one_error_line(capsys)
+
+
+def _folder_config(tmp_path, **dataset) -> str:
+    images = tmp_path / "images"
+    (images / "cat").mkdir(parents=True, exist_ok=True)
+    settings = {"source": "folder", "images": str(images), "labels": "by_folder", **dataset}
+    lines = ["dataset: mine", "datasets:", "  mine:"]
+    lines += [f"    {k}: {v}" for k, v in settings.items()]
+    (tmp_path / "mine.yaml").write_text("\n".join(lines) + "\n")
+    return str(tmp_path / "mine.yaml")
+
+
+def test_check_config_checks_the_dataset_paths_and_eps_saliency(tmp_path, capsys):
+    """The same check as the dataset stage (smaf.data.sources.settings_problems): missing
+    images, labels, masks folders and EPS without saliency maps are each one line."""
+    config = _folder_config(
+        tmp_path,
+        images=tmp_path / "imgs",
+        labels=tmp_path / "labels.csv",
+        masks=tmp_path / "masks",
+    )
+    assert main(["check-config", *BASE, *SCHEMA, config]) == 1
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("smaf: error:")]
+    assert [x.split(":")[2].strip() for x in lines] == [
+        "datasets.mine.images",
+        "datasets.mine.labels",
+        "datasets.mine.masks",
+        "datasets.mine.saliency is not set",  # pretrain.method eps (config.yaml's)
+    ]
+    assert "pretrain.method: cam" in lines[3]
+    ok = _folder_config(tmp_path, saliency="compute")
+    assert main(["check-config", *BASE, *SCHEMA, ok]) == 0
+    assert "config OK" in capsys.readouterr().out
+
+
+def test_the_dataset_stage_refuses_what_check_config_refuses(tmp_path):
+    from smaf.data.prepare import prepare_dataset
+    from smaf.errors import ConfigError
+
+    settings = {"images": str(tmp_path / "imgs"), "labels": "by_folder"}
+    with pytest.raises(ConfigError, match=r"datasets.mine.images: folder not found: .*imgs"):
+        prepare_dataset(
+            source="folder", settings=settings, out_index=tmp_path / "i.csv", name="mine"
+        )

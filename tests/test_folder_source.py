@@ -157,7 +157,7 @@ def test_unreadable_image_is_named(folder) -> None:
     victim.write_bytes(b"not an image")
     with pytest.raises(DataError, match=rf"cannot read {victim}"):
         _prepare(out, _settings(out))
-    assert not (out / "results").exists()
+    assert not (out / "results" / "index.csv").exists()
 
 
 @pytest.mark.voc
@@ -171,14 +171,15 @@ def test_mask_of_the_wrong_size_is_named(folder) -> None:
 
 
 @pytest.mark.voc
-def test_listed_training_image_without_a_class_is_refused(folder) -> None:
+def test_listed_training_image_without_a_class_is_a_negative(folder) -> None:
     out, built = folder
     rows = list(csv.reader((out / "labels.csv").open(encoding="utf-8")))
     rows[1][1] = ""
     with open(out / "labels.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)
-    with pytest.raises(DataError, match=rf"without any class \(first: {rows[1][0]}\)"):
-        _prepare(out, _settings(out))
+    index = _prepare(out, _settings(out))
+    negative = index.table.index[index.table["name"] == rows[1][0]][0]
+    assert negative in index.ids(["train_aug", "val"]) and not index.labels(negative).any()
 
 
 def test_bad_coco_files_are_named(tmp_path) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from smaf.data.index import (
     BASE_COLUMNS,
+    DIGEST_COLUMNS,
     ROLES,
     DatasetIndex,
     ImageRecord,
@@ -104,7 +105,7 @@ def test_file_layout(written):
     _, path = written
     header = path.read_text().splitlines()[0].split(",")
     roles = [f"split_{r}" for r in (*ROLES, "holdout")]
-    assert header == [*BASE_COLUMNS, *roles, *(f"label_{n}" for n in NAMES)]
+    assert header == [*BASE_COLUMNS, *DIGEST_COLUMNS, *roles, *(f"label_{n}" for n in NAMES)]
     info = json.loads((path.parent / "dataset.json").read_text())
     assert info["class_names"] == ["background", *NAMES] and info["num_classes"] == 3
 

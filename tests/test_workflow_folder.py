@@ -123,11 +123,12 @@ def test_own_folder_with_partial_masks_and_computed_saliency(voc_mini_root, tmp_
 
 
 def test_binary_by_folder_without_masks_gives_no_miou_rows(voc_mini_root, tmp_path) -> None:
-    """One class, labels by folder (photos/cat/*), unsorted photos at the top: test images."""
+    """One class, labels by folder (photos/cat/*), background-only photos (photos/background/*,
+    `negatives_folder`: trained on with no class), unsorted photos at the top: test images."""
     images = tmp_path / "photos"
     ids = (voc_mini_root / "ImageSets/Segmentation/subset_train.txt").read_text().split()
     for k, image_id in enumerate(ids[:14]):
-        folder = images / "cat" if k < 11 else images
+        folder = images / "cat" if k < 8 else images / "background" if k < 11 else images
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{image_id}.jpg").write_bytes(
             (voc_mini_root / f"JPEGImages/{image_id}.jpg").read_bytes()
@@ -138,6 +139,7 @@ def test_binary_by_folder_without_masks_gives_no_miou_rows(voc_mini_root, tmp_pa
             "source": "folder",
             "images": str(images),
             "labels": "by_folder",
+            "negatives_folder": "background",
             "splits": {"val_fraction": 0.2},
         },
         pretrain={"method": "cam"},
@@ -146,6 +148,8 @@ def test_binary_by_folder_without_masks_gives_no_miou_rows(voc_mini_root, tmp_pa
     snakemake(work, "--cores", "2", config=config)
     index = DatasetIndex.read(work / "results/pets/data/index.csv")
     assert index.class_names == ["background", "cat"]
+    negatives = [i for i in index.ids(["train_aug", "val"]) if not index.labels(i).any()]
+    assert len(negatives) == 3 and all(i.startswith("background__") for i in negatives)
     summary = pd.read_csv(work / "results/summary.csv")
     assert summary.empty  # no masks: no mIoU, never a made-up one
     preds = work / "results/pets/default/deeplab/pred_test_crf"

@@ -120,7 +120,23 @@ def config_problems(
         cfg = experiments.merged_config(name)
         found = schema_problems(cfg, schema) or combination_problems(cfg)
         problems += [f"experiment '{name}': {p}" for p in found]
-    return problems, merged
+    return problems + dataset_problems(merged), merged
+
+
+def dataset_problems(config: dict[str, Any]) -> list[str]:
+    """The run's dataset (``dataset:``): what the dataset stage would refuse before reading
+    any image (paths, cross-key rules), by the same check
+    (:func:`smaf.data.sources.settings_problems`)."""
+    from smaf.data.sources import settings_problems
+    from smaf.experiments import eps_is_trained
+
+    name = config.get("dataset")
+    settings = (config.get("datasets") or {}).get(name)
+    if not isinstance(settings, dict):
+        return []  # the workflow names an undeclared dataset itself
+    return settings_problems(
+        str(settings.get("source")), settings, name=name, needs_saliency=eps_is_trained(config)
+    )
 
 
 def _check_config(args: argparse.Namespace) -> int:

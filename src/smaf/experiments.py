@@ -80,6 +80,13 @@ def deeplab_init(deeplab: Mapping[str, Any]) -> str:
     return f"{backbone}: random init"
 
 
+def eps_is_trained(config: Mapping[str, Any]) -> bool:
+    """Whether EPS pretraining runs, and so needs a saliency map per training image (not with
+    pretrain.method cam, nor when pretrain.init_checkpoint replaces the training)."""
+    pretrain = config.get("pretrain") or {}
+    return pretrain.get("method", "eps") == "eps" and not pretrain.get("init_checkpoint")
+
+
 def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with every dict key-sorted (Snakemake compares params by their text, so the same
     settings in another key order must rerun nothing); experiments and ablation tables keep the

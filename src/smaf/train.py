@@ -266,6 +266,10 @@ def fit(
                     break
         finally:
             _stop_workers(batches)
+        finished = bool(history) and history[-1]["step"] >= loop.iterations
+        if state is not None and ctx.is_main and finished:
+            # Finished: its state must never seed another run (other data, other settings).
+            (state / CHECKPOINT_NAME).unlink(missing_ok=True)
     return history
 
 

@@ -15,6 +15,7 @@ from smaf.data.sources import coco as coco_source
 from smaf.data.sources import source_fingerprint
 from smaf.errors import ConfigError
 from smaf.experiments import Experiments, canonical_config, deeplab_init
+from smaf.experiments import eps_is_trained as experiments_eps_is_trained
 
 # Snakemake compares params by their text: with every dict of the config key-sorted once here,
 # the same settings written in another key order (another config file, a --configfile
@@ -107,10 +108,9 @@ def manual_markers(*paths):
 
 
 def eps_is_trained():
-    """Whether EPS pretraining runs, and so needs a saliency map per training image (not with
-    pretrain.method cam, nor when pretrain.init_checkpoint replaces the training)."""
-    pretrain = config["pretrain"]
-    return pretrain["method"] == "eps" and not pretrain.get("init_checkpoint")
+    """Whether EPS pretraining runs, and so needs a saliency map per training image
+    (smaf.experiments.eps_is_trained; check-config asks the same)."""
+    return experiments_eps_is_trained(config)
 
 
 def pretrain_inputs(wildcards):

@@ -18,6 +18,9 @@ Columns of ``index.csv``, in this order:
 ``saliency``       saliency map (grey PNG, EPS pretraining), or empty
 ``width``          image width (px)
 ``height``         image height (px)
+``<path>_digest``  content identity of each path column's file (``image_digest``,
+                   ``mask_digest``, ...: BLAKE2b-128 of its bytes, :mod:`smaf.data.files`), or
+                   empty: a replaced file changes its row
 ``split_<role>``   0/1 per split role: ``train_aug`` (training), ``train`` (seed
                    evaluation), ``val`` (segmentation evaluation), ``test`` (no masks)
 ``label_<class>``  0/1 image-level label of each foreground class, in label order
@@ -48,6 +51,9 @@ from smaf.io import atomic_write
 PATH_COLUMNS = ("image", "mask", "aug_mask", "saliency")
 #: Every column that is not a split role or a label, in file order.
 BASE_COLUMNS = ("image_id", "name", *PATH_COLUMNS, "width", "height")
+#: The content identity of each path column's file (filled by the dataset stage; optional on
+#: read, so an index written before them still reads).
+DIGEST_COLUMNS = tuple(f"{c}_digest" for c in PATH_COLUMNS)
 #: Split roles every dataset may fill (a source may add others, e.g. a held-out subset).
 ROLES = ("train_aug", "train", "val", "test")
 SPLIT_PREFIX = "split_"
@@ -141,12 +147,14 @@ class DatasetIndex:
                 "saliency": str(rec.saliency or ""),
                 "width": int(rec.width),
                 "height": int(rec.height),
+                **{d: "" for d in DIGEST_COLUMNS},
             }
             row.update({SPLIT_PREFIX + r: int(r in rec.roles) for r in roles})
             row.update({LABEL_PREFIX + n: int(v) for n, v in zip(names[1:], labels, strict=True)})
             rows.append(row)
         columns = [
             *BASE_COLUMNS,
+            *DIGEST_COLUMNS,
             *(SPLIT_PREFIX + r for r in roles),
             *(LABEL_PREFIX + n for n in names[1:]),
         ]
@@ -165,7 +173,7 @@ class DatasetIndex:
             info = json.loads(info_path.read_text())
             table = pd.read_csv(
                 path,
-                dtype={c: str for c in ("image_id", "name", *PATH_COLUMNS)},
+                dtype={c: str for c in ("image_id", "name", *PATH_COLUMNS, *DIGEST_COLUMNS)},
                 keep_default_na=False,
             )
         except FileNotFoundError as exc:
@@ -291,7 +299,7 @@ class DatasetIndex:
         return int(h), int(w)
 
     def fingerprint(self, ids: Sequence[str] | None = None) -> str:
-        """sha256 of the rows of ``ids`` (paths, sizes, roles, labels): what a stage's
+        """sha256 of the rows of ``ids`` (paths, file digests, sizes, roles, labels): what a stage's
         per-image results depend on, for resumable staging folders."""
         rows = self.table if ids is None else self.table.loc[list(ids)]
         text = rows.to_csv(index=False, lineterminator="\n")

@@ -2,9 +2,11 @@
 
 Every later stage reads ``index.csv`` and ``dataset.json`` (:mod:`smaf.data.index`) instead of
 the dataset's own folders, so problems surface here, once, before hours of training, with one
-message naming the file and the fix: missing or unreadable files, an image and its mask or
+message naming the file and the fix: missing, unreadable or truncated files (every file is
+decoded once, :mod:`smaf.data.files`, and its digest recorded), an image and its mask or
 saliency map of different sizes, val images inside the training split, a training or
-evaluation image without any class.
+evaluation image without any class where the source has no negatives, labels and mask values
+(:mod:`smaf.data.checks`).
 """
 
 from __future__ import annotations
@@ -13,17 +15,16 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import UnidentifiedImageError
 
+from smaf.data.checks import check_labels, check_mask_values
+from smaf.data.files import FileChecks, cache_path_for
 from smaf.data.index import GT_COLUMNS, PATH_COLUMNS, DatasetIndex, require_saliency
-from smaf.data.sources import TRAINVAL_ROLES, build_index
-from smaf.errors import DataError
-from smaf.io import image_size
+from smaf.data.sources import TRAINVAL_ROLES, build_index, settings_problems
+from smaf.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -73,44 +74,57 @@ def _check_files_exist(index: DatasetIndex) -> None:
             )
 
 
-def _image_size(path: str) -> tuple[int, int]:
-    """(height, width) as loaded (EXIF orientation applied); a corrupt file is a DataError."""
-    try:
-        return image_size(path)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(
-            f"cannot read {path} ({exc}). The file is corrupt or truncated: re-download or "
-            "re-extract it."
-        ) from None
-
-
-def _check_sizes(index: DatasetIndex, threads: int) -> None:
-    """Record every image's size; its mask, aug mask and saliency map must have the same."""
+def _read_files(
+    index: DatasetIndex, threads: int, cache: str | os.PathLike[str] | None
+) -> dict[str, tuple[int, ...]]:
+    """Read every indexed file once (:mod:`smaf.data.files`: digest + full decode, cached by
+    identity); record each image's size and each file's digest; a mask, aug mask or saliency
+    map must have its image's size; mask values must be class indices."""
     table = index.table
     columns = [c for c in _checked_columns(index) if index.has_column(c)]
-    jobs = [(c, p) for c in columns for p in table[c] if p]
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        sizes = dict(zip(jobs, pool.map(lambda job: _image_size(job[1]), jobs), strict=True))
+    kinds = {"image": "image", "mask": "mask", "aug_mask": "mask", "saliency": "saliency"}
+    jobs = [(kinds[c], p) for c in columns for p in table[c] if p]
+    reader = FileChecks(cache)
+    checks = reader.check(jobs, threads)
+    log.info("dataset %s: %d files, %d read (new or changed)", index.name, len(checks), reader.read)
     heights, widths = [], []
+    digests: dict[str, list[str]] = {c: [] for c in PATH_COLUMNS}
     for image_id, row in zip(table.index, table.itertuples(index=False), strict=True):
-        size = sizes[("image", row.image)]
-        heights.append(size[0])
-        widths.append(size[1])
-        for column in columns[1:]:
+        size = checks[("image", row.image)]
+        heights.append(size.height)
+        widths.append(size.width)
+        for column in PATH_COLUMNS:
             path = getattr(row, column)
-            if path and sizes[(column, path)] != size:
-                h, w = sizes[(column, path)]
+            found = checks.get((kinds[column], path)) if column in columns and path else None
+            digests[column].append(found.digest if found else "")
+            if found is None or column == "image":
+                continue
+            if (found.height, found.width) != (size.height, size.width):
                 raise DataError(
-                    f"{_WHAT[column]} {path} is {w}x{h} but its image {row.image} is "
-                    f"{size[1]}x{size[0]} (WxH): the file belongs to another image or was "
-                    f"resized. Replace it with one made for {image_id} at full resolution."
+                    f"{_WHAT[column]} {path} is {found.width}x{found.height} but its image "
+                    f"{row.image} is {size.width}x{size.height} (WxH): the file belongs to "
+                    "another image or was resized. Replace it with one made for "
+                    f"{image_id} at full resolution."
                 )
     table["height"] = heights
     table["width"] = widths
+    for column in PATH_COLUMNS:
+        table[f"{column}_digest"] = digests[column]
+    return {p: c.values for (kind, p), c in checks.items() if kind == "mask"}
 
 
-def validate_index(index: DatasetIndex, *, threads: int = 4) -> DatasetIndex:
-    """Check an adapter's index once so stages can trust it; fills ``width`` / ``height``.
+def validate_index(
+    index: DatasetIndex,
+    *,
+    threads: int = 4,
+    cache: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> DatasetIndex:
+    """Check an adapter's index once so stages can trust it; fills ``width`` / ``height`` and
+    the files' digests. ``cache``: the read cache (:func:`smaf.data.files.cache_path_for`);
+    None reads every file. ``out_dir``: the folder of converted masks (``mask_values:
+    binary_255``), this index's only. Warnings (classes that cannot be learnt apart) go to the log and
+    ``info["warnings"]``.
 
     Raises:
         DataError: naming the file(s) and the fix.
@@ -142,14 +156,11 @@ def validate_index(index: DatasetIndex, *, threads: int = 4) -> DatasetIndex:
                     f"the {role} split is evaluated. Add their masks or move them to another split."
                 )
     labelled = [i for r in ROLES_WITH_LABELS if r in roles for i in index.ids(r)]
-    empty = [i for i in dict.fromkeys(labelled) if not index.labels(i).any()]
-    if empty:
-        raise DataError(
-            f"{len(empty)} images have no foreground class in their image-level label "
-            f"({_first(empty)}): weakly supervised training needs at least one class per "
-            "image. Remove them from the split lists or fix their annotations."
-        )
-    _check_sizes(index, threads)
+    warnings = check_labels(index, list(dict.fromkeys(labelled)))
+    masks = _read_files(index, threads, cache)
+    check_mask_values(index, masks, out_dir)
+    if warnings:
+        index.info["warnings"] = warnings
     return DatasetIndex(index.table, index.info)
 
 
@@ -207,10 +218,20 @@ def prepare_dataset(
     Raises:
         DataError / ConfigError: see :func:`validate_index` and the adapters.
     """
+    eps = needs_saliency and "train_aug" in roles
+    problems = settings_problems(source, settings, name=name, needs_saliency=eps)
+    if problems:
+        raise ConfigError(" ".join(problems))
     index = build_index(source, settings, name=name, roles=roles)
-    index = validate_index(index, threads=threads)
-    if needs_saliency and "train_aug" in roles:
-        require_saliency(index, index.ids("train_aug"), "train_aug")
+    if needs_saliency and "train_aug" in roles:  # before reading any file
+        require_saliency(index, index.ids("train_aug", allow_empty=True), "train_aug")
+    stem = Path(out_index).stem
+    converted = Path(out_index).with_name(
+        "masks_binary" if stem == "index" else f"{stem}.masks_binary"
+    )
+    index = validate_index(
+        index, threads=threads, cache=cache_path_for(out_index), out_dir=converted
+    )
     index.info.update({"num_classes": index.num_classes, "class_names": index.class_names})
     index.info.update(summarize(index, roles))
     log.info("dataset %s: %s", name, json.dumps(index.info["images"]))

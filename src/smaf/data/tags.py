@@ -4,16 +4,21 @@ Every reader returns ``(tags, classes)``: ``tags`` maps an image, named by its p
 the image folder (POSIX separators, with its extension), to the class names it shows;
 ``classes`` are the class names the file itself declares, in its order (None when it declares
 none). Images a reader says nothing about are unlabelled: the ``folder`` source predicts them
-as its test images and never trains on them.
+as its test images and never trains on them. An image listed with *no* class (an empty list)
+is a **negative**: background only, trained on with an all-zero label vector.
 
-Formats:
+Formats (and how each says "background only"):
 
 * CSV with an ``image`` column and either a ``labels`` column of class names separated by
-  ``;`` or one 0/1 column per class (the column names are the classes);
+  ``;`` (negative: an empty ``labels`` field) or one 0/1 column per class (the column names are
+  the classes; negative: all 0);
 * a COCO-format json (``images``, ``annotations``, ``categories``): an image shows the
-  categories of its annotations (crowd regions included);
-* a folder of VOC-style XML files, ``<path without extension>.xml`` per image;
-* ``by_folder``: the first sub-folder of an image's path is its one class.
+  categories of its annotations (crowd regions included); negative: an entry of ``images``
+  without annotations;
+* a folder of VOC-style XML files, ``<path without extension>.xml`` per image; negative: a
+  file without ``<object>``;
+* ``by_folder``: the first sub-folder of an image's path is its one class; negative: the
+  sub-folder named by ``negatives_folder`` (e.g. ``background``), which is no class.
 """
 
 from __future__ import annotations
@@ -118,7 +123,8 @@ def read_coco_tags(path: str | os.PathLike[str]) -> tuple[Tags, list[str]]:
                 f"which is not in `categories` (ids: {sorted(categories)[:10]}...)."
             )
         tags[files[image_id]].append(categories[cat])
-    tags = {name: _dedup(names) for name, names in tags.items() if names}
+    # An image without annotations is background only (a negative), not unlabelled.
+    tags = {name: _dedup(names) for name, names in tags.items()}
     return tags, [categories[k] for k in sorted(categories)]
 
 
@@ -135,20 +141,25 @@ def read_xml_tags(folder: str | os.PathLike[str], images: Iterable[str]) -> tupl
     return tags, None
 
 
-def folder_tags(images: Iterable[str]) -> tuple[Tags, list[str]]:
-    """``by_folder``: an image's first sub-folder is its class (images at the top: unlabelled)."""
+def folder_tags(
+    images: Iterable[str], negatives_folder: str | None = None
+) -> tuple[Tags, list[str]]:
+    """``by_folder``: an image's first sub-folder is its class (images at the top: unlabelled;
+    in ``negatives_folder``: background only, no class)."""
     tags: Tags = {}
     for image in images:
         parts = PurePosixPath(image).parts
         if len(parts) > 1:
-            tags[image] = [parts[0]]
-    return tags, sorted({t[0] for t in tags.values()})
+            tags[image] = [] if parts[0] == negatives_folder else [parts[0]]
+    return tags, sorted({t[0] for t in tags.values() if t})
 
 
-def read_tags(labels: str, images: list[str]) -> tuple[Tags, list[str] | None]:
+def read_tags(
+    labels: str, images: list[str], *, negatives_folder: str | None = None
+) -> tuple[Tags, list[str] | None]:
     """Tags from the ``labels`` setting: ``by_folder``, a ``.csv``, a ``.json`` or a folder."""
     if labels == "by_folder":
-        return folder_tags(images)
+        return folder_tags(images, negatives_folder)
     path = Path(labels)
     if path.is_dir():
         return read_xml_tags(path, images)

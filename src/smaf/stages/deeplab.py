@@ -51,6 +51,7 @@ from smaf.progress import Progress
 from smaf.stages.common import split_stage_config, write_history
 from smaf.stages.crf_stage import upsampled_probs
 from smaf.stages.staging import (
+    content_identity,
     file_identity,
     gather_shards,
     merge_counts,
@@ -169,7 +170,8 @@ def train_deeplab(
         "optim": asdict(optim),
         "augment": asdict(augment),
         "split": role,
-        "init_from": file_identity(init_backbone) if init_backbone is not None else None,
+        "init_from": content_identity(init_backbone),
+        "data": index.fingerprint(index.ids(role)),
         # Regenerated pseudo labels replace the folder (new mtime): old checkpoints don't resume.
         "labels": file_identity(label_dir),
     }

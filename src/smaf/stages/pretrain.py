@@ -24,6 +24,7 @@ from smaf.losses import classification_loss, eps_saliency_loss
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
 from smaf.stages.common import split_stage_config, write_history
+from smaf.stages.staging import content_identity
 from smaf.train import build_optimizer, fit, loop_identity, use_threads
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,10 @@ def pretrain(
         "optim": asdict(optim),
         "augment": asdict(augment),
         "split": role,
+        # What the result depends on besides the settings: the rows it reads (file digests
+        # and labels) and the content of the weights it starts from.
+        "data": index.fingerprint(index.ids(role)),
+        "pretrained": content_identity(model_cfg.pretrained),
     }
     history = fit(
         net, optimizer, dataset, eps_step(cfg), loop, optim, state_dir, full_config, desc="pretrain"

@@ -43,6 +43,7 @@ from smaf.losses import smaf_loss
 from smaf.models.build import Classifier
 from smaf.models.checkpoint import load_model, save_model
 from smaf.stages.common import split_stage_config, write_history
+from smaf.stages.staging import content_identity, file_identity
 from smaf.train import build_optimizer, fit, loop_identity, resolve_device, use_threads
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,13 @@ def smaf_step(cfg: SelfTrainConfig, teacher: Classifier | None, cam_cfg: CAMConf
     return step
 
 
+def _teacher_identity(teacher_dir: str | os.PathLike[str]) -> Any:
+    """The offline teacher's maps: their folder's manifest (a new ``run_id`` per finished run)
+    when it has one, else its path, size and time."""
+    manifest = Path(teacher_dir) / "seeds.json"
+    return content_identity(manifest) if manifest.is_file() else file_identity(teacher_dir)
+
+
 def self_train(
     *,
     index: DatasetIndex | str | os.PathLike[str],
@@ -219,6 +227,11 @@ def self_train(
         "optim": asdict(optim),
         "augment": asdict(augment),
         "init_model": str(init_model),
+        # What the result depends on besides the settings: the rows it reads (file digests and
+        # labels), the content of the weights it starts from and of the offline teacher's maps.
+        "data": index.fingerprint(index.ids(role)),
+        "init_weights": content_identity(init_model),
+        "teacher": _teacher_identity(teacher_dir) if cfg.teacher == "offline" else None,
     }
     history = fit(
         student,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from smaf.data.files import file_digest
 from smaf.errors import SmafError
 from smaf.io import atomic_write
 
@@ -35,6 +36,13 @@ def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What identifies a (large) input file cheaply: path, size and modification time."""
     st = Path(path).stat()
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def content_identity(path: str | os.PathLike[str] | None) -> str | None:
+    """The content digest of a file (None for none): what a training run starts from (init or
+    teacher weights). Unlike :func:`file_identity` it sees a file replaced by another of the
+    same size and time."""
+    return None if path is None else file_digest(path)
 
 
 def open_staging(

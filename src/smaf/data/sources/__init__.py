@@ -50,6 +50,41 @@ WATCHED: dict[str, Callable[[Mapping[str, Any]], list[Path]]] = {
 }
 
 
+def _root_problems(settings: Mapping[str, Any], **_: Any) -> list[str]:
+    """A VOC / COCO dataset the user provides (download: false): its root must exist."""
+    if settings.get("download", False) or Path(settings["root"]).is_dir():
+        return []
+    return [
+        f"root: folder not found: {settings['root']} (download: false: the dataset must be "
+        "there; or set download: true)."
+    ]
+
+
+#: Source name → the problems of its settings found without reading the data (paths that do
+#: not exist, keys that do not go together): :func:`settings_problems`.
+PROBLEMS: dict[str, Callable[..., list[str]]] = {
+    "voc": _root_problems,
+    "folder": folder.problems,
+    "coco": _root_problems,
+}
+
+
+def settings_problems(
+    source: str, settings: Mapping[str, Any], *, name: str, needs_saliency: bool = False
+) -> list[str]:
+    """Every problem of dataset ``name``'s settings found before reading any image, one line
+    each (``datasets.<name>.<key>: ...``). The one check ``smaf check-config`` and the dataset
+    stage share.
+
+    Args:
+        needs_saliency: EPS is trained, so every training image needs a saliency map.
+    """
+    check = PROBLEMS.get(source)
+    if check is None:
+        return []
+    return [f"datasets.{name}.{p}" for p in check(settings, needs_saliency=needs_saliency)]
+
+
 def _walk(folder: Path, recursive: bool) -> Iterable[str]:
     """``name size mtime`` of every entry (files of sub-folders too when ``recursive``)."""
     with os.scandir(folder) as entries:
