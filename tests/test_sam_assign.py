@@ -140,6 +140,14 @@ def test_sam_refine_names_the_image_when_sizes_differ():
     assert sam_refine("x", np.ones((4, 5), np.uint8), masks).tolist() == np.ones((4, 5)).tolist()
 
 
+def test_settings_from_the_sam_section():
+    s = SamRefineSettings.from_dict(
+        {"unclaimed": "ignore", "points_per_side": 16, "checkpoint": "x"}
+    )
+    assert s == SamRefineSettings(unclaimed="ignore")
+    assert SamRefineSettings.from_dict(None).unclaimed == "seed"
+
+
 def test_bad_settings_name_the_key():
     with pytest.raises(ConfigError, match="sam.unclaimed"):
         SamRefineSettings(unclaimed="keep")

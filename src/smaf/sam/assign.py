@@ -34,7 +34,8 @@ SEPL's loop also lets a class j > i keep seed-j pixels inside a mask class i too
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ MaskSource = SamMasks | np.ndarray | Iterable[np.ndarray]
 
 @dataclass(frozen=True)
 class SamRefineSettings:
-    """How seeds and SAM masks combine (config ``sam_refine:`` or under ``sam:``)."""
+    """How seeds and SAM masks combine (config ``sam.unclaimed``, ``sam.seed_cover``)."""
 
     unclaimed: str = "seed"  # pixels no SAM mask covers: seed | ignore | background (SEPL paper)
     seed_cover: float | None = (
@@ -66,6 +67,12 @@ class SamRefineSettings:
             )
         if self.seed_cover is not None and not 0.0 < self.seed_cover <= 1.0:
             raise ConfigError(f"sam.seed_cover must be in (0, 1] or null, got {self.seed_cover!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> SamRefineSettings:
+        """From the config's ``sam:`` mapping (generator and model keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def _iter_masks(masks: MaskSource) -> Iterable[np.ndarray]:
