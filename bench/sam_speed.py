@@ -10,7 +10,8 @@ NMS: an upper bound on the post-processing and storage of a real model). Models:
   mask decoder, 1024² mask logits per prompt, NMS, RLE) with an almost free image encoder;
 * ``vit_b``: SAM ViT-B (the smallest official SAM): adds the image encoder.
 
-Each run is its own process (peak RSS is per process). The image is a VOC 2012 image of
+Each run is its own process (peak RSS is per process). Wall seconds depend on what else runs
+on the machine; CPU seconds (all threads) do much less: on a shared machine read those. The image is a VOC 2012 image of
 ../shared/data/voc2012-mini (500×375) when present, else random pixels of that size.
 
     .venv/bin/python bench/sam_speed.py                  # tiny and vit_b, points_per_side 32
@@ -75,14 +76,14 @@ def one_run(model: str, points: int, loose: bool) -> dict:
     rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     thresholds = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0} if loose else {}
     settings = SamSettings(points_per_side=points, **thresholds)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with torch.no_grad():
         sam_input = torch.zeros(1, 3, sam.image_encoder.img_size, sam.image_encoder.img_size)
         sam.image_encoder(sam_input)
-    encoder_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    encoder_s, encoder_cpu = time.perf_counter() - t0, time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     masks = generate_masks(sam, image, settings)
-    total_s = time.perf_counter() - t0
+    total_s, total_cpu = time.perf_counter() - t0, time.process_time() - c0
     with tempfile.TemporaryDirectory() as tmp:
         save_masks(Path(tmp) / "m.json", masks)
         size = (Path(tmp) / "m.json").stat().st_size
@@ -93,7 +94,9 @@ def one_run(model: str, points: int, loose: bool) -> dict:
         "image": f"{image.shape[1]}x{image.shape[0]}",
         "threads": torch.get_num_threads(),
         "s_per_image": round(total_s, 2),
+        "cpu_s_per_image": round(total_cpu, 2),  # all threads' CPU time: robust to other load
         "encoder_s": round(encoder_s, 2),
+        "encoder_cpu_s": round(encoder_cpu, 2),
         "masks": len(masks),
         "file_kb": round(size / 1024, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
