@@ -31,7 +31,17 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
     },
     {"data": ("smaf.data",)},
     {"models": ("smaf.models",)},
-    {"method": ("smaf.cam", "smaf.fusion", "smaf.losses", "smaf.crf", "smaf.metrics", "smaf.clip")},
+    {
+        "method": (
+            "smaf.cam",
+            "smaf.fusion",
+            "smaf.losses",
+            "smaf.crf",
+            "smaf.metrics",
+            "smaf.clip",
+            "smaf.sam",
+        )
+    },
     {
         "train": (
             "smaf.train",
