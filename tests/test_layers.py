@@ -22,6 +22,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
             "smaf.io",
             "smaf.progress",
             "smaf.config",
+            "smaf.provenance",
             "smaf.runner",
             "smaf.transforms",
             "smaf.archives",

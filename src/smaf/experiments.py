@@ -18,6 +18,7 @@ from typing import Any
 
 from smaf.config import canonical, deep_merge, did_you_mean, result_train_keys
 from smaf.errors import ConfigError
+from smaf.provenance import provenance
 
 #: Run name of an experiment's extra seeds: ``<name>_seed<k>``.
 REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
@@ -189,6 +190,11 @@ class Experiments:
                 **{k: cfg[k] for k in RESULT_SECTIONS if k in cfg},
             }
         )
+
+    def provenance(self, run: str, model: str, stage: str) -> dict[str, str]:
+        """``base`` and ``supervision`` of a record of run ``run`` (classifier or DeepLab
+        labels ``model``, ``stage``): :func:`smaf.provenance.provenance` of its merged config."""
+        return provenance(self.merged_config(self.parse_run(run)[0]), model, stage)._asdict()
 
     def teacher_owner(self, run: str) -> str:
         """Experiment whose offline teacher maps a run uses: the first with the same settings.

@@ -199,13 +199,16 @@ def eval_predictions(wildcards):
 
 def eval_meta(wildcards):
     """Fields the evaluate rule copies into its record (the columns of results/summary.csv);
-    `thr`: the seeds' background score (Table 2 says how it was chosen)."""
+    `thr`: the seeds' background score (Table 2 says how it was chosen); `base` and
+    `supervision`: what the number used beyond image labels (smaf.provenance)."""
+    stage = f"{wildcards.model}_{wildcards.stage}"
     return {
         **run_meta(wildcards),
         "model": wildcards.model,
-        "stage": f"{wildcards.model}_{wildcards.stage}",
+        "stage": stage,
         "split": wildcards.split,
         "thr": experiment_cfg(wildcards, "seeds")["thr"],
+        **EXP.provenance(wildcards.experiment, wildcards.model, stage),
     }
 
 
@@ -345,7 +348,8 @@ def deeplab_eval_predictions(wildcards):
 
 def deeplab_eval_meta(wildcards):
     """Fields of a DeepLab evaluation record; `model` names the source of the pseudo labels,
-    `init` the weights DeepLab started from (Table 1's init column)."""
+    `init` the weights DeepLab started from (Table 1's init column), `base` and `supervision`
+    what the number used beyond image labels (smaf.provenance)."""
     cfg = deeplab_cfg(wildcards)
     return {
         **run_meta(wildcards),
@@ -353,6 +357,7 @@ def deeplab_eval_meta(wildcards):
         "split": wildcards.split,
         "model": cfg["labels_from"],
         "init": deeplab_init(cfg),
+        **EXP.provenance(wildcards.experiment, cfg["labels_from"], wildcards.stage),
     }
 
 

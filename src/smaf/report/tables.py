@@ -66,6 +66,10 @@ TABLE2_STAGES = {
 #: Ablation columns: stage of ablations.csv → column title.
 ABLATION_STAGES = {"smaf_seed": "seed mIoU", "smaf_crf": "+CRF mIoU"}
 
+#: What each number used (summary.csv / ablations.csv columns, smaf.provenance): shown after
+#: the mIoU columns of every table whose input has them.
+PROVENANCE = ("base", "supervision")
+
 _REPLICATE = re.compile(r"_seed\d+$")
 NA = "–"
 
@@ -87,7 +91,8 @@ def read_summary(path: PathLike) -> pd.DataFrame:
     ``group`` defaults to the experiment without a trailing ``_seed<digits>``, ``seed`` to NaN.
     """
     try:
-        df = pd.read_csv(path, dtype={"dataset": str, "experiment": str, "group": str})
+        text = dict.fromkeys(("dataset", "experiment", "group", *PROVENANCE), str)
+        df = pd.read_csv(path, dtype=text)
     except FileNotFoundError:
         raise DataError(
             f"{path} not found: run the summary rule first (snakemake {path})."
@@ -122,6 +127,12 @@ def format_miou(values: Iterable[float]) -> str:
     return f"{v.mean():.1f} ± {v.std(ddof=1):.1f} (n={v.size})"
 
 
+def _provenance(rows: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
+    """The ``base`` / ``supervision`` cells of a table row: its rows' values, once each (the
+    replicates of an experiment share them; different ones are joined with " | ")."""
+    return {c: " | ".join(str(v) for v in pd.unique(rows[c].dropna())) or NA for c in columns}
+
+
 def _paper_value(value: float | None) -> str:
     return NA if value is None else f"{value:.1f}"
 
@@ -143,12 +154,14 @@ def segmentation_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
     Returns:
         One row per (dataset, experiment group, pseudo labels, gt); cells are display strings.
         With an ``init`` column in the summary (the evaluation records'), an ``init`` column
-        says which weights DeepLab started from (the replicates' values joined if they differ).
+        says which weights DeepLab started from (the replicates' values joined if they differ);
+        with :data:`PROVENANCE` columns, ``base`` and ``supervision`` follow the mIoU columns.
     """
     df = with_replicates(summary)
     df = df[df["stage"].isin(TABLE1_STAGES) & (df["split"] == "val")]
     keys = ["dataset", "group", "model", "gt"]
     with_init = "init" in df.columns
+    used = [c for c in PROVENANCE if c in df.columns]
     rows = []
     for key, g in df.groupby(keys, sort=False, dropna=False):
         row = dict(zip(["dataset", "experiment", "pseudo labels", "gt"], key, strict=True))
@@ -157,9 +170,10 @@ def segmentation_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
             row["init"] = "; ".join(inits) or NA
         for stage, col in TABLE1_STAGES.items():
             row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
-        rows.append(row)
+        rows.append({**row, **_provenance(g, used)})
     columns = ["dataset", "experiment", "pseudo labels", "gt"]
     columns += ["init", *TABLE1_STAGES.values()] if with_init else [*TABLE1_STAGES.values()]
+    columns += used
     out = pd.DataFrame(rows, columns=columns)
     if _wants_paper(summary, paper):
         for split in ("val", "test"):
@@ -181,13 +195,15 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
     Returns:
         One row per (dataset, experiment group, split, gt, method), EPS before SMAF. With a
         ``thr`` column in the summary (the seeds' background score), a ``thr`` column too
-        (see :func:`threshold_notes` for how it was chosen).
+        (see :func:`threshold_notes` for how it was chosen); with :data:`PROVENANCE`
+        columns, ``base`` and ``supervision`` follow the mIoU columns.
     """
     df = with_replicates(summary)
     df = df[df["stage"].isin(TABLE2_STAGES)].copy()
     df["method"] = df["stage"].map(lambda s: TABLE2_STAGES[s][0])
     keys = ["dataset", "group", "split", "gt", "method"]
     with_thr = "thr" in df.columns
+    used = [c for c in PROVENANCE if c in df.columns]
     rows = []
     for key, g in df.groupby(keys, sort=False, dropna=False):
         row = dict(zip(["dataset", "experiment", "split", "gt", "method"], key, strict=True))
@@ -196,9 +212,9 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
         for stage, (method, col) in TABLE2_STAGES.items():
             if method == row["method"]:
                 row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
-        rows.append(row)
-    columns = ["dataset", "experiment", "split", "gt", "method"]
-    out = pd.DataFrame(rows, columns=[*columns, *(["thr"] if with_thr else []), "seed", "+CRF"])
+        rows.append({**row, **_provenance(g, used)})
+    columns = ["dataset", "experiment", "split", "gt", "method", *(["thr"] if with_thr else [])]
+    out = pd.DataFrame(rows, columns=[*columns, "seed", "+CRF", *used])
     if len(out):
         # EPS before SMAF inside each (dataset, experiment, split, gt), first-seen order kept.
         block = out[["dataset", "experiment", "split", "gt"]].astype(str).agg("|".join, axis=1)
@@ -291,8 +307,10 @@ def paper_ablation_miou(table: str, row: str) -> float | None:
 
 
 def read_ablations(path: PathLike) -> pd.DataFrame:
-    """Read ablations.csv (``table,row,experiment,seed,stage,miou``; miou a fraction)."""
-    df = pd.read_csv(path, dtype={"table": str, "row": str, "experiment": str, "stage": str})
+    """Read ablations.csv (``table,row,experiment,seed,stage,miou``; miou a fraction; then
+    ``base,supervision`` where the evaluation records had them)."""
+    text = dict.fromkeys(("table", "row", "experiment", "stage", *PROVENANCE), str)
+    df = pd.read_csv(path, dtype=text)
     missing = {"table", "row", "stage", "miou"} - set(df.columns)
     if missing:
         raise DataError(
@@ -305,8 +323,8 @@ def ablation_tables(ablations: pd.DataFrame, *, paper: bool = False) -> dict[str
     """Tables 3–5: one DataFrame per ``table`` value, rows in file order.
 
     Columns: ``row``, ``seed mIoU`` and ``+CRF mIoU`` (mean ± std over the seeds of the row),
-    ``experiments`` (the experiment groups behind the row) and, with ``paper``, the paper's
-    seed mIoU of the matching row.
+    ``experiments`` (the experiment groups behind the row), ``base`` and ``supervision`` when
+    ablations.csv has them and, with ``paper``, the paper's seed mIoU of the matching row.
     """
     tables: dict[str, pd.DataFrame] = {}
     df = ablations.copy()
@@ -323,6 +341,7 @@ def ablation_tables(ablations: pd.DataFrame, *, paper: bool = False) -> dict[str
             if "experiment" in r.columns:
                 groups = dict.fromkeys(replicate_group(e) for e in r["experiment"].dropna())
                 row["experiments"] = ", ".join(groups)
+            row.update(_provenance(r, [c for c in PROVENANCE if c in r.columns]))
             if paper:
                 row["paper seed mIoU"] = _paper_value(paper_ablation_miou(table, label))
             rows.append(row)

@@ -54,6 +54,8 @@ SUMMARY_COLUMNS = (
     "path",
 )
 _SORT = ["dataset", "experiment", "stage", "split", "gt"]
+#: What each number used (smaf.provenance): after the other record fields, before the config.
+PROVENANCE_COLUMNS = ("base", "supervision")
 #: The last column of a summary: :func:`config_digest` of the config that made the row.
 CONFIG_COLUMN = "config"
 
@@ -281,6 +283,15 @@ def _score(
     return record
 
 
+def _column_order(found: Iterable[str]) -> list[str]:
+    """Columns of a summary: :data:`SUMMARY_COLUMNS`, the other fields in order of appearance,
+    the :data:`PROVENANCE_COLUMNS` present, :data:`CONFIG_COLUMN` when present (last)."""
+    found = list(found)
+    tail = [c for c in (*PROVENANCE_COLUMNS, CONFIG_COLUMN) if c in found]
+    extra = [c for c in dict.fromkeys(found) if c not in (*SUMMARY_COLUMNS, *tail)]
+    return [*SUMMARY_COLUMNS, *extra, *tail]
+
+
 def write_summary(
     rows_or_files: Iterable[Mapping[str, Any] | str | os.PathLike[str]],
     out_csv: str | os.PathLike[str],
@@ -290,10 +301,11 @@ def write_summary(
     """Gather evaluation records (dicts or JSON files of them) into one sorted CSV.
 
     Columns: :data:`SUMMARY_COLUMNS` (``dataset, experiment, stage, split, gt, miou, ...``;
-    missing fields left empty), the records' other fields, then with ``configs`` (experiment
-    → the config its run was made with) :data:`CONFIG_COLUMN`, the config's digest; rows
-    sorted by dataset, experiment, stage, split, gt. The per-class ``iou`` dicts stay in the
-    JSON files; ``configs_json`` gets ``{digest: config}``. Written atomically.
+    missing fields left empty), the records' other fields, :data:`PROVENANCE_COLUMNS` (when
+    the records have them), then with ``configs`` (experiment → the config its run was made
+    with) :data:`CONFIG_COLUMN`, the config's digest; rows sorted by dataset, experiment,
+    stage, split, gt. The per-class ``iou`` dicts stay in the JSON files; ``configs_json``
+    gets ``{digest: config}``. Written atomically.
 
     Returns:
         The table written.
@@ -314,8 +326,7 @@ def write_summary(
     for col in SUMMARY_COLUMNS:
         if col not in df.columns:
             df[col] = pd.NA
-    extra = [c for c in df.columns if c not in SUMMARY_COLUMNS]
-    df = df[[*SUMMARY_COLUMNS, *extra]]
+    df = df[_column_order(df.columns)]
     if "n_images_without_gt" in df.columns:  # a count, empty where every image had a mask
         df["n_images_without_gt"] = df["n_images_without_gt"].astype("Int64")
     if configs is not None:
@@ -340,7 +351,7 @@ def merge_summaries(
     """Every dataset's summary (``results/<dataset>/summary.csv``) as one CSV, cells as they
     are (text: no number is reformatted), rows sorted by :data:`SUMMARY_COLUMNS`' keys (empty
     last). Columns: :data:`SUMMARY_COLUMNS`, the other columns in order of appearance,
-    :data:`CONFIG_COLUMN` last. A header-only file adds no row. Written atomically.
+    :data:`PROVENANCE_COLUMNS`, :data:`CONFIG_COLUMN` last. A header-only file adds no row. Written atomically.
 
     Raises:
         DataError: a file is missing or not a summary.
@@ -356,11 +367,7 @@ def merge_summaries(
         if not set(_SORT) <= set(df.columns):
             raise DataError(f"{path} is not a summary CSV (no {', '.join(_SORT)} columns).")
         tables.append(df)
-    columns = list(SUMMARY_COLUMNS)
-    for df in tables:
-        columns += [c for c in df.columns if c not in columns and c != CONFIG_COLUMN]
-    if any(CONFIG_COLUMN in df.columns for df in tables):
-        columns.append(CONFIG_COLUMN)
+    columns = _column_order(c for df in tables for c in df.columns)
     rows = [df for df in tables if len(df)]
     merged = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)
     merged = merged.reindex(columns=columns).fillna("")
@@ -388,7 +395,8 @@ def write_ablations(
         rows: one mapping per (table, row, run, stage) with the keys of
             :data:`ABLATION_COLUMNS` except ``miou``, plus ``record``: the evaluation JSON
             (written by :func:`evaluate_split`) whose ``miou`` the row reports.
-        out_csv: written atomically.
+        out_csv: written atomically; :data:`PROVENANCE_COLUMNS` follow ``miou`` when the
+            records have them (what each row used, as in the summary).
 
     Returns:
         The table written.
@@ -405,8 +413,17 @@ def write_ablations(
             raise DataError(f"evaluation record not found: {path}.") from None
         except ValueError as exc:
             raise DataError(f"evaluation record {path} is not valid JSON ({exc}).") from None
-        out.append({**{k: row[k] for k in ABLATION_COLUMNS if k != "miou"}, "miou": record["miou"]})
-    df = pd.DataFrame(out, columns=list(ABLATION_COLUMNS))
+        out.append(
+            {
+                **{k: row[k] for k in ABLATION_COLUMNS if k != "miou"},
+                "miou": record["miou"],
+                **{k: record[k] for k in PROVENANCE_COLUMNS if k in record},
+            }
+        )
+    found = {k for r in out for k in r}
+    df = pd.DataFrame(
+        out, columns=[*ABLATION_COLUMNS, *(c for c in PROVENANCE_COLUMNS if c in found)]
+    )
     with atomic_write(out_csv) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6f")
     log.info("ablations: %d rows -> %s", len(df), out_csv)
