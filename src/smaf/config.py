@@ -186,6 +186,13 @@ def combination_problems(config: dict[str, Any]) -> list[str]:
             "pretrain.method 'eps' needs a background channel: set model.head to 'eps' or "
             "'smaf' (or pretrain.method to 'cam')."
         )
+    model, deeplab = config.get("model") or {}, config.get("deeplab") or {}
+    if str(model.get("backbone", "")).startswith("timm/") and deeplab.get("init_from"):
+        problems.append(
+            f"deeplab.init_from {deeplab['init_from']!r} starts DeepLab's resnet38d from the "
+            f"classifier's backbone, but model.backbone is {model['backbone']}: set "
+            "deeplab.init_from: null (and deeplab.pretrained for DeepLab's own init)."
+        )
     problems += checkpoint_problems(config)
     return problems
 

@@ -1,7 +1,8 @@
 """Build the classification network of each stage from a :class:`ModelConfig`.
 
-``Classifier = backbone (ResNet38d) + head``; the CAM lives between ``forward_features`` and
-``forward_head``. The image-level logits are the global average of the foreground CAM channels.
+``Classifier = backbone (ResNet38d, or a timm model: ``timm/<name>``) + head``; the CAM lives
+between ``forward_features`` and ``forward_head``. The image-level logits are the global average
+of the foreground CAM channels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from smaf.errors import ConfigError
 from smaf.models.convert_mxnet import load_imagenet_weights
 from smaf.models.heads import CAMHead, EPSHead, SMAFHead
 from smaf.models.resnet38d import ResNet38d
+from smaf.models.timm_backbone import PREFIX as TIMM_PREFIX
+from smaf.models.timm_backbone import TimmBackbone, is_timm
 
 #: Backbone constructors by name: ``(width, freeze_bn, freeze_stem) -> module``.
 BACKBONES: dict[str, Callable[..., nn.Module]] = {"resnet38d": ResNet38d}
@@ -46,20 +49,28 @@ HEADS: dict[str, Callable[[int, int, bool], nn.Module]] = {
 class ModelConfig:
     """What to build; every stage that trains or runs the classifier takes one."""
 
-    backbone: str = "resnet38d"  # the only backbone of PSA/EPS/SMAF
-    width: float = 1.0  # channel multiplier; 1.0 = real ResNet38d, 0.125–0.25 = CPU demo
+    backbone: str = "resnet38d"  # PSA/EPS/SMAF's; or timm/<name>: any timm model
+    width: float = 1.0  # resnet38d's channel multiplier (1.0 = real, 0.125 = CPU demo); timm: 1.0
     head: str = "smaf"  # 'cam' (baseline) | 'eps' (EPS paper) | 'smaf' (released SMAF code)
     num_classes: int = 20  # foreground classes C (20 for VOC); the EPS/SMAF heads add 1 bg
     freeze_bn: bool = True  # BN in eval mode, no grad (PSA/EPS/SMAF: batches of 8 are too small)
     freeze_stem: bool = True  # conv1a + b2* frozen, as EPS/SMAF do
     # Backbone weights: the ImageNet ResNet38d .params file or a .pth state dict (whose width
-    # must match `width`; the ImageNet weights are width 1.0). None = random init (demo).
+    # must match `width`; the ImageNet weights are width 1.0); for timm/<name> that timm
+    # model's state dict (.pth / .safetensors). None = random init (demo).
     pretrained: str | None = None
 
     def __post_init__(self) -> None:
-        if self.backbone not in BACKBONES:
+        if is_timm(self.backbone):
+            if self.width != 1.0:
+                raise ConfigError(
+                    f"model.width is resnet38d's channel multiplier; {self.backbone} has its "
+                    f"own widths: set model.width: 1.0 (got {self.width!r})."
+                )
+        elif self.backbone not in BACKBONES:
             raise ConfigError(
-                f"model.backbone must be one of {sorted(BACKBONES)}, got {self.backbone!r}"
+                f"model.backbone must be one of {sorted(BACKBONES)} or {TIMM_PREFIX}<name> "
+                f"(a timm model), got {self.backbone!r}"
             )
         if self.head not in HEADS:
             raise ConfigError(f"model.head must be one of {sorted(HEADS)}, got {self.head!r}")
@@ -83,6 +94,8 @@ class Classifier(nn.Module):
     """Backbone + CAM head: ``[B, 3, H, W]`` → ``{'cam': [B, K, H/8, W/8], 'logits': [B, C]}``.
 
     ``K = C + 1`` (background at channel 0) for the 'eps' and 'smaf' heads, ``K = C`` for 'cam'.
+    The stride is 8 for ResNet38d; a timm backbone's is its ``output_stride`` (8, 16 or the
+    ViT's patch size).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module, num_classes: int) -> None:
@@ -114,9 +127,10 @@ class Classifier(nn.Module):
 
         Returns, in this order (each ``{'name', 'params', 'lr_mult', 'weight_decay_mult'}``):
 
-        0. backbone conv weights: lr × 1, weight decay;
-        1. other backbone params (BN affine when BN is not frozen; ResNet38d has no conv
-           biases): lr × 2, no weight decay — Caffe's bias convention, as in the reference;
+        0. backbone conv (and linear) weights: lr × 1, weight decay;
+        1. other backbone params (BN / LayerNorm affine when not frozen, biases; ResNet38d has
+           no conv biases): lr × 2, no weight decay — Caffe's bias convention, as in the
+           reference;
         2. head conv weights (trained from scratch): lr × 10, weight decay;
         3. other head params (biases, BN affine when not frozen): lr × 20, no weight decay.
 
@@ -133,18 +147,26 @@ class Classifier(nn.Module):
                 for name, p in module.named_parameters(recurse=False):
                     if not p.requires_grad:
                         continue
-                    is_conv_weight = isinstance(module, nn.Conv2d) and name == "weight"
-                    groups[offset + (0 if is_conv_weight else 1)]["params"].append(p)
+                    # Conv / linear weights (timm's backbones have linear layers too).
+                    is_weight = name == "weight" and p.ndim > 1
+                    groups[offset + (0 if is_weight else 1)]["params"].append(p)
         return groups
 
 
 def build_classifier(cfg: ModelConfig) -> Classifier:
-    """Build the classifier of ``cfg``; loads the ImageNet backbone weights if ``pretrained``."""
-    backbone = BACKBONES[cfg.backbone](
-        width=cfg.width, freeze_bn=cfg.freeze_bn, freeze_stem=cfg.freeze_stem
-    )
-    if cfg.pretrained is not None:
-        load_imagenet_weights(backbone, cfg.pretrained)
+    """Build the classifier of ``cfg``; loads the backbone weights if ``pretrained``."""
+    if is_timm(cfg.backbone):
+        backbone: nn.Module = TimmBackbone(
+            cfg.backbone[len(TIMM_PREFIX) :], freeze_bn=cfg.freeze_bn, freeze_stem=cfg.freeze_stem
+        )
+        if cfg.pretrained is not None:
+            backbone.load_weights(cfg.pretrained)
+    else:
+        backbone = BACKBONES[cfg.backbone](
+            width=cfg.width, freeze_bn=cfg.freeze_bn, freeze_stem=cfg.freeze_stem
+        )
+        if cfg.pretrained is not None:
+            load_imagenet_weights(backbone, cfg.pretrained)
     head = HEADS[cfg.head](backbone.out_channels, cfg.num_classes, cfg.freeze_bn)
     model = Classifier(backbone, head, cfg.num_classes)
     model.config = cfg  # what built it: saved with the weights (smaf.models.checkpoint)
