@@ -33,6 +33,11 @@ def test_demo_dag_ends_with_the_summary_table(tiny_run):
     assert (summary["gt"] == "SegmentationClass").all()
     assert summary["miou"].between(0, 1).all()
     assert (summary["group"] == "default").all() and (summary["seed"] == 0).all()
+    # Issue 22 §3: what each number used, the last columns before the config digest. The demo
+    # trains from scratch with EPS on its synthetic saliency maps; DeepLab starts from SMAF's.
+    assert list(summary.columns[-3:]) == ["base", "supervision", "config"]
+    assert (summary["base"] == "eps").all()
+    assert (summary["supervision"] == "saliency maps (EPS)").all()
     report = (tiny_run / "results/report.html").read_text()
     assert "Table 1" in report and "Table 2" in report and "data:image/png;base64," in report
     archive = tiny_run / "results/synthetic/default/deeplab_submission.tar.gz"
