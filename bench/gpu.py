@@ -59,7 +59,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +75,20 @@ from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.config import dataclass_from, deep_merge
 from smaf.crf import crf_from_labels
 from smaf.data.synthetic_generator import SyntheticConfig, generate_sample
-from smaf.experiments import training_keys
 from smaf.io import save_maps, save_mask
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.deeplab import DeepLabConfig, build_deeplab
-from smaf.stages.crf_stage import LabelCRFParams
-from smaf.stages.deeplab import deeplab_step, split_deeplab_params
-from smaf.stages.pretrain import PretrainConfig, eps_step, split_stage_config
-from smaf.stages.self_train import SelfTrainConfig, smaf_step
-from smaf.stages.teacher import PREVIEW_THR
+from smaf.settings import (
+    PREVIEW_THR,
+    CRFSettings,
+    DeepLabSettings,
+    PretrainSettings,
+    SeedsSettings,
+    SelfTrainSettings,
+)
+from smaf.stages.deeplab import deeplab_step
+from smaf.stages.pretrain import eps_step
+from smaf.stages.self_train import smaf_step
 from smaf.train import LoopConfig, OptimConfig, StepFn, build_optimizer, resolve_device
 from smaf.transforms import DeepLabAugment
 
@@ -178,8 +183,9 @@ def load_preset(smoke: bool) -> dict[str, Any]:
 def deeplab_config(
     preset: dict[str, Any],
 ) -> tuple[DeepLabConfig, LoopConfig, OptimConfig, DeepLabAugment]:
-    """``split_deeplab_params`` of the preset's ``deeplab`` section, without weights to load."""
-    return split_deeplab_params({**preset["deeplab"], "pretrained": None}, C)
+    """The preset's ``deeplab`` settings' parts, without weights to load."""
+    s = DeepLabSettings.from_dict({**preset["deeplab"], "pretrained": None})
+    return replace(s.model, num_classes=C), s.loop, s.optim, s.augment
 
 
 def make_setup(smoke: bool, images: int | None = None) -> Setup:
@@ -187,7 +193,8 @@ def make_setup(smoke: bool, images: int | None = None) -> Setup:
     preset = load_preset(smoke)
     if smoke:
         return Setup(preset, 0.125, 2, 64, 2, 1, 64, (48, 64), images or 2, 256)
-    loop, _, augment, _ = split_stage_config(preset["pretrain"], "pretrain")
+    pretrain = PretrainSettings.from_dict(preset["pretrain"])
+    loop, augment = pretrain.loop, pretrain.augment
     _, dl_loop, _, dl_augment = deeplab_config(preset)
     return Setup(
         preset,
@@ -369,13 +376,11 @@ def train_cases(setup: Setup, groups: Sequence[str], device: torch.device) -> It
     on_device = [
         {k: v.to(device) for k, v in weak_batch(setup.batch_size, setup.crop, gen).items()}
     ]
-    _, optim, _, rest = split_stage_config(training_keys("pretrain", p["pretrain"]), "pretrain")
+    cfg = PretrainSettings.from_dict(p["pretrain"])
     if "eps" in groups:
-        cfg = dataclass_from(PretrainConfig, rest, "pretrain")
-        yield TrainCase("eps_step", classifier, lambda _t: eps_step(cfg), on_device, optim)
-    _, optim, _, rest = split_stage_config(p["self_train"], "self_train")
-    st = dataclass_from(SelfTrainConfig, rest, "self_train")
-    cam = dataclass_from(CAMConfig, st.teacher_cam, "self_train.teacher_cam")
+        yield TrainCase("eps_step", classifier, lambda _t: eps_step(cfg), on_device, cfg.optim)
+    st = SelfTrainSettings.from_dict(p["self_train"])
+    optim, cam = st.optim, st.teacher_cam
     if "smaf_offline" in groups:
         step = smaf_step(st, None, cam)
         yield TrainCase("smaf_step_offline", classifier, lambda _t: step, on_device, optim)
@@ -606,14 +611,10 @@ def bench_seeds(
 ) -> list[Row]:
     """Seeds, CRF, seeds + CRF overlapped, and the offline teacher pass, per variant."""
     p = setup.preset
-    seeds_cfg = {k: v for k, v in p["seeds"].items() if k in CAMConfig.__dataclass_fields__}
-    cam = dataclass_from(CAMConfig, seeds_cfg, "seeds")
-    thr = float(p["seeds"]["thr"])
-    _, _, _, rest = split_stage_config(p["self_train"], "self_train")
-    teacher_cam = dataclass_from(
-        CAMConfig, dataclass_from(SelfTrainConfig, rest, "self_train").teacher_cam, "teacher_cam"
-    )
-    crf_params = dataclass_from(LabelCRFParams, p["crf"]["labels"], "crf.labels")
+    seeds = SeedsSettings.from_dict(p["seeds"])
+    cam, thr = seeds.cam, seeds.thr
+    teacher_cam = SelfTrainSettings.from_dict(p["self_train"]).teacher_cam
+    crf_params = CRFSettings.from_dict(p["crf"]).labels
     crf_fn = functools.partial(crf_from_labels, num_labels=C + 1, **asdict(crf_params))
     torch.manual_seed(0)
     model_cfg = {**p["model"], "width": setup.width, "num_classes": C, "pretrained": None}

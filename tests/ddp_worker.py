@@ -29,7 +29,8 @@ import torch
 
 from smaf import distributed
 from smaf.models.build import ModelConfig, build_classifier
-from smaf.stages.pretrain import PretrainConfig, eps_step
+from smaf.settings import PretrainSettings
+from smaf.stages.pretrain import eps_step
 from smaf.train import LoopConfig, OptimConfig, build_optimizer, fit
 
 
@@ -124,7 +125,7 @@ def main() -> None:
         compile=args.compile,
         num_workers=args.workers,
     )
-    step = eps_step(PretrainConfig())
+    step = eps_step(PretrainSettings())
     if args.signal_at is not None:
         step = signal_at(step, args.signal_at, signal.Signals[f"SIG{args.signal_name}"])
     if args.pause_at is not None:

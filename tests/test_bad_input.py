@@ -13,6 +13,7 @@ from test_stages_train import AUG, LOOP, MODEL
 from smaf.data.index import DatasetIndex
 from smaf.io import load_image, load_mask
 from smaf.runner import run_logged
+from smaf.settings import PretrainSettings
 from smaf.stages.pretrain import pretrain
 
 
@@ -42,7 +43,7 @@ def test_corrupt_jpeg_stops_training_with_one_line_naming_it(tiny_root, tmp_path
             pretrain,
             index=index,
             model=MODEL,
-            params={"method": "eps", **LOOP, "augment": AUG},
+            settings=PretrainSettings.from_dict({"method": "eps", **LOOP, "augment": AUG}),
             out_model=out / "model.pt",
             out_history=out / "history.csv",
             state_dir=out / "state",

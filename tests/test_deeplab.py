@@ -26,8 +26,9 @@ from smaf.models.deeplab import (
     load_deeplab,
     save_deeplab,
 )
+from smaf.settings import DeepLabSettings
 from smaf.stages.crf_stage import crf_split
-from smaf.stages.deeplab import predict_split, split_deeplab_params, train_deeplab
+from smaf.stages.deeplab import predict_split, train_deeplab
 from smaf.stages.evaluate import evaluate_split
 from smaf.stages.submission import SUBMISSION_SUBDIR, make_submission
 from smaf.train import OptimConfig, build_optimizer
@@ -229,14 +230,14 @@ def test_config_errors():
     with pytest.raises(ConfigError, match="width"):
         DeepLabConfig(backbone="resnet101", width=0.5)
     with pytest.raises(ConfigError, match="unknown key"):
-        split_deeplab_params({"backbone": "resnet50", "lr_mult": 3}, 20)
+        DeepLabSettings.from_dict({"backbone": "resnet50", "lr_mult": 3})
     with pytest.raises(ConfigError, match="augment"):
-        split_deeplab_params({"augment": {"crop_size": 2}}, 20)
-    cfg, loop, optim, aug = split_deeplab_params(
-        {"batch_size": 10, "grad_accum": 2, "lr": 2.5e-4, "test": {"flip": True}}, 20
-    )
-    assert (loop.batch_size, loop.grad_accum, optim.lr, cfg.num_classes) == (10, 2, 2.5e-4, 20)
-    assert aug.crop_size == 321 and aug.scales == (0.5, 0.75, 1.0, 1.25, 1.5)
+        DeepLabSettings.from_dict({"augment": {"crop_size": 2}})
+    s = DeepLabSettings.from_dict({"batch_size": 10, "lr": 2.5e-4, "test": {"flip": True}})
+    # grad_accum's default is DeepLab's own (2), not the other stages' (1)
+    assert (s.loop.batch_size, s.loop.grad_accum, s.optim.lr) == (10, 2, 2.5e-4)
+    assert s.augment.crop_size == 321 and s.augment.scales == (0.5, 0.75, 1.0, 1.25, 1.5)
+    assert s.test.flip and s.model.backbone == "resnet101"
 
 
 # --------------------------------------------------------------------------- loss pieces
@@ -311,7 +312,7 @@ def test_train_predict_crf_evaluate_and_submit(tiny):
     history = train_deeplab(
         index=index_path,
         label_dir=tiny["labels"],
-        params=PARAMS,
+        settings=DeepLabSettings.from_dict(PARAMS),
         out_model=out / "model.pt",
         out_history=out / "history.csv",
         state_dir=tmp / "state" / "deeplab",
@@ -397,7 +398,7 @@ def test_missing_pseudo_labels_are_a_clear_error(tiny, tmp_path):
         train_deeplab(
             index=tiny["index"],
             label_dir=labels,
-            params=PARAMS,
+            settings=DeepLabSettings.from_dict(PARAMS),
             out_model=tmp_path / "m.pt",
             out_history=tmp_path / "h.csv",
             state_dir=None,

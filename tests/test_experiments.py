@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from smaf.config import canonical, deep_merge, did_you_mean
+from smaf.config import RUNTIME_KEYS, canonical, deep_merge, did_you_mean
 from smaf.errors import ConfigError
 from smaf.experiments import Experiments, canonical_config
 
@@ -56,11 +56,15 @@ def test_runs_and_sections(demo_config) -> None:
     assert list(exp.runs()) == ["default", "default_seed3", "low", "low_seed3"]
     # thr does not change the teacher's maps: one pass for every run.
     assert exp.teacher_owner("low_seed3") == "default"
-    params = exp.train_params("low_seed3", "self_train")
+    settings = exp.settings("low_seed3", "self_train")
+    assert settings.loop.seed == 3 and settings.thr == 0.1
+    params = settings.params()  # the rule's params: the run's seed, train.amp, no runtime keys
     assert params["seed"] == 3 and params["thr"] == 0.1 and "amp" in params
-    deeplab = exp.train_params("low", "deeplab")
-    assert not {"test", "labels_from", "init_from"} & set(deeplab)
-    assert exp.train_params(None, "pretrain")["seed"] == 0
+    assert not set(RUNTIME_KEYS) & set(params)
+    assert list(params) == sorted(params)
+    # DeepLab's inference settings retrain nothing
+    assert "test" not in exp.settings("low", "deeplab").params()
+    assert exp.settings(None, "pretrain").loop.seed == 0
     # A summary row's config: the run's own settings, seed and dataset only.
     low = exp.run_config("low_seed3", "synthetic")
     assert low["self_train"]["thr"] == 0.1 and low["train"]["seed"] == 3

@@ -23,6 +23,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
             "smaf.progress",
             "smaf.config",
             "smaf.provenance",
+            "smaf.settings",
             "smaf.runner",
             "smaf.transforms",
             "smaf.archives",
@@ -67,7 +68,6 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
 #: merging it.
 KNOWN_VIOLATIONS = {
     ("smaf.stages.teacher", "smaf.experiments"),
-    ("smaf.stages.deeplab", "smaf.experiments"),
     ("smaf.predict.folder", "smaf.stages.crf_stage"),
     ("smaf.predict.folder", "smaf.stages.staging"),
     ("smaf.predict.outputs", "smaf.stages.staging"),

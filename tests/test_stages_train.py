@@ -12,8 +12,9 @@ from smaf.data.index import DatasetIndex
 from smaf.errors import ConfigError, DataError
 from smaf.io import load_maps
 from smaf.models.checkpoint import load_model
+from smaf.settings import PretrainSettings, SelfTrainSettings
 from smaf.stages.pretrain import pretrain
-from smaf.stages.self_train import SelfTrainConfig, make_target, self_train, student_maps
+from smaf.stages.self_train import make_target, self_train, student_maps
 from smaf.stages.teacher import teacher_maps
 
 MODEL = {
@@ -44,7 +45,7 @@ def eps_model(data):
     pretrain(
         index=data["index"],
         model=MODEL,
-        params={"method": "eps", **LOOP, "augment": AUG},
+        settings=PretrainSettings.from_dict({"method": "eps", **LOOP, "augment": AUG}),
         out_model=out / "model.pt",
         out_history=out / "history.csv",
         state_dir=out / "state",
@@ -69,7 +70,7 @@ def test_cam_pretraining_baseline(data, tmp_path):
     pretrain(
         index=no_saliency,
         model={**MODEL, "head": "cam"},
-        params={"method": "cam", **LOOP, "augment": AUG},
+        settings=PretrainSettings.from_dict({"method": "cam", **LOOP, "augment": AUG}),
         out_model=tmp_path / "m.pt",
         out_history=tmp_path / "h.csv",
         state_dir=tmp_path / "state",
@@ -81,7 +82,7 @@ def test_cam_pretraining_baseline(data, tmp_path):
         pretrain(
             index=no_saliency,
             model=MODEL,
-            params={"method": "eps", **LOOP, "augment": AUG},
+            settings=PretrainSettings.from_dict({"method": "eps", **LOOP, "augment": AUG}),
             out_model=tmp_path / "eps.pt",
             out_history=tmp_path / "eps.csv",
             state_dir=tmp_path / "eps_state",
@@ -94,7 +95,7 @@ def test_invalid_config_eps_needs_a_background_channel(data, tmp_path):
         pretrain(
             index=data["index"],
             model={**MODEL, "head": "cam"},
-            params={"method": "eps", **LOOP, "augment": AUG},
+            settings=PretrainSettings.from_dict({"method": "eps", **LOOP, "augment": AUG}),
             out_model=tmp_path / "m.pt",
             out_history=tmp_path / "h.csv",
             state_dir=tmp_path / "s",
@@ -103,11 +104,16 @@ def test_invalid_config_eps_needs_a_background_channel(data, tmp_path):
 
 
 def test_invalid_config_unknown_key_is_named(data, tmp_path):
+    with pytest.raises(ConfigError, match="'pretrain': unknown key.*lerning_rate"):
+        PretrainSettings.from_dict({"lerning_rate": 1, **LOOP})
+    with pytest.raises(ConfigError, match="'self_train.teacher_cam': unknown key.*scale"):
+        SelfTrainSettings.from_dict({"teacher_cam": {"scale": [1.0]}})
+    # the dict form (how settings reach a DDP worker) is checked the same way
     with pytest.raises(ConfigError, match="unknown key.*lerning_rate"):
         pretrain(
             index=data["index"],
             model=MODEL,
-            params={"lerning_rate": 1, **LOOP},
+            settings={"lerning_rate": 1, **LOOP},
             out_model=tmp_path / "m.pt",
             out_history=tmp_path / "h.csv",
             state_dir=tmp_path / "s",
@@ -138,7 +144,9 @@ def test_self_train(data, eps_model, tmp_path, teacher):
         index=data["index"],
         init_model=eps_model / "model.pt",
         teacher_dir=teacher_dir,
-        params={"teacher": teacher, "teacher_cam": cam, "w_cls": 1.0, **LOOP, "augment": AUG},
+        settings=SelfTrainSettings.from_dict(
+            {"teacher": teacher, "teacher_cam": cam, "w_cls": 1.0, **LOOP, "augment": AUG}
+        ),
         out_model=out / "model.pt",
         out_history=out / "history.csv",
         state_dir=out / "state",
@@ -159,9 +167,9 @@ def test_make_target_hand_case():
     """Reactivation with thr 0.2 after denoising, background first (Eq. 8)."""
     fused = torch.tensor([[[[0.1]], [[0.5]], [[0.9]]]])  # [1, 3, 1, 1]
     labels = torch.tensor([[1.0, 1.0, 0.0]])  # class 3 absent → zeroed
-    target = make_target(fused, labels, SelfTrainConfig(thr=0.2), with_background=True)
+    target = make_target(fused, labels, SelfTrainSettings(thr=0.2), with_background=True)
     np.testing.assert_allclose(target.flatten().numpy(), [0.2 / 0.5, 0.1 / 0.5, 1.0, 0.0])
-    off = make_target(fused, labels, SelfTrainConfig(reactivation=False), with_background=True)
+    off = make_target(fused, labels, SelfTrainSettings(reactivation=False), with_background=True)
     np.testing.assert_allclose(off.flatten().numpy(), [0.1, 0.5, 0.0])
 
 

@@ -218,7 +218,7 @@ def test_table1_says_which_init_produced_it():
     assert "init" not in older.columns  # a summary without the column: the table as before
 
 
-def test_init_checkpoints_pick_inputs_and_are_no_training_params():
+def test_init_checkpoints_are_settings_the_training_scripts_read():
     import yaml
     from conftest import REPO_ROOT
 
@@ -228,7 +228,9 @@ def test_init_checkpoints_pick_inputs_and_are_no_training_params():
     config["pretrain"]["init_checkpoint"] = "w/eps.pth"
     config["deeplab"]["init_checkpoint"] = "w/deeplab.pth"
     exp = Experiments(config)
-    pretrain = exp.train_params(None, "pretrain")
-    deeplab = exp.train_params("default", "deeplab")
-    assert "init_checkpoint" not in pretrain and "init_checkpoint" not in deeplab
-    assert deeplab["lr_update_every"] == 1 and pretrain["augment"]["resize_mode"] == "bilinear"
+    pretrain, deeplab = exp.settings(None, "pretrain"), exp.settings("default", "deeplab")
+    # The scripts adopt the checkpoint instead of training; another checkpoint reruns the rule.
+    assert pretrain.init_checkpoint == "w/eps.pth" and deeplab.init_checkpoint == "w/deeplab.pth"
+    assert pretrain.params()["init_checkpoint"] == "w/eps.pth"
+    assert deeplab.params()["init_checkpoint"] == "w/deeplab.pth"
+    assert deeplab.optim.lr_update_every == 1 and pretrain.augment.resize_mode == "bilinear"

@@ -11,34 +11,14 @@ Seeds then prepend a constant background score ``thr`` at index 0 and take the a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from smaf.fusion import denoise, fuse_scales, multiscale_maps
 from smaf.models.build import Classifier
+from smaf.settings import CAMConfig  # noqa: F401 - its home; re-exported for the stages
 from smaf.transforms import normalize
-
-
-@dataclass
-class CAMConfig:
-    """Multi-scale inference settings (``seeds.*`` / ``self_train.teacher_*`` config keys)."""
-
-    scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0)  # image scales (paper: 0.5/1/1.5/2)
-    flip: bool = True  # add the horizontal flip of every scale
-    # Image resize for each scale: 'bilinear' (default) or 'bicubic' (+antialias, close to the
-    # released code's PIL bicubic resize).
-    resize_mode: str = "bilinear"
-    eps: float = 0.0  # added to each class max when normalising (released code: 1e-5)
-
-    def __post_init__(self) -> None:
-        self.scales = tuple(float(s) for s in self.scales)
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"scales must be positive, got {self.scales}")
-        if self.resize_mode not in ("bilinear", "bicubic"):
-            raise ValueError(f"resize_mode must be bilinear or bicubic, got {self.resize_mode!r}")
 
 
 def attention_maps(

@@ -3,15 +3,19 @@
 :func:`check_config` reports every unknown key (with the closest known one) and bad value of
 the workflow config against its JSON schema, then values that are impossible together;
 :func:`deep_merge` is the one merge (experiment overrides, presets); :func:`dataclass_from`
-builds a stage's settings dataclass from its section. Kept free of torch so that light modules
+is the one constructor of the settings dataclasses (:mod:`smaf.settings`) from a section, nested
+and ``FLAT`` parts included, and :class:`Settings` writes them back (a rule's params). Kept free of torch so that light modules
 (the CRF workers) can use it without paying for the torch import.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import os
-from dataclasses import dataclass, field, fields
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,20 +26,128 @@ from smaf.errors import ConfigError
 T = TypeVar("T")
 
 
-def dataclass_from(cls: type[T], values: dict[str, Any] | None, section: str) -> T:
-    """Build dataclass ``cls`` from a config dict; unknown keys are a ConfigError naming them."""
+#: Field metadata of a nested settings dataclass whose keys sit at its parent's level of the
+#: config (``self_train.lr`` is the ``optim`` field's ``lr``): the config stays flat, the code
+#: gets the parts (loop, optimizer) it passes on.
+FLAT = {"flat": True}
+
+
+def runtime_field(default: Any, **metadata: Any) -> Any:
+    """A :class:`RuntimeConfig` field: how a job runs, never in a rule's params."""
+    return field(default=default, metadata={"runtime": True, "source": "train", **metadata})
+
+
+@functools.cache
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _nested(cls: type, name: str) -> type | None:
+    """The settings dataclass of field ``name`` of ``cls`` (None: a plain value)."""
+    kind = _field_types(cls)[name]
+    return kind if is_dataclass(kind) else None
+
+
+def _default(f: Any) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def config_keys(cls: type) -> list[str]:
+    """The keys a config section of ``cls`` may have (a ``FLAT`` field's keys inlined)."""
+    keys: list[str] = []
+    for f in fields(cls):
+        sub = _nested(cls, f.name)
+        keys += config_keys(sub) if sub is not None and f.metadata.get("flat") else [f.name]
+    return keys
+
+
+def dataclass_from(cls: type[T], values: Mapping[str, Any] | None, section: str) -> T:
+    """Build settings dataclass ``cls`` from a config section (the one constructor).
+
+    A field that is itself a dataclass is built from its sub-section (missing keys: the
+    field's default), a ``FLAT`` one from the keys of its own fields at this level. Unknown
+    keys are a ConfigError naming them and ``section``; a bad value one naming ``section``.
+    """
     values = dict(values or {})
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):
+        sub = _nested(cls, f.name)
+        if sub is not None and f.metadata.get("flat"):
+            own = {k: values.pop(k) for k in config_keys(sub) if k in values}
+            kwargs[f.name] = dataclass_from(
+                sub, deep_merge(settings_dict(_default(f)), own), section
+            )
+        elif f.name not in values:
+            continue
+        elif sub is not None and not isinstance(values[f.name], sub):
+            given = values.pop(f.name) or {}
+            if not isinstance(given, Mapping):
+                raise ConfigError(
+                    f"config section '{section}.{f.name}': expected a mapping, got {given!r}"
+                )
+            merged = deep_merge(settings_dict(_default(f)), dict(given))
+            kwargs[f.name] = dataclass_from(sub, merged, f"{section}.{f.name}")
+        else:
+            kwargs[f.name] = values.pop(f.name)
+    if values:
         raise ConfigError(
-            f"config section {section!r}: unknown key(s) {', '.join(unknown)}; "
-            f"expected some of {', '.join(sorted(names))}."
+            f"config section {section!r}: unknown key(s) {', '.join(sorted(values))}; "
+            f"expected some of {', '.join(sorted(config_keys(cls)))}."
         )
     try:
-        return cls(**values)
+        return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config section {section!r}: {exc}") from None
+
+
+def settings_dict(settings: Any, *, params: bool = False) -> dict[str, Any]:
+    """A settings dataclass as its config section: plain values, ``FLAT`` fields inlined,
+    keys sorted (the same settings give the same text). ``params``: leave out what does not
+    change the result (runtime fields) or is not the stage's (fields marked ``params: False``)."""
+    out: dict[str, Any] = {}
+    for f in fields(settings):
+        if params and (f.metadata.get("runtime") or f.metadata.get("params", True) is False):
+            continue
+        value = getattr(settings, f.name)
+        if is_dataclass(value) and f.metadata.get("flat"):
+            out.update(settings_dict(value, params=params))
+        elif is_dataclass(value):
+            out[f.name] = settings_dict(value, params=params)
+        else:
+            out[f.name] = _plain(value)
+    return canonical(out)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+class Settings:
+    """Base of the stages' settings dataclasses (:mod:`smaf.settings`): built once from a
+    run's merged config section, passed to a rule as :meth:`params`, rebuilt by its script."""
+
+    #: The config section (for error messages).
+    SECTION = ""
+
+    @classmethod
+    def from_dict(cls: type[T], values: Mapping[str, Any] | None, section: str | None = None) -> T:
+        """The settings of a config section (or of a rule's params plus runtime keys)."""
+        return dataclass_from(cls, values, section or cls.SECTION)
+
+    @classmethod
+    def of(cls: type[T], value: Any) -> T:
+        """``value`` if it is one, else built from its dict (how settings reach a DDP worker)."""
+        return value if isinstance(value, cls) else cls.from_dict(value)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every setting, runtime ones included (what a DDP worker rebuilds them from)."""
+        return settings_dict(self)
+
+    def params(self) -> dict[str, Any]:
+        """What the stage's rule passes as params: the settings that change its result."""
+        return settings_dict(self, params=True)
 
 
 @dataclass
@@ -43,22 +155,23 @@ class RuntimeConfig:
     """Where, how fast and how verbosely a training job runs; never what it computes.
 
     The one list of the ``train:`` keys that may change between a run and its resume (another
-    node, another GPU count) without changing the result. Everything derives from it: the rules
-    pass only :func:`result_train_keys` as params (so a runtime change reruns nothing), scripts
-    read :func:`runtime_settings`, and :func:`smaf.train.loop_identity` leaves these fields out
-    of checkpoint fingerprints. Defaults are the config schema's.
+    node, another GPU count) without changing the result. Everything derives from it: its fields
+    are ``runtime_field``s, which :meth:`Settings.params` (a rule's params) leaves out, so a
+    runtime change reruns nothing; scripts add :func:`runtime_settings` to the rule's settings,
+    and :func:`smaf.train.loop_identity` leaves them out of checkpoint fingerprints. Defaults
+    are the config schema's.
     """
 
-    device: str = "auto"  # 'auto' (CUDA if available) | 'cpu' | 'cuda' | 'cuda:1' ...
-    checkpoint_every: int = 1000  # steps between checkpoints in the state folder
-    log_every: int = 50  # steps between progress lines
-    channels_last: bool = False  # NHWC memory format (speed only, float rounding aside)
-    compile: bool = False  # torch.compile the training model (speed only, rounding aside)
-    gpus: int = 1  # DDP processes per training job (the rules' `gpu` resource)
+    device: str = runtime_field("auto")  # 'auto' (CUDA if available) | 'cpu' | 'cuda:1' ...
+    checkpoint_every: int = runtime_field(1000)  # steps between checkpoints in the state folder
+    log_every: int = runtime_field(50)  # steps between progress lines
+    channels_last: bool = runtime_field(False)  # NHWC memory format (speed only, rounding aside)
+    compile: bool = runtime_field(False)  # torch.compile the model (speed only, rounding aside)
+    gpus: int = runtime_field(1)  # DDP processes per training job (the rules' `gpu` resource)
     # DataLoader worker processes. Not a `train:` key: the job's threads - 1, set by the stage
     # (smaf.train.use_threads); each sample's augmentation is seeded by its stream position,
     # so the worker count does not change the batches.
-    num_workers: int = field(default=0, metadata={"config_key": False})
+    num_workers: int = runtime_field(0, config_key=False)
 
     def __post_init__(self) -> None:
         if self.checkpoint_every < 1 or self.log_every < 1:

@@ -29,11 +29,13 @@ from typing import TypeVar
 import numpy as np
 
 from smaf.progress import Progress
+from smaf.settings import DenseCRFConfig, LabelCRFParams, ProbCRFParams
 
 __all__ = ["DenseCRF", "crf_from_labels", "crf_images_parallel", "dense_crf"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+_LABELS, _PROBS = LabelCRFParams(), ProbCRFParams()
 
 
 def _check_image(image: np.ndarray) -> np.ndarray:
@@ -87,13 +89,14 @@ def crf_from_labels(
     labels: np.ndarray,
     num_labels: int,
     *,
-    gt_prob: float = 0.7,
-    gauss_sxy: float = 3,
-    gauss_compat: float = 3,
-    bi_sxy: float = 50,
-    bi_srgb: float = 5,
-    bi_compat: float = 10,
-    n_iter: int = 10,
+    # Defaults: smaf.settings.LabelCRFParams (the config's crf.labels), written there only.
+    gt_prob: float = _LABELS.gt_prob,
+    gauss_sxy: float = _LABELS.gauss_sxy,
+    gauss_compat: float = _LABELS.gauss_compat,
+    bi_sxy: float = _LABELS.bi_sxy,
+    bi_srgb: float = _LABELS.bi_srgb,
+    bi_compat: float = _LABELS.bi_compat,
+    n_iter: int = _LABELS.n_iter,
     zero_unsure: bool = False,
     return_probs: bool = False,
 ) -> np.ndarray:
@@ -163,12 +166,13 @@ def dense_crf(
     image: np.ndarray,
     probs: np.ndarray,
     *,
-    gauss_sxy: float = 3,
-    gauss_compat: float = 3,
-    bi_sxy: float = 80,
-    bi_srgb: float = 13,
-    bi_compat: float = 10,
-    n_iter: int = 10,
+    # Defaults: smaf.settings.ProbCRFParams (the config's crf.probs), written there only.
+    gauss_sxy: float = _PROBS.gauss_sxy,
+    gauss_compat: float = _PROBS.gauss_compat,
+    bi_sxy: float = _PROBS.bi_sxy,
+    bi_srgb: float = _PROBS.bi_srgb,
+    bi_compat: float = _PROBS.bi_compat,
+    n_iter: int = _PROBS.n_iter,
     return_probs: bool = False,
 ) -> np.ndarray:
     """Refine soft class scores with a dense CRF (the PSA / EPS variant).
@@ -216,19 +220,13 @@ def dense_crf(
 
 
 @dataclass(frozen=True)
-class DenseCRF:
+class DenseCRF(DenseCRFConfig):
     """DeepLab CRF post-processor: ``DenseCRF()(image, probs) -> [C, H, W]`` marginals.
 
-    Settings of deeplab-pytorch's VOC config (DeepLab-v2 paper values). Frozen and picklable,
-    so an instance can be handed to :func:`crf_images_parallel` workers.
+    Its settings and their defaults (deeplab-pytorch's VOC values, the DeepLab-v2 paper's) are
+    :class:`smaf.settings.DenseCRFConfig`'s. Frozen and picklable, so an instance can be
+    handed to :func:`crf_images_parallel` workers.
     """
-
-    pos_w: float = 3  # Gaussian (smoothness) kernel weight
-    pos_xy_std: float = 1  # Gaussian kernel width, pixels
-    bi_w: float = 4  # bilateral (appearance) kernel weight
-    bi_xy_std: float = 67  # bilateral spatial width, pixels
-    bi_rgb_std: float = 3  # bilateral colour width, RGB levels
-    n_iter: int = 10  # mean-field iterations
 
     def __call__(self, image: np.ndarray, probs: np.ndarray) -> np.ndarray:
         """Refine softmax ``probs`` ``[C, H, W]`` with the raw uint8 ``image`` ``[H, W, 3]``.

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from smaf.config import Settings
 from smaf.errors import ConfigError, SmafError
 from smaf.interrupts import StopSignals
 
@@ -221,7 +222,7 @@ def run_training(
     (Snakemake lowers a job's resource to the ``--resources gpu=N`` it was given: that is
     logged as a warning, and the job trains with fewer processes). ``threads`` (the job's
     cores) are shared out: each process gets ``threads // processes``. Keyword arguments must
-    be JSON values (paths as strings); they travel in a spec file. Exits with status 1 and one
+    be JSON values (paths as strings) or settings (as their dict); they travel in a spec file. Exits with status 1 and one
     line when a process fails (its message is in the log).
     """
     from smaf.runner import configure_logging, run_logged  # noqa: PLC0415 - no import cycle
@@ -280,6 +281,8 @@ def _jsonable(kwargs: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _plain(obj: Any) -> Any:
+    if isinstance(obj, Settings):
+        return obj.to_dict()  # the stage rebuilds them (Settings.of)
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if isinstance(obj, Mapping):

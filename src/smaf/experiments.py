@@ -5,7 +5,8 @@ experiment once per seed (the first seed in ``<name>/``, the others in ``<name>_
 ``ablations:`` rows name an experiment, defined by their ``overrides`` or reused from
 ``experiments:``. :class:`Experiments` answers every question the rules ask about them (run
 names, the merged section of a run, which run owns an offline teacher pass, the ablation
-rows). Pure Python over plain dicts: unit-tested without Snakemake; ``common.smk`` wraps it.
+rows) and builds each run's typed stage settings once (:meth:`Experiments.settings`, the
+rules' params). Pure Python (no torch): unit-tested without Snakemake; ``common.smk`` wraps it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from smaf.config import canonical, deep_merge, did_you_mean, result_train_keys
+from smaf.config import Settings, canonical, deep_merge, did_you_mean, result_train_keys
 from smaf.errors import ConfigError
 from smaf.provenance import provenance
+from smaf.settings import PREVIEW_THR, SECTIONS, TRAINING, CAMConfig
 
 #: Run name of an experiment's extra seeds: ``<name>_seed<k>``.
 REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
@@ -36,22 +38,6 @@ RESULT_SECTIONS = ("saliency", "model", "pretrain", *OVERRIDABLE)
 #: and no evaluation server for semantic segmentation (smaf.data.sources.coco builds no test
 #: index), so `rule all` asks for no submission archive there.
 NO_TEST_IMAGES = ("coco",)
-#: Background score of the offline teacher's preview PNGs (its maps do not depend on it).
-PREVIEW_THR = 0.2
-#: Multi-scale inference settings and their defaults (smaf.cam.CAMConfig).
-CAM_DEFAULTS = {"scales": [0.5, 1.0, 1.5, 2.0], "flip": True, "resize_mode": "bilinear", "eps": 0.0}
-#: Per section, the keys that pick the rule's inputs rather than train (`deeplab:` also its
-#: inference settings): left out of its params and of its training configuration.
-WORKFLOW_KEYS = {
-    "pretrain": ("init_checkpoint",),
-    "deeplab": ("test", "labels_from", "init_from", "init_checkpoint"),
-}
-
-
-def training_keys(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """The config section ``section`` (its ``values``) without its :data:`WORKFLOW_KEYS`."""
-    skip = WORKFLOW_KEYS.get(section, ())
-    return {k: v for k, v in values.items() if k not in skip}
 
 
 #: What the weights of each DeepLab backbone's ``pretrained`` file were trained on.
@@ -202,22 +188,26 @@ class Experiments:
         The maps depend only on the EPS model and ``self_train.teacher_cam``, so the extra seeds
         of an experiment, and experiments that change other settings, share one pass.
         """
-        cam = self.section(run, "self_train")["teacher_cam"]
-        return next(n for n in self.all if self.section(n, "self_train")["teacher_cam"] == cam)
+        cam = self._cam(run, "teacher")
+        return next(n for n in self.all if self._cam(n, "teacher") == cam)
 
-    def train_params(self, run: str | None, section: str) -> dict[str, Any]:
-        """What a training stage's rule passes as params: the shared result-changing ``train:``
-        keys, the run's random seed, and the run's ``section`` (``run=None``: pretraining,
-        shared by every run, first seed). The section's :data:`WORKFLOW_KEYS` are left out."""
-        # `train:` keys that change results (smaf.config.RuntimeConfig's fields say how a
-        # job runs: they are no params, so changing them reruns nothing).
-        train = self.config["train"]
-        shared = {k: train[k] for k in result_train_keys(train)}
+    def settings(self, run: str | None, section: str) -> Settings:
+        """The typed settings (:mod:`smaf.settings`) of config section ``section`` for run
+        ``run`` (``None``: pretraining, shared by every run: the base config, first seed).
+
+        The one builder: the run's merged section, and for a training stage the result-changing
+        ``train:`` keys (``amp``) and the run's random seed. A rule passes their
+        :meth:`~smaf.config.Settings.params` (runtime keys are none: changing them reruns
+        nothing); its script rebuilds them with ``from_dict``.
+        """
         if run is None:
             seed, values = self.seeds[0], dict(self.config[section])
         else:
             seed, values = self.parse_run(run)[1], self.section(run, section)
-        return {**shared, "seed": seed, **training_keys(section, values)}
+        if section in TRAINING:
+            train = self.config["train"]
+            values.update({k: train[k] for k in result_train_keys(train)}, seed=seed)
+        return SECTIONS[section].from_dict(values, section)
 
     # --------------------------------------------------------------------------- targets
     def has_aug_masks(self, dataset: str) -> bool:
@@ -292,28 +282,20 @@ class Experiments:
     # offline teacher's maps *are* EPS seeds when the teacher's CAM settings equal the seeds'
     # and the seeds' threshold is the previews' (PREVIEW_THR): then one pass serves both. A
     # pass covers every split any of its users needs (train ⊂ train_aug on VOC: each image once).
-    def _cam(self, run: str, section: str) -> dict[str, Any]:
-        values = (
-            self.section(run, "self_train")["teacher_cam"]
-            if section == "teacher"
-            else (self.section(run, "seeds"))
-        )
-        cam = {k: values.get(k, v) for k, v in CAM_DEFAULTS.items()}
-        cam["scales"] = [float(v) for v in cam["scales"]]
-        return cam
+    def _cam(self, run: str, section: str) -> CAMConfig:
+        if section == "teacher":
+            return self.settings(run, "self_train").teacher_cam
+        return self.settings(run, "seeds").cam
 
     def _seeds_key(self, run: str, model: str) -> tuple:
-        seeds = self.section(run, "seeds")
-        key = (model, repr(self._cam(run, "seeds")), float(seeds["thr"]), bool(seeds["amp"]))
+        seeds = self.settings(run, "seeds")
+        key = (model, repr(seeds.cam), seeds.thr, seeds.amp)
         return key if model == "eps" else (*key, run)
 
     def teacher_is_eps_seeds(self, run: str) -> bool:
         """Whether run's offline teacher maps are its EPS seeds pass (same settings)."""
-        seeds = self.section(run, "seeds")
-        return (
-            self._cam(run, "teacher") == self._cam(run, "seeds")
-            and float(seeds["thr"]) == PREVIEW_THR
-        )
+        seeds = self.settings(run, "seeds")
+        return self._cam(run, "teacher") == seeds.cam and seeds.thr == PREVIEW_THR
 
     def seeds_owner(self, run: str, model: str) -> str:
         """The run whose ``seeds/<model>`` folder holds run's seeds (EPS: shared)."""

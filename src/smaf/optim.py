@@ -9,34 +9,12 @@ deeplab-pytorch recomputes it only every 10th iteration.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
-from smaf.errors import ConfigError, SmafError
-
-
-@dataclass
-class OptimConfig:
-    """SGD with poly learning-rate decay (PSA/EPS/SMAF's PolyOptimizer)."""
-
-    lr: float = 0.01  # base learning rate (group multipliers ×1/×2/×10/×20 on top)
-    weight_decay: float = 5e-4  # applied to groups with weight_decay_mult 1
-    momentum: float = 0.9  # the released EPS/SMAF code effectively uses 5e-4 (a quirk)
-    poly_power: float = 0.9  # lr · (1 − step/iterations)^poly_power
-    # The lr is recomputed every this many steps and held in between (deeplab-pytorch: 10).
-    lr_update_every: int = 1
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ConfigError(
-                f"optimizer: need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got {asdict(self)}"
-            )
-        if not isinstance(self.lr_update_every, int) or self.lr_update_every < 1:
-            raise ConfigError(
-                f"optimizer: lr_update_every must be an integer >= 1, got {self.lr_update_every!r}"
-            )
+from smaf.errors import SmafError
+from smaf.settings import OptimConfig
 
 
 def build_optimizer(param_groups: Sequence[dict[str, Any]], cfg: OptimConfig) -> torch.optim.SGD:

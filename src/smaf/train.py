@@ -36,7 +36,7 @@ import logging
 import math
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,7 @@ from smaf.interrupts import StopSignals, exit_on_signal, ignore_stop_signals
 from smaf.optim import OptimConfig, build_optimizer, poly_lr, set_lr
 from smaf.progress import Progress
 from smaf.sampling import SampleStream
+from smaf.settings import LoopConfig
 
 # Re-exported: the stages, tests and benchmarks import the loop's parts from here.
 __all__ = [
@@ -83,30 +84,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LoopConfig(RuntimeConfig):
-    """How long and how to train (shared keys of every training stage).
-
-    The fields inherited from :class:`~smaf.config.RuntimeConfig` (device, cadences, speed
-    options, gpus, num_workers) say how the loop runs; the ones below what it computes.
-    """
-
-    iterations: int = 20000  # optimizer steps
-    batch_size: int = 8  # images per optimizer step (split over grad_accum micro-batches)
-    grad_accum: int = 1  # micro-batches per step (DeepLab: batch 10 as 5 × 2)
-    seed: int = 0  # seeds torch / numpy / python and the sample stream
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.iterations < 1 or self.batch_size < 1 or self.grad_accum < 1:
-            raise ConfigError("training: iterations, batch_size and grad_accum must be >= 1")
-        if self.batch_size % self.grad_accum:
-            raise ConfigError(
-                f"training: batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
-            )
 
 
 def loop_identity(loop: LoopConfig) -> dict[str, Any]:

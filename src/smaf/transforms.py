@@ -17,7 +17,6 @@ crops an uninterrupted run would have seen, whatever the number of DataLoader wo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -26,6 +25,12 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
 from smaf.io import IGNORE_INDEX
+from smaf.settings import (  # noqa: F401 - their home; re-exported
+    PAD_MODES,
+    RESIZE_MODES,
+    AugmentConfig,
+    DeepLabAugment,
+)
 
 #: Per-channel mean of ImageNet RGB images scaled to [0, 1] (ImageNet-trained backbones expect it).
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -33,44 +38,10 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-#: Interpolations of the random resize (``augment.resize_mode``).
-RESIZE_MODES = ("bilinear", "bicubic")
 #: How an extra map follows the image's resize: ``nearest`` (label masks), ``bilinear``
 #: (align_corners=False), ``bilinear_aligned`` (align_corners=True, the released SMAF's teacher
 #: maps), ``image`` (like the image: ``augment.resize_mode``; values in [0, 1], e.g. saliency).
 EXTRA_MODES = ("nearest", "bilinear", "bilinear_aligned", "image")
-#: Where a crop larger than the resized image puts the padding (``deeplab.augment.pad``).
-PAD_MODES = ("random", "bottom_right")
-
-
-@dataclass
-class AugmentConfig:
-    """Augmentation settings (config keys ``augment.*`` of each training stage)."""
-
-    crop_size: int = 448  # square training crop (px); EPS/SMAF: 448, DeepLab: 321
-    resize_long: tuple[int, int] = (256, 512)  # random long side range (px), inclusive
-    hflip: bool = True  # random horizontal flip with probability 0.5
-    # brightness, contrast, saturation, hue jitter (torchvision ColorJitter semantics);
-    # None disables it (the offline teacher maps never see colour jitter anyway).
-    color_jitter: tuple[float, float, float, float] | None = (0.3, 0.3, 0.3, 0.1)
-    # Random resize of the image and of the image-like extras (mode 'image': saliency):
-    # 'bilinear' (antialiased on the image) | 'bicubic' (antialiased; the released PIL resize).
-    resize_mode: str = "bilinear"
-
-    def __post_init__(self) -> None:
-        self.resize_long = tuple(self.resize_long)
-        if self.color_jitter is not None:
-            self.color_jitter = tuple(self.color_jitter)
-        if self.resize_mode not in RESIZE_MODES:
-            raise ValueError(
-                f"augment.resize_mode must be one of {', '.join(RESIZE_MODES)}, "
-                f"got {self.resize_mode!r}"
-            )
-        if self.crop_size < 8 or not 8 <= self.resize_long[0] <= self.resize_long[1]:
-            raise ValueError(
-                f"augment: need crop_size >= 8 and 8 <= resize_long[0] <= resize_long[1], "
-                f"got crop_size={self.crop_size}, resize_long={self.resize_long}"
-            )
 
 
 def normalize(image: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -225,29 +196,6 @@ def _crop_offsets(
     if pad == "bottom_right":
         return 0, 0, length
     return 0, int(rng.integers(0, crop - length + 1)), length
-
-
-@dataclass
-class DeepLabAugment:
-    """Training augmentation of DeepLab (config ``deeplab.augment``)."""
-
-    crop_size: int = 321  # square crop (px); padded with mean / 255 when the image is smaller
-    scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)  # one drawn uniformly per image
-    hflip: bool = True  # random horizontal flip with probability 0.5
-    # Padding of a side shorter than the crop: 'random' (image at a random offset) |
-    # 'bottom_right' (deeplab-pytorch libs/datasets/base.py).
-    pad: str = "random"
-
-    def __post_init__(self) -> None:
-        self.scales = tuple(float(s) for s in self.scales)
-        if self.crop_size < 8 or not self.scales or min(self.scales) <= 0:
-            raise ValueError(
-                f"need crop_size >= 8 and scales > 0, got {self.crop_size}, {self.scales}"
-            )
-        if self.pad not in PAD_MODES:
-            raise ValueError(
-                f"deeplab.augment.pad must be one of {', '.join(PAD_MODES)}, got {self.pad!r}"
-            )
 
 
 def augment_pair(

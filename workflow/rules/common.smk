@@ -79,20 +79,13 @@ def experiment_field(section, key):
     return get
 
 
-def stage_params(section):
-    """Input function: a training stage's params (pretraining: shared by every run)."""
+def stage_settings(section):
+    """Input function: the typed settings of `section` for the run in the wildcards (none:
+    pretraining, shared by every run) as the rule's one params entry, key-sorted
+    (smaf.experiments.Experiments.settings; runtime keys are not in it)."""
 
     def get(wildcards):
-        return EXP.train_params(None, section)
-
-    return get
-
-
-def experiment_stage_params(section):
-    """Input function: a training stage's params for the run in the wildcards."""
-
-    def get(wildcards):
-        return EXP.train_params(wildcards.experiment, section)
+        return EXP.settings(getattr(wildcards, "experiment", None), section).params()
 
     return get
 

@@ -21,9 +21,9 @@ rule deeplab_train:
         gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("deeplab_train.py"),
-        deeplab=experiment_stage_params("deeplab"),
-        # Evaluation only: a trained DeepLab used instead of training (null = train).
-        init_checkpoint=experiment_field("deeplab", "init_checkpoint"),
+        # smaf.settings.DeepLabSettings without `test` (inference's); init_checkpoint:
+        # evaluation only, a trained DeepLab used instead of training.
+        settings=stage_settings("deeplab"),
         # Checkpoints outside the outputs: a killed job's rerun resumes from them.
         state_dir="results/{dataset}/state/{experiment}/deeplab",
     script:

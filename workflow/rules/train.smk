@@ -23,9 +23,8 @@ rule pretrain:
     params:
         code=script_code("pretrain.py"),
         model=config["model"],
-        pretrain=stage_params("pretrain"),
-        # A trained classifier used instead of training (converted / checked; null = train).
-        init_checkpoint=config["pretrain"].get("init_checkpoint"),
+        # smaf.settings.PretrainSettings (init_checkpoint: a trained classifier used instead).
+        settings=stage_settings("pretrain"),
         state_dir="results/{dataset}/state/pretrain",
     script:
         "../scripts/pretrain.py"
@@ -93,7 +92,7 @@ rule self_train:
         gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("self_train.py"),
-        self_train=experiment_stage_params("self_train"),
+        settings=stage_settings("self_train"),  # smaf.settings.SelfTrainSettings
         state_dir="results/{dataset}/state/{experiment}/self_train",
     script:
         "../scripts/self_train.py"

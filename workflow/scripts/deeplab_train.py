@@ -5,14 +5,19 @@ taken from deeplab.init_checkpoint (evaluation only: converted / checked, not tr
 from smaf.config import runtime_settings
 from smaf.distributed import run_training
 from smaf.runner import run_logged
+from smaf.settings import DeepLabSettings
 from smaf.stages.deeplab import train_deeplab
 from smaf.stages.published import adopt_deeplab
 
-if snakemake.params.init_checkpoint:
+# The rule's settings plus how this job runs (train: device, cadences, gpus...).
+settings = DeepLabSettings.from_dict(
+    {**snakemake.params.settings, **runtime_settings(snakemake.config)}
+)
+if settings.init_checkpoint:
     run_logged(
         snakemake.log[0],
         adopt_deeplab,
-        snakemake.params.init_checkpoint,
+        settings.init_checkpoint,
         snakemake.input.index,
         snakemake.output.model,
         snakemake.output.history,
@@ -24,7 +29,7 @@ else:
         train_deeplab,
         index=snakemake.input.index,
         label_dir=snakemake.input.labels,
-        params={**snakemake.params.deeplab, **runtime_settings(snakemake.config)},
+        settings=settings,
         out_model=snakemake.output.model,
         out_history=snakemake.output.history,
         state_dir=snakemake.params.state_dir,

@@ -5,14 +5,19 @@ pretrain.init_checkpoint (converted / checked, not trained)."""
 from smaf.config import runtime_settings
 from smaf.distributed import run_training
 from smaf.runner import run_logged
+from smaf.settings import PretrainSettings
 from smaf.stages.pretrain import pretrain
 from smaf.stages.published import adopt_classifier
 
-if snakemake.params.init_checkpoint:
+# The rule's settings plus how this job runs (train: device, cadences, gpus...).
+settings = PretrainSettings.from_dict(
+    {**snakemake.params.settings, **runtime_settings(snakemake.config)}
+)
+if settings.init_checkpoint:
     run_logged(
         snakemake.log[0],
         adopt_classifier,
-        snakemake.params.init_checkpoint,
+        settings.init_checkpoint,
         snakemake.input.index,
         snakemake.params.model,
         snakemake.output.model,
@@ -25,7 +30,7 @@ else:
         pretrain,
         index=snakemake.input.index,
         model=snakemake.params.model,
-        params={**snakemake.params.pretrain, **runtime_settings(snakemake.config)},
+        settings=settings,
         out_model=snakemake.output.model,
         out_history=snakemake.output.history,
         state_dir=snakemake.params.state_dir,

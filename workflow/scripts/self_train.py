@@ -3,6 +3,7 @@
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
 from smaf.config import runtime_settings
 from smaf.distributed import run_training
+from smaf.settings import SelfTrainSettings
 from smaf.stages.self_train import self_train
 
 # One process, or train.gpus DDP processes under torchrun (the job's gpu resource).
@@ -12,7 +13,10 @@ run_training(
     index=snakemake.input.index,
     init_model=snakemake.input.model,
     teacher_dir=snakemake.input.get("teacher"),
-    params={**snakemake.params.self_train, **runtime_settings(snakemake.config)},
+    # The rule's settings plus how this job runs (train: device, cadences, gpus...).
+    settings=SelfTrainSettings.from_dict(
+        {**snakemake.params.settings, **runtime_settings(snakemake.config)}
+    ),
     out_model=snakemake.output.model,
     out_history=snakemake.output.history,
     state_dir=snakemake.params.state_dir,

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from typing import Any
 
 import torch
@@ -58,46 +58,7 @@ from smaf.models.convert_mxnet import (
 from smaf.models.deeplab_weights import load_caffe_backbone
 from smaf.models.resnet38d import OUTPUT_STRIDE, FrozenBatchNorm, ResNet38d, freeze_batchnorm
 from smaf.models.resnet101_caffe import ResNet101Caffe
-
-#: Backbones :func:`build_deeplab` knows.
-BACKBONES = ("resnet101", "resnet101_caffe", "resnet50", "resnet38d")
-#: Backbones with a width multiplier (the others exist only at width 1.0).
-WIDTH_BACKBONES = ("resnet38d", "resnet101_caffe")
-
-
-@dataclass
-class DeepLabConfig:
-    """What to build (config ``deeplab.*`` model keys); stored in the model file."""
-
-    # resnet101 (torchvision) | resnet101_caffe (the DeepLab authors') | resnet50 | resnet38d
-    backbone: str = "resnet101"
-    width: float = 1.0  # channel multiplier, resnet38d / resnet101_caffe only (others: 1.0)
-    num_classes: int = 20  # foreground classes C; the network outputs C+1 (0 = background)
-    atrous_rates: tuple[int, ...] = (6, 12, 18, 24)  # ASPP dilations (DeepLab-v2 "LargeFOV" ×4)
-    msc_scales: tuple[float, ...] = (1.0, 0.75, 0.5)  # MSC input scales; the first sets the size
-    freeze_bn: bool = True  # BN in eval mode, no grad (batches of 5 are too small to train BN)
-    # Backbone init: torchvision .pth (resnet101/50), ResNet38d .params/.pth, DeepLab COCO init
-    # .caffemodel/.pth (resnet101_caffe); None = random init (demo, tests).
-    pretrained: str | None = None
-
-    def __post_init__(self) -> None:
-        self.atrous_rates = tuple(int(r) for r in self.atrous_rates)
-        self.msc_scales = tuple(float(s) for s in self.msc_scales)
-        if self.backbone not in BACKBONES:
-            raise ConfigError(
-                f"deeplab.backbone must be one of {', '.join(BACKBONES)}, got {self.backbone!r}"
-            )
-        if not self.width > 0 or (self.backbone not in WIDTH_BACKBONES and self.width != 1.0):
-            raise ConfigError(
-                f"deeplab.width must be > 0 and is only adjustable for "
-                f"{' and '.join(WIDTH_BACKBONES)} (got {self.width!r} for {self.backbone})."
-            )
-        if not isinstance(self.num_classes, int) or self.num_classes < 1:
-            raise ConfigError(f"deeplab: num_classes must be an int >= 1, got {self.num_classes!r}")
-        if not self.atrous_rates or min(self.atrous_rates) < 1:
-            raise ConfigError(f"deeplab.atrous_rates must be >= 1, got {self.atrous_rates}")
-        if not self.msc_scales or not all(0 < s <= 4 for s in self.msc_scales):
-            raise ConfigError(f"deeplab.msc_scales must be in (0, 4], got {self.msc_scales}")
+from smaf.settings import BACKBONES, WIDTH_BACKBONES, DeepLabConfig  # noqa: F401 - re-exported
 
 
 class ResNetBackbone(FrozenBatchNorm):

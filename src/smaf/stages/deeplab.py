@@ -24,7 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,23 +32,20 @@ import numpy as np
 import torch
 
 from smaf import distributed
-from smaf.config import dataclass_from
 from smaf.data.datasets import PseudoLabelSet
 from smaf.data.index import DatasetIndex, read_index
-from smaf.errors import ConfigError
-from smaf.experiments import training_keys
 from smaf.io import atomic_write, load_image, save_mask
 from smaf.losses import msc_loss
 from smaf.models.deeplab import (
     MSC,
-    DeepLabConfig,
     build_deeplab,
     load_classifier_backbone,
     load_deeplab,
     save_deeplab,
 )
 from smaf.progress import Progress
-from smaf.stages.common import split_stage_config, write_history
+from smaf.settings import DeepLabSettings
+from smaf.stages.common import write_history
 from smaf.stages.crf_stage import upsampled_probs
 from smaf.stages.staging import (
     content_identity,
@@ -60,20 +57,14 @@ from smaf.stages.staging import (
     select_shard,
 )
 from smaf.train import (
-    LoopConfig,
-    OptimConfig,
     build_optimizer,
     fit,
-    loop_identity,
     resolve_device,
     use_threads,
 )
-from smaf.transforms import DeepLabAugment, normalize
+from smaf.transforms import normalize
 
 log = logging.getLogger(__name__)
-
-#: Keys of the ``deeplab`` config section that build the network (the rest trains it).
-MODEL_KEYS = ("backbone", "width", "freeze_bn", "pretrained", "atrous_rates", "msc_scales")
 
 
 def deeplab_step(
@@ -89,33 +80,11 @@ def deeplab_step(
     return out
 
 
-def split_deeplab_params(
-    params: Mapping[str, Any], num_classes: int
-) -> tuple[DeepLabConfig, LoopConfig, OptimConfig, DeepLabAugment]:
-    """Split the ``deeplab`` section into (DeepLabConfig, loop, optim, DeepLabAugment).
-
-    Unknown keys raise a ConfigError naming them.
-    """
-    # Workflow-level keys (inference settings, where the labels and init come from).
-    p = training_keys("deeplab", params)
-    augment = dataclass_from(DeepLabAugment, p.pop("augment", {}), "deeplab.augment")
-    model = {k: p.pop(k) for k in MODEL_KEYS if k in p}
-    model_cfg = dataclass_from(DeepLabConfig, {**model, "num_classes": num_classes}, "deeplab")
-    loop, optim, _, rest = split_stage_config(p, "deeplab")
-    if rest:
-        raise ConfigError(
-            f"config section 'deeplab': unknown key(s) {', '.join(sorted(rest))}; expected some "
-            f"of {', '.join(MODEL_KEYS)}, the training keys (iterations, batch_size, lr, ...), "
-            "augment and test."
-        )
-    return model_cfg, loop, optim, augment
-
-
 def train_deeplab(
     *,
     index: DatasetIndex | str | os.PathLike[str],
     label_dir: str | os.PathLike[str],
-    params: Mapping[str, Any],
+    settings: DeepLabSettings | Mapping[str, Any],
     out_model: str | os.PathLike[str],
     out_history: str | os.PathLike[str],
     state_dir: str | os.PathLike[str] | None,
@@ -128,8 +97,9 @@ def train_deeplab(
     Args:
         index: the dataset index (C, class names, images) or its path.
         label_dir: palette PNGs with values 0..C (255 = ignore), one per id.
-        params: the ``deeplab`` config section plus the shared loop keys (device, amp, seed,
-            checkpoint_every, log_every); a ``test`` subsection is ignored.
+        settings: the run's ``deeplab`` settings, runtime keys included (or their dict:
+            :meth:`~smaf.config.Settings.to_dict`, how they reach a DDP worker); ``test`` is
+            not training's.
         out_model: written last (its presence means done) by
             :func:`~smaf.models.deeplab.save_deeplab`.
         out_history: per-step losses as CSV.
@@ -145,7 +115,9 @@ def train_deeplab(
     """
     index = read_index(index)
     num_classes = index.num_classes
-    model_cfg, loop, optim, augment = split_deeplab_params(params, num_classes)
+    cfg = DeepLabSettings.of(settings)
+    loop, optim, augment = cfg.loop, cfg.optim, cfg.augment
+    model_cfg = replace(cfg.model, num_classes=num_classes)
     loop.num_workers = use_threads(threads)
     dataset = PseudoLabelSet(index, role, label_dir, augment)
     torch.manual_seed(loop.seed)  # the ASPP initialisation
@@ -164,11 +136,10 @@ def train_deeplab(
         loop.batch_size // loop.grad_accum,
         loop.grad_accum,
     )
+    # What the checkpoints must agree with (the runtime settings may change on a resume).
     full_config = {
         "model": asdict(model_cfg),
-        "loop": loop_identity(loop),
-        "optim": asdict(optim),
-        "augment": asdict(augment),
+        "deeplab": cfg.params(),
         "split": role,
         "init_from": content_identity(init_backbone),
         "data": index.fingerprint(index.ids(role)),

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -23,32 +24,15 @@ from smaf.errors import ConfigError
 from smaf.losses import classification_loss, eps_saliency_loss
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
-from smaf.stages.common import split_stage_config, write_history
+from smaf.settings import PretrainSettings
+from smaf.stages.common import write_history
 from smaf.stages.staging import content_identity
-from smaf.train import build_optimizer, fit, loop_identity, use_threads
+from smaf.train import build_optimizer, fit, use_threads
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class PretrainConfig:
-    """Method-specific settings of the pretraining stage (config ``pretrain.*``)."""
-
-    method: str = "eps"  # 'eps' (classification + saliency loss) | 'cam' (classification only)
-    tau: float = 0.4  # EPS overlap threshold (the released script's value; argparse default 0.5)
-    lam: float = 0.5  # EPS λ: weight of the foreground term of the predicted saliency
-    saliency_resize: str = "nearest"  # how EPS resizes the saliency to the CAM size
-
-    def __post_init__(self) -> None:
-        if self.method not in ("eps", "cam"):
-            raise ConfigError(f"pretrain.method must be 'eps' or 'cam', got {self.method!r}")
-        if not 0 <= self.tau <= 1 or not 0 <= self.lam <= 1:
-            raise ConfigError(
-                f"pretrain.tau and pretrain.lam must be in [0, 1], got {self.tau}, {self.lam}"
-            )
-
-
-def eps_step(cfg: PretrainConfig):
+def eps_step(cfg: PretrainSettings):
     """The per-micro-batch loss of the pretraining method."""
 
     def step(model, batch, device) -> dict[str, torch.Tensor]:
@@ -76,7 +60,7 @@ def pretrain(
     *,
     index: DatasetIndex | str | os.PathLike[str],
     model: dict[str, Any],
-    params: dict[str, Any],
+    settings: PretrainSettings | Mapping[str, Any],
     out_model: str | os.PathLike[str],
     out_history: str | os.PathLike[str],
     state_dir: str | os.PathLike[str],
@@ -88,14 +72,16 @@ def pretrain(
     Args:
         index: the dataset index (``results/<dataset>/data/index.csv``) or its path.
         model: ``ModelConfig`` fields (``num_classes`` is taken from the dataset).
-        params: the ``pretrain`` config section (method, loss, optimiser, loop, augment keys).
+        settings: the run's ``pretrain`` settings (method, loss, optimiser, loop, augment),
+            runtime keys included; or their dict (:meth:`~smaf.config.Settings.to_dict`, how
+            they reach a DDP worker).
         state_dir: checkpoint folder outside the rule's outputs (resume after a kill).
         role: the training split.
     """
     index = read_index(index)
-    loop, optim, augment, rest = split_stage_config(params, "pretrain")
+    cfg = PretrainSettings.of(settings)
+    loop, optim, augment = cfg.loop, cfg.optim, cfg.augment
     loop.num_workers = use_threads(threads)
-    cfg = dataclass_from(PretrainConfig, rest, "pretrain")
     model_cfg = dataclass_from(ModelConfig, {**model, "num_classes": index.num_classes}, "model")
     if cfg.method == "eps" and model_cfg.head == "cam":
         raise ConfigError(
@@ -114,15 +100,13 @@ def pretrain(
         loop.iterations,
         loop.batch_size,
     )
+    # What the checkpoints must agree with (the runtime settings may change on a resume), and
+    # what the result depends on besides the settings: the rows it reads (file digests and
+    # labels) and the content of the weights it starts from.
     full_config = {
         "model": asdict(model_cfg),
-        "pretrain": asdict(cfg),
-        "loop": loop_identity(loop),
-        "optim": asdict(optim),
-        "augment": asdict(augment),
+        "pretrain": cfg.params(),
         "split": role,
-        # What the result depends on besides the settings: the rows it reads (file digests
-        # and labels) and the content of the weights it starts from.
         "data": index.fingerprint(index.ids(role)),
         "pretrained": content_identity(model_cfg.pretrained),
     }

@@ -25,7 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from smaf import distributed
-from smaf.cam import CAMConfig, attention, attention_maps
-from smaf.config import dataclass_from
+from smaf.cam import attention, attention_maps
 from smaf.data.datasets import WeakTrainSet
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
@@ -42,37 +41,12 @@ from smaf.fusion import denoise, fuse_scales, multiscale_maps, reactivate
 from smaf.losses import smaf_loss
 from smaf.models.build import Classifier
 from smaf.models.checkpoint import load_model, save_model
-from smaf.stages.common import split_stage_config, write_history
+from smaf.settings import CAMConfig, SelfTrainSettings
+from smaf.stages.common import write_history
 from smaf.stages.staging import content_identity, file_identity
-from smaf.train import build_optimizer, fit, loop_identity, resolve_device, use_threads
+from smaf.train import build_optimizer, fit, resolve_device, use_threads
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SelfTrainConfig:
-    """SMAF-specific settings (config ``self_train.*``); Tables 3–5 are values of these."""
-
-    teacher: str = "offline"  # 'offline' (released: maps precomputed once) | 'online' (paper)
-    # Multi-scale inference of the teacher (scales 0.5/1/1.5/2 + flips in the paper).
-    teacher_cam: dict[str, Any] = field(default_factory=dict)
-    thr: float = 0.2  # background score of the reactivation (Eq. 8)
-    alpha: float = 100.0  # weight of L_mac (Eq. 1)
-    w_cls: float = 0.0  # weight of L_cls (Eq. 1: 1; the released code comments it out: 0)
-    reactivation: bool = True  # Eq. 8 on (F') or off (F), Table 5
-    target_stride: int = 4  # target size = crop / target_stride (released: 0.25 × 448 = 112)
-    # align_corners of the teacher-map and student-logit bilinear resizes (released: True).
-    align_corners: bool = False
-
-    def __post_init__(self) -> None:
-        if self.teacher not in ("offline", "online"):
-            raise ConfigError(
-                f"self_train.teacher must be 'offline' or 'online', got {self.teacher!r}"
-            )
-        if not self.thr > 0:
-            raise ConfigError(f"self_train.thr must be > 0, got {self.thr}")
-        if self.alpha < 0 or self.w_cls < 0 or self.target_stride < 1:
-            raise ConfigError("self_train: alpha and w_cls must be >= 0 and target_stride >= 1")
 
 
 def student_maps(
@@ -123,7 +97,7 @@ def online_teacher(
 
 
 def make_target(
-    fused: torch.Tensor, labels: torch.Tensor, cfg: SelfTrainConfig, with_background: bool
+    fused: torch.Tensor, labels: torch.Tensor, cfg: SelfTrainSettings, with_background: bool
 ):
     """Denoised (and reactivated) teacher target matching :func:`student_maps`'s channels."""
     fused = denoise(fused, labels)  # [B, C, h, w]
@@ -133,7 +107,7 @@ def make_target(
     return fused
 
 
-def smaf_step(cfg: SelfTrainConfig, teacher: Classifier | None, cam_cfg: CAMConfig):
+def smaf_step(cfg: SelfTrainSettings, teacher: Classifier | None, cam_cfg: CAMConfig):
     """The per-micro-batch SMAF loss (offline when ``teacher`` is None)."""
 
     def step(model, batch, device) -> dict[str, torch.Tensor]:
@@ -169,7 +143,7 @@ def self_train(
     index: DatasetIndex | str | os.PathLike[str],
     init_model: str | os.PathLike[str],
     teacher_dir: str | os.PathLike[str] | None,
-    params: dict[str, Any],
+    settings: SelfTrainSettings | Mapping[str, Any],
     out_model: str | os.PathLike[str],
     out_history: str | os.PathLike[str],
     state_dir: str | os.PathLike[str],
@@ -181,13 +155,13 @@ def self_train(
     Args:
         index: the dataset index or its path; the student trains on split ``role``.
         teacher_dir: the teacher_maps stage's folder (required for ``teacher: offline``).
-        params: the ``self_train`` config section.
+        settings: the run's ``self_train`` settings, runtime keys included (or their dict:
+            :meth:`~smaf.config.Settings.to_dict`, how they reach a DDP worker).
     """
     index = read_index(index)
-    loop, optim, augment, rest = split_stage_config(params, "self_train")
+    cfg = SelfTrainSettings.of(settings)
+    loop, optim, augment, cam_cfg = cfg.loop, cfg.optim, cfg.augment, cfg.teacher_cam
     loop.num_workers = use_threads(threads)
-    cfg = dataclass_from(SelfTrainConfig, rest, "self_train")
-    cam_cfg = dataclass_from(CAMConfig, cfg.teacher_cam, "self_train.teacher_cam")
     if cfg.teacher == "offline" and teacher_dir is None:
         raise ConfigError(
             "self_train.teacher 'offline' needs the teacher maps (rule teacher_maps)."
@@ -220,15 +194,12 @@ def self_train(
         loop.iterations,
         loop.batch_size,
     )
+    # What the checkpoints must agree with (the runtime settings may change on a resume), and
+    # what the result depends on besides the settings: the rows it reads (file digests and
+    # labels), the content of the weights it starts from and of the offline teacher's maps.
     full_config = {
-        "self_train": asdict(cfg),
-        "teacher_cam": asdict(cam_cfg),
-        "loop": loop_identity(loop),
-        "optim": asdict(optim),
-        "augment": asdict(augment),
+        "self_train": cfg.params(),
         "init_model": str(init_model),
-        # What the result depends on besides the settings: the rows it reads (file digests and
-        # labels), the content of the weights it starts from and of the offline teacher's maps.
         "data": index.fingerprint(index.ids(role)),
         "init_weights": content_identity(init_model),
         "teacher": _teacher_identity(teacher_dir) if cfg.teacher == "offline" else None,
