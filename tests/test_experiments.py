@@ -145,3 +145,16 @@ def test_settings_that_split_the_shared_passes(demo_config) -> None:
     exp = _exp(demo_config, deeplab=deeplab)
     assert exp.crf_roles("synthetic", "default", "eps") == ["train", "train_aug"]
     assert exp.crf_roles("synthetic", "default", "smaf") == ["train"]
+
+
+def test_the_eps_crf_is_shared_unless_the_methods_own_parameters_differ(demo_config) -> None:
+    experiments = {
+        "default": {},
+        "probs_changed": {"crf": {"probs": {"bg_power": 4}}},  # method labels: not used
+        "labels_changed": {"crf": {"labels": {"gt_prob": 0.8}}},
+    }
+    exp = _exp(demo_config, experiments=experiments, ablations={})
+    assert exp.crf_owner("probs_changed", "eps") == "default"
+    assert exp.crf_owner("labels_changed", "eps") == "labels_changed"
+    params = exp.settings("default", "crf").params()
+    assert params["method"] == "labels" and "probs" not in params

@@ -308,11 +308,11 @@ class Experiments:
         """The run whose ``crf/<model>`` folder holds run's CRF labels (EPS: shared)."""
         if model != "eps":
             return run
-        key = (self._seeds_key(run, model), repr(self.section(run, "crf")))
+        key = (self._seeds_key(run, model), self.settings(run, "crf").params())
         return next(
             r
             for r in self.runs(False)
-            if (self._seeds_key(r, model), repr(self.section(r, "crf"))) == key
+            if (self._seeds_key(r, model), self.settings(r, "crf").params()) == key
         )
 
     def teacher_folder(self, dataset: str, run: str) -> str:

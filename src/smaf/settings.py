@@ -354,6 +354,12 @@ class CRFSettings(Settings):
         if self.method not in ("labels", "probs"):
             raise ConfigError(f"crf.method must be 'labels' or 'probs', got {self.method!r}")
 
+    def params(self) -> dict:
+        """The method and its own parameters: the other method's rerun nothing."""
+        out = super().params()
+        del out["probs" if self.method == "labels" else "labels"]
+        return out
+
 
 #: The settings class of each config section a training stage reads (it gets ``train.amp``
 #: and the run's seed too).
