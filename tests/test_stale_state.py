@@ -12,6 +12,7 @@ from test_train import CONFIG, LOOP, ToySet, make, step_fn
 
 from smaf.data.index import DatasetIndex
 from smaf.models.checkpoint import load_model, save_model
+from smaf.settings import PretrainSettings, SelfTrainSettings
 from smaf.stages import pretrain as pretrain_stage
 from smaf.stages import self_train as self_train_stage
 from smaf.train import fit
@@ -41,14 +42,14 @@ class _Recorder:
 
 
 MODEL = {"width": 0.125, "head": "eps", "freeze_bn": False, "freeze_stem": False}
-PARAMS = {"method": "cam", "iterations": 2, "batch_size": 2, "device": "cpu"}
+SETTINGS = {"method": "cam", "iterations": 2, "batch_size": 2, "device": "cpu"}
 
 
 def _pretrain(index, tmp_path):
     pretrain_stage.pretrain(
         index=index,
         model=MODEL,
-        params=PARAMS,
+        settings=PretrainSettings.from_dict(SETTINGS),
         out_model=tmp_path / "m.pt",
         out_history=tmp_path / "h.csv",
         state_dir=tmp_path / "state",
@@ -95,7 +96,9 @@ def test_the_self_training_state_key_follows_the_init_weights_content(
             index=tiny_index,
             init_model=init,
             teacher_dir=None,
-            params={"teacher": "online", "iterations": 2, "batch_size": 2, "device": "cpu"},
+            settings=SelfTrainSettings.from_dict(
+                {"teacher": "online", "iterations": 2, "batch_size": 2, "device": "cpu"}
+            ),
             out_model=tmp_path / "s.pt",
             out_history=tmp_path / "s.csv",
             state_dir=tmp_path / "state",
