@@ -66,6 +66,7 @@ def rule_rate(workdir: Path, bench: str, images: int) -> float:
 def crf_rates(demo: Path) -> tuple[str, float, float]:
     """(data, 1-process images/s, 2-process images/s): medians of 3 CRF stage runs."""
     from smaf.data.index import DatasetIndex
+    from smaf.settings import CRFSettings
     from smaf.stages.crf_stage import refine_seeds
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -87,7 +88,7 @@ def crf_rates(demo: Path) -> tuple[str, float, float]:
             runs = []
             for r in range(3):
                 t0 = time.perf_counter()
-                refine_seeds(index, role, seeds, work / f"out{procs}_{r}", "labels", None, procs)
+                refine_seeds(index, role, seeds, work / f"out{procs}_{r}", CRFSettings(), procs)
                 runs.append(n / (time.perf_counter() - t0))
             rates[procs] = statistics.median(runs)
     return data, rates[1], rates[2]

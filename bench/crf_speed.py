@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from smaf.settings import CRFSettings
 from smaf.stages.crf_stage import refine_seeds
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,7 @@ def main() -> None:
                 for r in range(args.repeats):
                     out = work / f"out_{method}_{procs}_{r}"
                     t0 = time.perf_counter()
-                    refine_seeds(index, role, seeds_dir, out, method, None, procs)
+                    refine_seeds(index, role, seeds_dir, out, CRFSettings(method=method), procs)
                     rates.append(n / (time.perf_counter() - t0))
                 row = {
                     "method": method,

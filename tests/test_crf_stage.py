@@ -40,9 +40,12 @@ def _miou(pred_dir, data) -> float:
     return meter.scores()["miou"]
 
 
-def _refine(data, out, **kw):
+def _refine(data, out, method="labels", params=None, **kw):
+    """refine_seeds with the crf settings of ``method`` (and its ``params``), given as the
+    config section's dict (checked like the typed settings)."""
+    settings = {"method": method, **({method: params} if params else {})}
     args = dict(index=data["index"], role="train", seeds_dir=data["seeds"], out_dir=out)
-    return refine_seeds(**{**args, **kw})
+    return refine_seeds(**{**args, "settings": settings, **kw})
 
 
 @pytest.mark.parametrize("method", ["labels", "probs"])

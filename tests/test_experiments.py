@@ -158,3 +158,17 @@ def test_the_eps_crf_is_shared_unless_the_methods_own_parameters_differ(demo_con
     assert exp.crf_owner("labels_changed", "eps") == "labels_changed"
     params = exp.settings("default", "crf").params()
     assert params["method"] == "labels" and "probs" not in params
+
+
+def test_the_teacher_pass_is_the_seeds_computation_with_the_teachers_cam(demo_config) -> None:
+    experiments = {
+        "default": {},
+        "thr_low": {"self_train": {"thr": 0.1}},  # the maps do not depend on it: shared
+        "amp": {"seeds": {"amp": True}},  # bf16 maps: a pass of their own
+    }
+    exp = _exp(demo_config, experiments=experiments, ablations={})
+    teacher = exp.teacher_settings("default")
+    assert teacher.thr == 0.2 and teacher.cam == exp.settings("default", "self_train").teacher_cam
+    assert teacher == exp.settings("default", "seeds")  # the demo: one pass serves both
+    assert exp.teacher_owner("thr_low") == "default"
+    assert exp.teacher_owner("amp") == "amp" and exp.teacher_settings("amp").amp

@@ -15,6 +15,7 @@ from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.data.index import DatasetIndex
 from smaf.errors import ConfigError, SmafError
 from smaf.io import load_maps, load_mask
+from smaf.settings import SeedsSettings
 from smaf.stages import seeds as seeds_stage
 from smaf.stages.seeds import make_seeds
 from smaf.stages.staging import FINGERPRINT
@@ -118,18 +119,13 @@ def tiny(tiny_index, tiny_model, tmp_path_factory):
     return {"index": tiny_index, "model": tiny_model, "tmp": tmp_path_factory.mktemp("seeds")}
 
 
-def _run(tiny, out, **kw):
-    args = dict(
-        model_path=tiny["model"],
-        index=tiny["index"],
-        role="train",
-        out_dir=out,
-        cam={"scales": [0.5, 1.0], "flip": True},
-        thr=0.2,
-        device="cpu",
-    )
+def _run(tiny, out, cam=None, thr=0.2, **kw):
+    """make_seeds with the seeds settings of ``cam`` (default: scales 0.5, 1 with flips) and
+    ``thr``, built (and checked) from the config section's dict."""
+    cam = {"scales": [0.5, 1.0], "flip": True} if cam is None else cam
+    args = dict(model_path=tiny["model"], index=tiny["index"], role="train", out_dir=out)
     args.update(kw)
-    return make_seeds(**args)
+    return make_seeds(settings=SeedsSettings.from_dict({**cam, "thr": thr}), device="cpu", **args)
 
 
 def test_make_seeds_end_to_end(tiny):

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from smaf.io import load_mask
+from smaf.settings import SeedsSettings
 from smaf.stages.crf_stage import gather_crf, refine_seeds
 from smaf.stages.evaluate import evaluate_gather, evaluate_split
 from smaf.stages.seeds import gather_seeds, make_seeds
 from smaf.stages.staging import parse_shard, shard_ids, shard_names
 
-CAM = {"scales": [0.5, 1.0], "flip": True}
+SEEDS = SeedsSettings.from_dict({"scales": [0.5, 1.0], "flip": True, "thr": 0.2})
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 10])
@@ -36,7 +37,7 @@ def test_bad_shard_names_are_refused() -> None:
 def test_seeds_crf_and_scores_in_shards_equal_one_run(tiny_index, tiny_model, tmp_path) -> None:
     roles = ["train_aug", "val"]
     whole = tmp_path / "whole"
-    make_seeds(tiny_model, tiny_index, roles, whole / "seeds", CAM, 0.2, "cpu")
+    make_seeds(tiny_model, tiny_index, roles, whole / "seeds", SEEDS, "cpu")
     refine_seeds(tiny_index, roles, whole / "seeds", whole / "crf")
 
     # Three shards, the second killed half-way and rerun: the gather equals the single run.
@@ -44,7 +45,7 @@ def test_seeds_crf_and_scores_in_shards_equal_one_run(tiny_index, tiny_model, tm
     out = tmp_path / "sharded"
     for shard, w in zip(shard_names(3), work, strict=True):
         make_seeds(
-            tiny_model, tiny_index, roles, out / "seeds", CAM, 0.2, "cpu", work_dir=w, shard=shard
+            tiny_model, tiny_index, roles, out / "seeds", SEEDS, "cpu", work_dir=w, shard=shard
         )
     assert not (out / "seeds").exists()  # nothing published before the gather
     (work[1] / "seeds.json").unlink()  # as if killed before its end
@@ -55,8 +56,7 @@ def test_seeds_crf_and_scores_in_shards_equal_one_run(tiny_index, tiny_model, tm
         tiny_index,
         roles,
         out / "seeds",
-        CAM,
-        0.2,
+        SEEDS,
         "cpu",
         work_dir=work[1],
         shard="2of3",

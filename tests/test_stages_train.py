@@ -12,7 +12,7 @@ from smaf.data.index import DatasetIndex
 from smaf.errors import ConfigError, DataError
 from smaf.io import load_maps
 from smaf.models.checkpoint import load_model
-from smaf.settings import PretrainSettings, SelfTrainSettings
+from smaf.settings import PretrainSettings, SeedsSettings, SelfTrainSettings
 from smaf.stages.pretrain import pretrain
 from smaf.stages.self_train import make_target, self_train, student_maps
 from smaf.stages.teacher import teacher_maps
@@ -129,8 +129,7 @@ def test_self_train(data, eps_model, tmp_path, teacher):
         stats = teacher_maps(
             index=data["index"],
             model_path=eps_model / "model.pt",
-            cam=cam,
-            thr=0.2,
+            settings=SeedsSettings.from_dict({**cam, "thr": 0.2}),
             out_dir=teacher_dir,
             device="cpu",
         )

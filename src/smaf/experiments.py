@@ -14,13 +14,14 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from smaf.config import Settings, canonical, deep_merge, did_you_mean, result_train_keys
 from smaf.errors import ConfigError
 from smaf.provenance import provenance
-from smaf.settings import PREVIEW_THR, SECTIONS, TRAINING, CAMConfig
+from smaf.settings import PREVIEW_THR, SECTIONS, TRAINING, SeedsSettings
 
 #: Run name of an experiment's extra seeds: ``<name>_seed<k>``.
 REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
@@ -185,11 +186,12 @@ class Experiments:
     def teacher_owner(self, run: str) -> str:
         """Experiment whose offline teacher maps a run uses: the first with the same settings.
 
-        The maps depend only on the EPS model and ``self_train.teacher_cam``, so the extra seeds
-        of an experiment, and experiments that change other settings, share one pass.
+        The maps depend only on the EPS model and the pass's settings (:meth:`teacher_settings`:
+        ``self_train.teacher_cam``, ``seeds.amp``), so the extra seeds of an experiment, and
+        experiments that change other settings, share one pass.
         """
-        cam = self._cam(run, "teacher")
-        return next(n for n in self.all if self._cam(n, "teacher") == cam)
+        teacher = self.teacher_settings(run)
+        return next(n for n in self.all if self.teacher_settings(n) == teacher)
 
     def settings(self, run: str | None, section: str) -> Settings:
         """The typed settings (:mod:`smaf.settings`) of config section ``section`` for run
@@ -282,20 +284,20 @@ class Experiments:
     # offline teacher's maps *are* EPS seeds when the teacher's CAM settings equal the seeds'
     # and the seeds' threshold is the previews' (PREVIEW_THR): then one pass serves both. A
     # pass covers every split any of its users needs (train ⊂ train_aug on VOC: each image once).
-    def _cam(self, run: str, section: str) -> CAMConfig:
-        if section == "teacher":
-            return self.settings(run, "self_train").teacher_cam
-        return self.settings(run, "seeds").cam
+    def teacher_settings(self, run: str) -> SeedsSettings:
+        """The offline teacher's pass of ``run``: the seeds computation with the teacher's CAM
+        (``self_train.teacher_cam``), the previews' background score (:data:`PREVIEW_THR`: its
+        maps do not depend on it) and ``seeds.amp`` (the rule teacher_maps' settings)."""
+        cam = self.settings(run, "self_train").teacher_cam
+        return replace(self.settings(run, "seeds"), cam=cam, thr=PREVIEW_THR)
 
     def _seeds_key(self, run: str, model: str) -> tuple:
-        seeds = self.settings(run, "seeds")
-        key = (model, repr(seeds.cam), seeds.thr, seeds.amp)
+        key = (model, repr(self.settings(run, "seeds")))
         return key if model == "eps" else (*key, run)
 
     def teacher_is_eps_seeds(self, run: str) -> bool:
         """Whether run's offline teacher maps are its EPS seeds pass (same settings)."""
-        seeds = self.settings(run, "seeds")
-        return self._cam(run, "teacher") == seeds.cam and seeds.thr == PREVIEW_THR
+        return self.teacher_settings(run) == self.settings(run, "seeds")
 
     def seeds_owner(self, run: str, model: str) -> str:
         """The run whose ``seeds/<model>`` folder holds run's seeds (EPS: shared)."""

@@ -338,6 +338,10 @@ class ProbCRFParams:
     def __post_init__(self) -> None:
         if self.bg not in ("power", "constant"):
             raise ValueError(f"bg must be 'power' or 'constant', got {self.bg!r}")
+        if not self.bg_power > 0:
+            raise ValueError(f"bg_power must be > 0, got {self.bg_power}")
+        if not 0.0 < self.bg_score < 1.0:
+            raise ValueError(f"bg_score must be in (0, 1), got {self.bg_score}")
 
 
 @dataclass
@@ -352,7 +356,12 @@ class CRFSettings(Settings):
 
     def __post_init__(self) -> None:
         if self.method not in ("labels", "probs"):
-            raise ConfigError(f"crf.method must be 'labels' or 'probs', got {self.method!r}")
+            raise ConfigError(f"crf.method must be one of labels, probs, got {self.method!r}")
+
+    @property
+    def chosen(self) -> LabelCRFParams | ProbCRFParams:
+        """The parameters of the chosen method."""
+        return self.labels if self.method == "labels" else self.probs
 
     def params(self) -> dict:
         """The method and its own parameters: the other method's rerun nothing."""

@@ -4,11 +4,13 @@
 # (figures, report, predictions, diagnostics).
 import math
 import re
+from dataclasses import is_dataclass
+from operator import attrgetter
 from pathlib import Path
 
 from smaf.codehash import code_hash
 from smaf.stages.staging import shard_names
-from smaf.config import check_config
+from smaf.config import check_config, settings_dict
 from smaf.data.index import role_count
 from smaf.data.images import folder_fingerprint
 from smaf.data.sources import coco as coco_source
@@ -79,15 +81,26 @@ def experiment_field(section, key):
     return get
 
 
-def stage_settings(section):
+def stage_settings(section, part=None):
     """Input function: the typed settings of `section` for the run in the wildcards (none:
     pretraining, shared by every run) as the rule's one params entry, key-sorted
-    (smaf.experiments.Experiments.settings; runtime keys are not in it)."""
+    (smaf.experiments.Experiments.settings; runtime keys are not in it), or their `part`
+    (e.g. "test.crf": DeepLab's CRF)."""
 
     def get(wildcards):
-        return EXP.settings(getattr(wildcards, "experiment", None), section).params()
+        settings = EXP.settings(getattr(wildcards, "experiment", None), section)
+        if part is None:
+            return settings.params()
+        value = attrgetter(part)(settings)
+        return settings_dict(value, params=True) if is_dataclass(value) else value
 
     return get
+
+
+def teacher_settings(wildcards):
+    """The offline teacher pass's settings (smaf.experiments.Experiments.teacher_settings):
+    the seeds computation with the teacher's CAM and the previews' background score."""
+    return EXP.teacher_settings(wildcards.experiment).params()
 
 
 def manual_markers(*paths):

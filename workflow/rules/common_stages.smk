@@ -17,12 +17,6 @@ def classifier_model(wildcards):
     return classifier_path(wildcards.dataset, wildcards.experiment, wildcards.model)
 
 
-def crf_method_params(wildcards):
-    """Settings of the experiment's CRF method: section `crf.labels` or `crf.probs`."""
-    crf = experiment_cfg(wildcards, "crf")
-    return crf[crf["method"]]
-
-
 # -------------------------------------------- shards: one split, many jobs (config `shards:`)
 def shard_count(dataset, roles, index="index.csv"):
     """Jobs a per-image stage over `roles` of the dataset (or test) index is split into: 1, or
@@ -307,15 +301,6 @@ def deeplab_train_inputs(wildcards):
             wildcards.dataset, wildcards.experiment, cfg["init_from"]
         )
     return inputs
-
-
-def deeplab_test_field(key):
-    """Input function giving `deeplab.test.<key>` for the experiment in the wildcards."""
-
-    def get(wildcards):
-        return deeplab_cfg(wildcards)["test"][key]
-
-    return get
 
 
 def split_index(wildcards):

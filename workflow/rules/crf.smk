@@ -21,8 +21,8 @@ rule crf:
     params:
         code=script_code("crf.py"),
         roles=crf_roles,
-        method=experiment_field("crf", "method"),
-        settings=crf_method_params,
+        # smaf.settings.CRFSettings: the method and its own parameters.
+        settings=stage_settings("crf"),
         out_dir="results/{dataset}/{experiment}/crf/{model}",
         work_dir="results/{dataset}/state/{experiment}/crf/{model}/{shard}",
     script:

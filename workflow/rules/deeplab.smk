@@ -52,7 +52,7 @@ rule deeplab_predict:
         gpu=1,
     params:
         code=script_code("deeplab_predict.py"),
-        flip=deeplab_test_field("flip"),
+        flip=stage_settings("deeplab", "test.flip"),
         pred_dir="results/{dataset}/{experiment}/deeplab/pred_{pred_split}",
         logits_dir="results/{dataset}/{experiment}/deeplab/logits_{pred_split}",
         work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}/{shard}",
@@ -103,7 +103,7 @@ rule deeplab_crf:
     threads: 8
     params:
         code=script_code("deeplab_crf.py"),
-        crf=deeplab_test_field("crf"),
+        crf=stage_settings("deeplab", "test.crf"),  # smaf.settings.DenseCRFConfig
         out_dir="results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf",
         work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}_crf/{shard}",
     script:

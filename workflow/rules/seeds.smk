@@ -26,12 +26,7 @@ rule seeds:
     params:
         code=script_code("seeds.py"),
         roles=seeds_roles,
-        scales=experiment_field("seeds", "scales"),
-        flip=experiment_field("seeds", "flip"),
-        resize_mode=experiment_field("seeds", "resize_mode"),
-        eps=experiment_field("seeds", "eps"),
-        thr=experiment_field("seeds", "thr"),
-        amp=experiment_field("seeds", "amp"),
+        settings=stage_settings("seeds"),  # smaf.settings.SeedsSettings
         # Per-image results survive a failed or killed job here (outside the outputs); the
         # gather publishes every shard's at once.
         out_dir="results/{dataset}/{experiment}/seeds/{model}",

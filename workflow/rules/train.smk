@@ -48,9 +48,9 @@ rule teacher_maps:
         gpu=1,
     params:
         code=script_code("teacher_maps.py"),
-        cam=experiment_field("self_train", "teacher_cam"),
-        # The teacher pass is the seed computation: it follows seeds.amp (bf16 on CUDA).
-        amp=experiment_field("seeds", "amp"),
+        # The seed computation's settings (smaf.settings.SeedsSettings) with the teacher's
+        # CAM; it follows seeds.amp (bf16 on CUDA).
+        settings=teacher_settings,
         out_dir="results/{dataset}/{experiment}/teacher_maps",
         work_dir="results/{dataset}/state/{experiment}/teacher_maps/{shard}",
     script:

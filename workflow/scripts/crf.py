@@ -1,6 +1,7 @@
 """Dense-CRF refinement of one seeds folder (rule crf)."""
 
 from smaf.runner import run_logged
+from smaf.settings import CRFSettings
 from smaf.stages.crf_stage import refine_seeds
 
 # Everything below runs only in the main process. The CRF workers are spawned processes that
@@ -15,8 +16,7 @@ if __name__ == "__main__":
         list(snakemake.params.roles),
         snakemake.input.seeds,
         snakemake.params.out_dir,  # the shard waits in work_dir for the gather rule
-        method=snakemake.params.method,
-        params=snakemake.params.settings,
+        settings=CRFSettings.from_dict(snakemake.params.settings),
         processes=snakemake.threads,
         work_dir=snakemake.params.work_dir,
         shard=snakemake.wildcards.shard,

@@ -1,6 +1,7 @@
 """Snakemake glue: DeepLab's dense-CRF post-processing of a split's logits (rule deeplab_crf)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.crf import DenseCRF
 from smaf.runner import run_logged
 from smaf.stages.crf_stage import crf_split
 
@@ -16,7 +17,7 @@ if __name__ == "__main__":
         snakemake.wildcards.pred_split,
         snakemake.input.logits,
         snakemake.params.out_dir,  # the shard waits in work_dir for the gather rule
-        crf=dict(snakemake.params.crf),
+        crf=DenseCRF(**snakemake.params.crf),  # deeplab.test.crf (smaf.settings.DenseCRFConfig)
         processes=snakemake.threads,
         work_dir=snakemake.params.work_dir,
         shard=snakemake.wildcards.shard,

@@ -2,6 +2,7 @@
 
 from smaf.config import runtime_settings
 from smaf.runner import run_logged
+from smaf.settings import SeedsSettings
 from smaf.stages.seeds import make_seeds
 
 p = snakemake.params
@@ -13,11 +14,9 @@ run_logged(
     snakemake.input.index,
     list(p.roles),
     p.out_dir,  # the shard waits in work_dir; the gather rule publishes every shard there
-    {"scales": p.scales, "flip": p.flip, "resize_mode": p.resize_mode, "eps": p.eps},
-    p.thr,
+    SeedsSettings.from_dict(p.settings),
     device=runtime_settings(snakemake.config)["device"],
     work_dir=p.work_dir,
-    amp=p.amp,
     num_threads=snakemake.threads,
     shard=snakemake.wildcards.shard,
 )

@@ -3,6 +3,7 @@
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
 from smaf.config import runtime_settings
 from smaf.runner import run_logged
+from smaf.settings import SeedsSettings
 from smaf.stages.teacher import teacher_maps
 
 run_logged(
@@ -10,8 +11,7 @@ run_logged(
     teacher_maps,
     index=snakemake.input.index,
     model_path=snakemake.input.model,
-    cam=snakemake.params.cam,
-    amp=snakemake.params.amp,
+    settings=SeedsSettings.from_dict(snakemake.params.settings),
     work_dir=snakemake.params.work_dir,
     out_dir=snakemake.params.out_dir,  # the shard waits in work_dir for the gather rule
     shard=snakemake.wildcards.shard,

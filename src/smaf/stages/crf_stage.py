@@ -47,6 +47,7 @@ from smaf.config import dataclass_from
 from smaf.crf import DenseCRF, crf_from_labels, crf_images_parallel, dense_crf
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_image, load_mask, save_mask
+from smaf.settings import CRFSettings, LabelCRFParams, ProbCRFParams
 from smaf.stages.staging import (
     file_identity,
     gather_shards,
@@ -58,53 +59,8 @@ from smaf.stages.staging import (
 
 log = logging.getLogger(__name__)
 
-METHODS = ("labels", "probs")
 #: Written into every finished CRF folder.
 MANIFEST = "crf.json"
-
-
-@dataclass(frozen=True)
-class LabelCRFParams:
-    """``crf.labels``: the released SMAF CRF on hard seeds (``gen_pseudo_mask.py``)."""
-
-    gt_prob: float = 0.7  # unary confidence of the seed label
-    gauss_sxy: float = 3  # Gaussian (smoothness) kernel width, px
-    gauss_compat: float = 3  # Gaussian kernel weight
-    bi_sxy: float = 50  # bilateral kernel spatial width, px
-    bi_srgb: float = 5  # bilateral kernel colour width, RGB levels
-    bi_compat: float = 10  # bilateral kernel weight
-    n_iter: int = 10  # mean-field iterations
-
-
-@dataclass(frozen=True)
-class ProbCRFParams:
-    """``crf.probs``: the PSA / EPS CRF on the soft fused maps (``crf_inference``)."""
-
-    gauss_sxy: float = 3  # Gaussian (smoothness) kernel width, px
-    gauss_compat: float = 3  # Gaussian kernel weight
-    bi_sxy: float = 80  # bilateral kernel spatial width, px
-    bi_srgb: float = 13  # bilateral kernel colour width, RGB levels
-    bi_compat: float = 10  # bilateral kernel weight
-    n_iter: int = 10  # mean-field iterations
-    bg: str = "power"  # background score: 'power' (PSA/EPS) or 'constant'
-    bg_power: float = 16  # bg = (1 - max maps) ** bg_power (PSA: 4 / 32 for la/ha, 16 in infer_aff)
-    bg_score: float = 0.2  # bg = bg_score when bg == 'constant' (the seeds' thr)
-
-    def __post_init__(self) -> None:
-        if self.bg not in ("power", "constant"):
-            raise ValueError(f"bg must be 'power' or 'constant', got {self.bg!r}")
-        if not self.bg_power > 0:
-            raise ValueError(f"bg_power must be > 0, got {self.bg_power}")
-        if not 0.0 < self.bg_score < 1.0:
-            raise ValueError(f"bg_score must be in (0, 1), got {self.bg_score}")
-
-
-def _params(method: str, values: dict[str, Any] | None) -> LabelCRFParams | ProbCRFParams:
-    """Build the parameter dataclass of ``method``; unknown keys / bad values → ConfigError."""
-    if method not in METHODS:
-        raise ConfigError(f"crf.method must be one of {', '.join(METHODS)}, got {method!r}")
-    cls = LabelCRFParams if method == "labels" else ProbCRFParams
-    return dataclass_from(cls, values, f"crf.{method}")
 
 
 def background_score(
@@ -218,8 +174,7 @@ def refine_seeds(
     role: str | Sequence[str],
     seeds_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    method: str = "labels",
-    params: dict[str, Any] | None = None,
+    settings: CRFSettings | Mapping[str, Any] | None = None,
     processes: int = 1,
     *,
     work_dir: str | os.PathLike[str] | None = None,
@@ -235,9 +190,9 @@ def refine_seeds(
         seeds_dir: output of :func:`smaf.stages.seeds.make_seeds` (``<id>.png``,
             ``maps/<id>.npz``).
         out_dir: output folder.
-        method: ``'labels'`` (released SMAF) or ``'probs'`` (PSA / EPS), see the module doc.
-        params: the method's settings (:class:`LabelCRFParams` / :class:`ProbCRFParams`
-            fields); missing keys take the reference defaults.
+        settings: the run's ``crf`` settings (:class:`~smaf.settings.CRFSettings`, or their
+            dict): ``method``, ``'labels'`` (released SMAF) or ``'probs'`` (PSA / EPS), see the
+            module doc, and its parameters; ``None``: the defaults (released SMAF).
         processes: worker processes (the rule's ``threads``); results do not depend on it.
         work_dir: staging folder published onto ``out_dir`` at the end (resumable under
             Snakemake, see :mod:`smaf.stages.staging`); ``None`` writes into ``out_dir``.
@@ -254,7 +209,8 @@ def refine_seeds(
 
     index = read_index(index)
     num_classes = index.num_classes
-    p = _params(method, params)
+    crf = CRFSettings() if settings is None else CRFSettings.of(settings)
+    method, p = crf.method, crf.chosen
     if processes < 1:
         raise ConfigError(f"processes must be >= 1, got {processes}")
     seeds_dir = Path(seeds_dir)
@@ -267,9 +223,9 @@ def refine_seeds(
             f"{len(missing)} of {len(ids)} seed PNGs are missing from {seeds_dir} (first: "
             f"{missing[0]}.png); rerun the seeds rule for this split."
         )
-    settings = {"method": method, "params": asdict(p), "num_classes": num_classes}
+    recorded = {"method": method, "params": asdict(p), "num_classes": num_classes}
     fingerprint = {
-        **settings,
+        **recorded,
         "seeds": _seeds_identity(seeds_dir),
         "index": index.fingerprint(ids),
         "shard": str(shard),
@@ -301,7 +257,7 @@ def refine_seeds(
         "changed_fraction": changed / total if total else None,
     }
     manifest = {
-        **settings,
+        **recorded,
         "seeds_dir": str(seeds_dir),
         **stats,
         "changed": changed,

@@ -24,7 +24,7 @@ import os
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from smaf.cam import CAMConfig, class_maps, seed_labels
-from smaf.config import dataclass_from
+from smaf.cam import class_maps, seed_labels
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
 from smaf.io import atomic_write, load_image, save_maps, save_mask
 from smaf.models.checkpoint import load_model
 from smaf.progress import Progress
+from smaf.settings import SeedsSettings
 from smaf.stages.staging import (
     file_identity,
     gather_shards,
@@ -54,12 +54,6 @@ log = logging.getLogger(__name__)
 
 #: Written into every finished seeds folder; the CRF stage fingerprints its staging with it.
 MANIFEST = "seeds.json"
-
-
-def _cam_config(cam: dict[str, Any] | CAMConfig | None) -> CAMConfig:
-    if isinstance(cam, CAMConfig):
-        return cam
-    return dataclass_from(CAMConfig, cam, "seeds")
 
 
 #: Images whose outputs may wait for the writer thread (bounds the memory they hold).
@@ -79,13 +73,11 @@ def make_seeds(
     index: DatasetIndex | str | os.PathLike[str],
     role: str | Sequence[str],
     out_dir: str | os.PathLike[str],
-    cam: dict[str, Any] | CAMConfig | None,
-    thr: float,
+    settings: SeedsSettings | Mapping[str, Any] | None = None,
     device: str = "auto",
     log_every: int = 20,
     *,
     work_dir: str | os.PathLike[str] | None = None,
-    amp: bool = False,
     num_threads: int | None = None,
     shard: str | tuple[int, int] | None = None,
 ) -> dict[str, Any]:
@@ -98,15 +90,15 @@ def make_seeds(
             classes are zeroed in the maps (denoising) and can never be seeds).
         role: the split whose images get seeds, or several (each image once).
         out_dir: output folder (layout in the module docstring).
-        cam: :class:`~smaf.cam.CAMConfig` or its fields as a dict (scales, flip, resize_mode,
-            eps); ``None`` = the defaults (paper: scales 0.5/1/1.5/2 with flips).
-        thr: constant background score prepended before the argmax (paper: 0.2), in (0, 1).
+        settings: the run's ``seeds`` settings (:class:`~smaf.settings.SeedsSettings`, or
+            their dict): the multi-scale inference (``cam``: scales, flip, resize_mode, eps),
+            ``thr``, the constant background score prepended before the argmax (paper: 0.2),
+            and ``amp``, bfloat16 autocast on CUDA (faster; seeds may differ from the float32
+            ones at a few pixels whose scores tie within bf16 precision). ``None``: defaults.
         device: ``'auto'`` (CUDA when available), ``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...
         log_every: progress line every this many images.
         work_dir: staging folder to write into and publish onto ``out_dir`` at the end
             (resumable under Snakemake); ``None`` writes into ``out_dir`` directly.
-        amp: run the network in bfloat16 autocast on CUDA (faster; seeds may differ from the
-            float32 ones at a few pixels whose scores tie within bf16 precision).
         num_threads: torch CPU threads (the rule's ``threads``); ``None`` leaves torch's default.
         shard: only shard ``k`` of ``n`` of the images (``"3of8"``, :func:`~smaf.stages.staging.
             shard_ids`), written into ``work_dir`` and left there for
@@ -117,12 +109,11 @@ def make_seeds(
         (of the computed ones), ``foreground_fraction`` (mean share of seed pixels > 0).
 
     Raises:
-        ConfigError: ``thr`` outside (0, 1) or bad ``cam`` keys.
+        ConfigError: ``thr`` outside (0, 1) or unknown keys (settings given as a dict).
         DataError / SmafError: missing images, labels or model file, class-count mismatch.
     """
-    cfg = _cam_config(cam)
-    if not 0.0 < float(thr) < 1.0:
-        raise ConfigError(f"seeds.thr must be in (0, 1) (a background score), got {thr}")
+    seeds = SeedsSettings() if settings is None else SeedsSettings.of(settings)
+    cfg, thr, amp = seeds.cam, float(seeds.thr), seeds.amp
     if log_every < 1:
         raise ConfigError(f"log_every must be >= 1, got {log_every}")
     index = read_index(index)
@@ -133,9 +124,9 @@ def make_seeds(
     use_threads(num_threads)
     model, meta = load_model(model_path, num_classes=num_classes)
     model.eval().to(dev)
-    settings = {"cam": asdict(cfg), "thr": float(thr), "num_classes": num_classes, "amp": amp}
+    recorded = {"cam": asdict(cfg), "thr": float(thr), "num_classes": num_classes, "amp": amp}
     fingerprint = {
-        **settings,
+        **recorded,
         "model": file_identity(model_path),
         "index": index.fingerprint(ids),
         "shard": str(shard),
@@ -197,7 +188,7 @@ def make_seeds(
         "foreground_fraction": fg_fraction / computed if computed else None,
     }
     manifest = {
-        **settings,
+        **recorded,
         "model_path": str(model_path),
         "model_meta": meta,
         "split": role if isinstance(role, str) else list(role),

@@ -5,7 +5,7 @@ Computed once over train_aug: for every image, the multi-scale + flip attention 
 computation (:func:`smaf.stages.seeds.make_seeds`), with the teacher's scale settings. The maps
 are stored compactly (present classes only, float16, compressed; :func:`smaf.cam.save_maps`) in
 ``<out_dir>/maps/<id>.npz``; the PNGs beside them are the argmax of the maps against a
-constant background score (:data:`PREVIEW_THR`, the paper's 0.2), for looking at. They do not
+constant background score (:data:`smaf.settings.PREVIEW_THR`, the paper's 0.2), for looking at. They do not
 follow ``self_train.thr``, so changing the reactivation threshold reruns self-training but
 not this pass. Self-training puts the maps through the same geometric augmentation as the
 student's crop.
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from smaf.data.index import DatasetIndex
-from smaf.experiments import PREVIEW_THR  # the previews' background score (maps don't use it)
+from smaf.settings import SeedsSettings
 from smaf.stages.seeds import make_seeds
 
 log = logging.getLogger(__name__)
@@ -29,33 +30,31 @@ def teacher_maps(
     *,
     index: DatasetIndex | str | os.PathLike[str],
     model_path: str | os.PathLike[str],
-    cam: dict[str, Any],
+    settings: SeedsSettings | Mapping[str, Any],
     out_dir: str | os.PathLike[str],
     work_dir: str | os.PathLike[str] | None = None,
     device: str = "auto",
     threads: int | None = None,
-    thr: float = PREVIEW_THR,
-    amp: bool = False,
     role: str = "train_aug",
     shard: str | None = None,
 ) -> dict[str, Any]:
     """Write the teacher's maps of every image of split ``role``; return run statistics.
 
     ``work_dir`` is the resumable staging folder (outside the rule's outputs): images already
-    done there are skipped after an interruption. ``thr`` is the previews' background score.
-    ``amp``: bf16 autocast on CUDA, as for the seeds (config ``seeds.amp``). ``shard``: one
-    shard of the images, gathered by :func:`smaf.stages.seeds.gather_seeds`.
+    done there are skipped after an interruption. ``settings``: the seeds computation's, with
+    the teacher's CAM (``self_train.teacher_cam``), the previews' background score
+    (:data:`~smaf.settings.PREVIEW_THR`) and ``seeds.amp``
+    (:meth:`smaf.experiments.Experiments.teacher_settings`). ``shard``: one shard of the
+    images, gathered by :func:`smaf.stages.seeds.gather_seeds`.
     """
     stats = make_seeds(
         model_path,
         index,
         role,
         out_dir,
-        cam,
-        thr,
+        settings,
         device,
         work_dir=work_dir,
-        amp=amp,
         num_threads=threads,
         shard=shard,
     )
