@@ -19,7 +19,8 @@ from smaf.config import check_config, combination_problems, deep_merge, load_sch
 from smaf.errors import ConfigError, SmafError  # noqa: E402
 from smaf.models import ModelConfig, build_classifier  # noqa: E402
 from smaf.models.checkpoint import load_model, save_model  # noqa: E402
-from smaf.stages.self_train import SelfTrainConfig, smaf_step  # noqa: E402
+from smaf.settings import SelfTrainSettings  # noqa: E402
+from smaf.stages.self_train import smaf_step  # noqa: E402
 
 
 def _tiny(name: str = "test_resnet", **kw) -> torch.nn.Module:
@@ -37,7 +38,7 @@ def test_a_timm_student_trains_with_smafs_loss_and_gives_cams_at_stride_8(tmp_pa
         "labels": torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]),
         "teacher": torch.rand(2, 3, 64, 80),  # the offline teacher's fused maps [B, C, S, S]
     }
-    step = smaf_step(SelfTrainConfig(w_cls=1.0), None, CAMConfig())
+    step = smaf_step(SelfTrainSettings(w_cls=1.0), None, CAMConfig())
     groups = model.param_groups()
     opt = torch.optim.SGD([{"params": g["params"]} for g in groups], lr=0.1)
     before = [p.detach().clone() for p in model.parameters()]
