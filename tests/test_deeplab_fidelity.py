@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from smaf.experiments import deeplab_init
 from smaf.models.deeplab import MSC, scale_input
 from smaf.transforms import DeepLabAugment, _resize, augment_pair
 
@@ -67,3 +68,9 @@ def test_msc_resizes_by_scale_factor_like_deeplab_pytorch():
 
 def test_scale_input_keeps_a_vanishing_side_at_one_pixel():
     assert scale_input(torch.zeros(1, 3, 1, 9), 0.5).shape[-2:] == (1, 4)
+
+
+def test_table1_init_says_the_authors_train2_model_has_seen_val():
+    train2 = deeplab_init({"init_checkpoint": "w/train2_iter_20000.caffemodel"})
+    assert "fine-tuned on val: no val score" in train2
+    assert "val" not in deeplab_init({"init_checkpoint": "w/train_iter_20000.caffemodel"})

@@ -71,7 +71,11 @@ def deeplab_init(deeplab: Mapping[str, Any]) -> str:
     ``"checkpoint deeplabv2_resnet101_msc-vocaug-20000.pth (not trained here)"``.
     """
     if deeplab.get("init_checkpoint"):
-        return f"checkpoint {Path(deeplab['init_checkpoint']).name} (not trained here)"
+        name = Path(deeplab["init_checkpoint"]).name
+        if name.startswith("train2_iter"):
+            # The DeepLab authors' second step (solver2.prototxt): fine-tuned on trainval_aug.
+            return f"checkpoint {name} (not trained here; fine-tuned on val: no val score)"
+        return f"checkpoint {name} (not trained here)"
     backbone = deeplab.get("backbone", "resnet101")
     if deeplab.get("init_from"):
         return f"{backbone}: {deeplab['init_from']} classifier's backbone"
