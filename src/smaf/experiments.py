@@ -38,6 +38,8 @@ RESULT_SECTIONS = ("saliency", "model", "pretrain", *OVERRIDABLE)
 NO_TEST_IMAGES = ("coco",)
 #: Background score of the offline teacher's preview PNGs (its maps do not depend on it).
 PREVIEW_THR = 0.2
+#: ``seeds.thr`` / ``self_train.thr`` value that uses the held-out sweep's choice.
+AUTO_THR = "auto"
 #: Multi-scale inference settings and their defaults (smaf.cam.CAMConfig).
 CAM_DEFAULTS = {"scales": [0.5, 1.0, 1.5, 2.0], "flip": True, "resize_mode": "bilinear", "eps": 0.0}
 #: Per section, the keys that pick the rule's inputs rather than train (`deeplab:` also its
@@ -46,6 +48,11 @@ WORKFLOW_KEYS = {
     "pretrain": ("init_checkpoint",),
     "deeplab": ("test", "labels_from", "init_from", "init_checkpoint"),
 }
+
+
+def _thr_key(thr: Any) -> float | str:
+    """A ``thr`` setting as a comparable key: the number, or ``"auto"``."""
+    return thr if isinstance(thr, str) else float(thr)
 
 
 def training_keys(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -308,7 +315,7 @@ class Experiments:
 
     def _seeds_key(self, run: str, model: str) -> tuple:
         seeds = self.section(run, "seeds")
-        key = (model, repr(self._cam(run, "seeds")), float(seeds["thr"]), bool(seeds["amp"]))
+        key = (model, repr(self._cam(run, "seeds")), _thr_key(seeds["thr"]), bool(seeds["amp"]))
         return key if model == "eps" else (*key, run)
 
     def teacher_is_eps_seeds(self, run: str) -> bool:
@@ -316,7 +323,7 @@ class Experiments:
         seeds = self.section(run, "seeds")
         return (
             self._cam(run, "teacher") == self._cam(run, "seeds")
-            and float(seeds["thr"]) == PREVIEW_THR
+            and _thr_key(seeds["thr"]) == PREVIEW_THR
         )
 
     def seeds_owner(self, run: str, model: str) -> str:
@@ -385,6 +392,49 @@ class Experiments:
         """Every split the CRF folder of ``owner`` must cover (for all the runs it serves)."""
         users = [r for r in self.runs(False) if self.crf_owner(r, model) == owner]
         return sorted(set().union(*(self._crf_roles_of(dataset, r, model) for r in users)))
+
+    # ------------------------------------------------------- thr: auto (held-out sweep)
+    def has_heldout_masks(self, dataset: str) -> bool:
+        """Whether ``dataset`` has ground truth for train_aug images outside every evaluation
+        split (VOC: SegmentationClassAug; a folder dataset: its masks)."""
+        source = self.config["datasets"][dataset]["source"]
+        if source == "voc":
+            return self.has_aug_masks(dataset)
+        return self.has_masks(dataset)
+
+    def check_thr_auto(self, dataset: str) -> None:
+        """``thr: auto`` needs held-out masks: one ConfigError naming the key, before any job."""
+        if self.has_heldout_masks(dataset):
+            return
+        for name in self.all:
+            for section in ("seeds", "self_train"):
+                if _thr_key(self.section(name, section)["thr"]) == AUTO_THR:
+                    raise ConfigError(
+                        f"experiment '{name}': {section}.thr: auto tunes the threshold on "
+                        f"train_aug images outside every evaluation split, but dataset "
+                        f"'{dataset}' has no ground truth for them (VOC: SegmentationClassAug "
+                        "via aug_source / aug_mask_dir; a folder dataset: `masks`). Set a "
+                        f"number for {section}.thr or add those masks."
+                    )
+
+    def thr_auto_record(self, dataset: str, run: str, target: str) -> str:
+        """The ``thr: auto`` choice a run uses: ``target`` eps / smaf = its seeds of that
+        model (EPS: the seeds folder's owner), ``teacher`` = its reactivation threshold."""
+        owner = self.seeds_owner(run, target) if target in ("eps", "smaf") else run
+        return f"results/{dataset}/{owner}/thr_auto/{target}.json"
+
+    def thr_auto_source(self, dataset: str, run: str, target: str) -> dict[str, Any]:
+        """Where the ``thr: auto`` sweep of ``target`` reads its maps: ``maps_dir`` (the
+        offline teacher's folder: made without the choice) or ``model_path`` + ``cam`` + ``amp``
+        (computed: a seeds folder of ``thr: auto`` is made with the choice, so it waits)."""
+        eps_model = f"results/{dataset}/pretrain/model.pt"
+        if target == "teacher":
+            if self.section(run, "self_train")["teacher"] == "offline":
+                return {"maps_dir": self.teacher_folder(dataset, run)}
+            return {"model_path": eps_model, "cam": self._cam(run, "teacher"), "amp": False}
+        model = eps_model if target == "eps" else f"results/{dataset}/{run}/self_train/model.pt"
+        amp = bool(self.section(run, "seeds")["amp"])
+        return {"model_path": model, "cam": self._cam(run, "seeds"), "amp": amp}
 
     # ------------------------------------------------------------------------- ablations
     def ablation_rows(self, dataset: str) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ from smaf.data.sources import source_fingerprint
 from smaf.errors import ConfigError
 from smaf.experiments import Experiments, canonical_config, deeplab_init
 from smaf.experiments import eps_is_trained as experiments_eps_is_trained
+from smaf.stages.thr_sweep import is_auto
 
 # Snakemake compares params by their text: with every dict of the config key-sorted once here,
 # the same settings written in another key order (another config file, a --configfile
@@ -34,6 +35,8 @@ if DATASET not in config["datasets"]:
         f"config: dataset '{DATASET}' is not declared under `datasets:` "
         f"(declared: {', '.join(sorted(config['datasets']))}). Fix `dataset:` or add the entry."
     )
+# thr: auto needs held-out masks: say so now rather than when the sweep runs.
+EXP.check_thr_auto(DATASET)
 #: Split roles of the dataset index (the values name the dataset's own split lists).
 SPLIT_ROLES = ("train_aug", "train", "val")
 
@@ -136,4 +139,4 @@ def self_train_inputs(wildcards):
     inputs = {"index": data_path(wildcards), "model": f"{base}/pretrain/model.pt"}
     if experiment_cfg(wildcards, "self_train")["teacher"] == "offline":
         inputs["teacher"] = EXP.teacher_folder(wildcards.dataset, wildcards.experiment)
-    return inputs
+    return {**inputs, **thr_auto_input("self_train", "teacher")(wildcards)}

@@ -199,17 +199,24 @@ def eval_predictions(wildcards):
 
 def eval_meta(wildcards):
     """Fields the evaluate rule copies into its record (the columns of results/summary.csv);
-    `thr`: the seeds' background score (Table 2 says how it was chosen); `base` and
-    `supervision`: what the number used beyond image labels (smaf.provenance)."""
+    `thr`: the seeds' background score (Table 2 says how it was chosen; for `auto`, the
+    record of the held-out choice as `thr_from`: the summary reads the value from it); `base`
+    and `supervision`: what the number used beyond image labels (smaf.provenance)."""
     stage = f"{wildcards.model}_{wildcards.stage}"
-    return {
+    thr = experiment_cfg(wildcards, "seeds")["thr"]
+    meta = {
         **run_meta(wildcards),
         "model": wildcards.model,
         "stage": stage,
         "split": wildcards.split,
-        "thr": experiment_cfg(wildcards, "seeds")["thr"],
+        "thr": thr,
         **EXP.provenance(wildcards.experiment, wildcards.model, stage),
     }
+    if is_auto(thr):
+        meta["thr_from"] = EXP.thr_auto_record(
+            wildcards.dataset, wildcards.experiment, wildcards.model
+        )
+    return meta
 
 
 def run_meta(wildcards):

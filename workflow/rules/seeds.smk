@@ -8,6 +8,7 @@
 
 rule seeds:
     input:
+        unpack(thr_auto_input("seeds")),
         model=classifier_model,
         index="results/{dataset}/data/index.csv",
     output:

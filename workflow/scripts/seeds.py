@@ -3,6 +3,7 @@
 from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.stages.seeds import make_seeds
+from smaf.stages.thr_sweep import chosen_thr
 
 p = snakemake.params
 
@@ -14,7 +15,7 @@ run_logged(
     list(p.roles),
     p.out_dir,  # the shard waits in work_dir; the gather rule publishes every shard there
     {"scales": p.scales, "flip": p.flip, "resize_mode": p.resize_mode, "eps": p.eps},
-    p.thr,
+    chosen_thr(p.thr, snakemake.input.get("thr_auto")),  # `auto`: the held-out choice
     device=runtime_settings(snakemake.config)["device"],
     work_dir=p.work_dir,
     amp=p.amp,

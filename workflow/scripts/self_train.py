@@ -4,6 +4,11 @@
 from smaf.config import runtime_settings
 from smaf.distributed import run_training
 from smaf.stages.self_train import self_train
+from smaf.stages.thr_sweep import chosen_thr
+
+params = dict(snakemake.params.self_train)
+# `auto`: the choice of the held-out sweep on the teacher's maps (rule thr_auto).
+params["thr"] = chosen_thr(params["thr"], snakemake.input.get("thr_auto"))
 
 # One process, or train.gpus DDP processes under torchrun (the job's gpu resource).
 run_training(
@@ -12,7 +17,7 @@ run_training(
     index=snakemake.input.index,
     init_model=snakemake.input.model,
     teacher_dir=snakemake.input.get("teacher"),
-    params={**snakemake.params.self_train, **runtime_settings(snakemake.config)},
+    params={**params, **runtime_settings(snakemake.config)},
     out_model=snakemake.output.model,
     out_history=snakemake.output.history,
     state_dir=snakemake.params.state_dir,

@@ -2,7 +2,7 @@
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
 from smaf.runner import run_logged
-from smaf.stages.thr_sweep import thr_sweep
+from smaf.stages.thr_sweep import is_auto, thr_sweep
 
 p = snakemake.params
 
@@ -15,7 +15,7 @@ run_logged(
     holdout=float(p.holdout),
     seed=int(p.seed),
     gt=p.gt,
-    configured_thr=float(p.thr),
+    configured_thr=None if is_auto(p.thr) else float(p.thr),
     out_csv=snakemake.output.csv,
     out_json=snakemake.output.json,
     meta=dict(p.meta),
