@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from smaf.config import canonical, deep_merge, did_you_mean, result_train_keys
+from smaf.config import canonical, deep_merge, did_you_mean, is_auto, result_train_keys
 from smaf.errors import ConfigError
 from smaf.provenance import provenance
 
@@ -38,8 +38,6 @@ RESULT_SECTIONS = ("saliency", "model", "pretrain", *OVERRIDABLE)
 NO_TEST_IMAGES = ("coco",)
 #: Background score of the offline teacher's preview PNGs (its maps do not depend on it).
 PREVIEW_THR = 0.2
-#: ``seeds.thr`` / ``self_train.thr`` value that uses the held-out sweep's choice.
-AUTO_THR = "auto"
 #: Multi-scale inference settings and their defaults (smaf.cam.CAMConfig).
 CAM_DEFAULTS = {"scales": [0.5, 1.0, 1.5, 2.0], "flip": True, "resize_mode": "bilinear", "eps": 0.0}
 #: Per section, the keys that pick the rule's inputs rather than train (`deeplab:` also its
@@ -408,7 +406,7 @@ class Experiments:
             return
         for name in self.all:
             for section in ("seeds", "self_train"):
-                if _thr_key(self.section(name, section)["thr"]) == AUTO_THR:
+                if is_auto(self.section(name, section)["thr"]):
                     raise ConfigError(
                         f"experiment '{name}': {section}.thr: auto tunes the threshold on "
                         f"train_aug images outside every evaluation split, but dataset "

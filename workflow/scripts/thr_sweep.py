@@ -1,8 +1,9 @@
 """Snakemake glue: seeds.thr swept on held-out train_aug images (rule sweep_thr)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.config import is_auto
 from smaf.runner import run_logged
-from smaf.stages.thr_sweep import is_auto, thr_sweep
+from smaf.stages.thr_sweep import thr_sweep
 
 p = snakemake.params
 

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 
 from smaf.cam import CAMConfig, class_maps, seed_labels
+from smaf.config import is_auto
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_image, load_maps, load_mask
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 
 #: Split roles the held-out images must not belong to (every split a table is computed on).
 EVALUATION_ROLES = ("train", "val", "test")
-#: The value of ``seeds.thr`` / ``self_train.thr`` that asks for the held-out sweep's choice.
-AUTO = "auto"
 #: Columns of thr_sweep.csv.
 COLUMNS = ("model", "thr", "miou", "pixel_acc", "n_images", "gt", "chosen")
 
@@ -227,11 +226,6 @@ def thr_sweep(
     with atomic_write(out_json) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-def is_auto(thr: Any) -> bool:
-    """Whether a ``thr`` setting asks for the held-out sweep's choice (``"auto"``)."""
-    return isinstance(thr, str) and thr == AUTO
 
 
 def _model_maps(
