@@ -142,3 +142,17 @@ def test_auto_seeds_wait_for_the_held_out_sweep(tmp_path):
     sweeps = _inputs(out, "thr_auto")
     assert not any("/seeds/" in f for f in sweeps)  # computed, not read from the seeds
     assert not (tmp_path / "resources").exists()  # planned only
+
+
+def test_auto_on_voc_without_held_out_masks_stops_before_any_job(tmp_path):
+    splits = {r: r for r in ("train_aug", "train", "val")}
+    voc = {"source": "voc", "root": str(tmp_path / "VOC2012"), "num_classes": 20, "splits": splits}
+    config = {
+        "dataset": "voc",
+        "datasets": {"voc": {**voc, "download": False, "aug_source": "none"}},
+        "seeds": {"thr": "auto"},
+    }
+    proc = snakemake(tmp_path, "-n", config=config, check=False)
+    assert proc.returncode != 0
+    assert "seeds.thr: auto tunes the threshold" in proc.stdout + proc.stderr
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
