@@ -51,6 +51,9 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
             "smaf.checkpointing",
             "smaf.interrupts",
             "smaf.distributed",
+            "smaf.perimage",
+            "smaf.staging",
+            "smaf.inference",
         )
     },
     {
@@ -62,16 +65,12 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
     {"entry": ("smaf.cli", "smaf.launch", "smaf.experiments")},
 ]
 
-#: Imports that go up today. Removed by the runner/settings work (the planner's settings leave
-#: the stages; what predict shares with the stages moves down); the lead empties this set after
-#: merging it.
+#: Imports that go up today. Removed by the settings work (the planner's settings leave the
+#: stages); the lead empties this set after merging it. (What predict shared with the stages
+#: moved down: smaf.staging, smaf.perimage, smaf.inference.)
 KNOWN_VIOLATIONS = {
     ("smaf.stages.teacher", "smaf.experiments"),
     ("smaf.stages.deeplab", "smaf.experiments"),
-    ("smaf.predict.folder", "smaf.stages.crf_stage"),
-    ("smaf.predict.folder", "smaf.stages.staging"),
-    ("smaf.predict.outputs", "smaf.stages.staging"),
-    ("smaf.predict.model", "smaf.stages.deeplab"),
 }
 
 

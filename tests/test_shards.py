@@ -11,7 +11,7 @@ from smaf.io import load_mask
 from smaf.stages.crf_stage import gather_crf, refine_seeds
 from smaf.stages.evaluate import evaluate_gather, evaluate_split
 from smaf.stages.seeds import gather_seeds, make_seeds
-from smaf.stages.staging import parse_shard, shard_ids, shard_names
+from smaf.staging import parse_shard, shard_ids, shard_names
 
 CAM = {"scales": [0.5, 1.0], "flip": True}
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from smaf.codehash import code_hash
-from smaf.stages.staging import shard_names
+from smaf.staging import shard_names
 from smaf.config import check_config
 from smaf.data.index import role_count
 from smaf.data.images import folder_fingerprint

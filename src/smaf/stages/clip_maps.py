@@ -38,7 +38,7 @@ from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
 from smaf.io import atomic_write, load_image, save_maps, save_mask
 from smaf.progress import Progress
-from smaf.stages.staging import file_identity, open_staging, publish, select_shard
+from smaf.staging import file_identity, open_staging, publish, select_shard
 from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)

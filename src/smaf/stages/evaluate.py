@@ -32,8 +32,8 @@ from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_mask
 from smaf.metrics import ConfusionMeter, iou_scores
 from smaf.progress import Progress
-from smaf.stages.staging import shard_ids
 from smaf.stages.thr_sweep import chosen_thr
+from smaf.staging import shard_ids
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from smaf.losses import classification_loss, eps_saliency_loss
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
 from smaf.stages.common import split_stage_config, write_history
-from smaf.stages.staging import content_identity
+from smaf.staging import content_identity
 from smaf.train import build_optimizer, fit, loop_identity, use_threads
 
 log = logging.getLogger(__name__)

@@ -43,7 +43,7 @@ from smaf.losses import smaf_loss
 from smaf.models.build import Classifier
 from smaf.models.checkpoint import load_model, save_model
 from smaf.stages.common import split_stage_config, write_history
-from smaf.stages.staging import content_identity, file_identity
+from smaf.staging import content_identity, file_identity
 from smaf.train import build_optimizer, fit, loop_identity, resolve_device, use_threads
 
 log = logging.getLogger(__name__)
