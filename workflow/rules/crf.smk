@@ -8,7 +8,7 @@ rule crf:
         seeds=crf_seeds,
         index="results/{dataset}/data/index.csv",
     output:
-        temp(touch("results/{dataset}/{experiment}/crf/{model}.shards/{shard}.done")),
+        temp(touch(CRF.marker)),
     log:
         "logs/{dataset}/{experiment}/crf/{model}.{shard}.log",
     benchmark:
@@ -23,17 +23,17 @@ rule crf:
         roles=crf_roles,
         method=experiment_field("crf", "method"),
         settings=crf_method_params,
-        out_dir="results/{dataset}/{experiment}/crf/{model}",
-        work_dir="results/{dataset}/state/{experiment}/crf/{model}/{shard}",
+        out_dir=CRF.out,
+        work_dir=CRF.work_dir,
     script:
         "../scripts/crf.py"
 
 
 rule crf_gather:
     input:
-        crf_shards,
+        CRF.shards,
     output:
-        directory("results/{dataset}/{experiment}/crf/{model}"),
+        directory(CRF.out),
     log:
         "logs/{dataset}/{experiment}/crf/{model}.gather.log",
     wildcard_constraints:
@@ -44,6 +44,6 @@ rule crf_gather:
     params:
         code=script_code("gather_crf.py"),
         kind="crf",
-        work_dirs=crf_work_dirs,
+        work_dirs=CRF.work_dirs,
     script:
         "../scripts/gather_crf.py"

@@ -34,11 +34,7 @@ rule deeplab_predict:
     input:
         unpack(deeplab_predict_inputs),
     output:
-        temp(
-            touch(
-                "results/{dataset}/{experiment}/deeplab/pred_{pred_split}.shards/{shard}.done"
-            )
-        ),
+        temp(touch(DEEPLAB_PRED.marker)),
     log:
         "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.{shard}.log",
     benchmark:
@@ -53,22 +49,20 @@ rule deeplab_predict:
     params:
         code=script_code("deeplab_predict.py"),
         flip=deeplab_test_field("flip"),
-        pred_dir="results/{dataset}/{experiment}/deeplab/pred_{pred_split}",
-        logits_dir="results/{dataset}/{experiment}/deeplab/logits_{pred_split}",
-        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}/{shard}",
+        pred_dir=DEEPLAB_PRED.out,
+        logits_dir=DEEPLAB_LOGITS,
+        work_dir=DEEPLAB_PRED.work_dir,
     script:
         "../scripts/deeplab_predict.py"
 
 
 rule deeplab_predict_gather:
     input:
-        predict_shards,
+        DEEPLAB_PRED.shards,
     output:
-        pred=directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}"),
+        pred=directory(DEEPLAB_PRED.out),
         # MSC logits at 1/8 resolution for the CRF rule; deleted once it has run.
-        logits=temp(
-            directory("results/{dataset}/{experiment}/deeplab/logits_{pred_split}")
-        ),
+        logits=temp(directory(DEEPLAB_LOGITS)),
     log:
         "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.gather.log",
     wildcard_constraints:
@@ -78,7 +72,7 @@ rule deeplab_predict_gather:
         "../../envs/smaf.yaml"
     params:
         code=script_code("gather_predictions.py"),
-        work_dirs=predict_work_dirs,
+        work_dirs=DEEPLAB_PRED.work_dirs,
     script:
         "../scripts/gather_predictions.py"
 
@@ -87,11 +81,7 @@ rule deeplab_crf:
     input:
         unpack(deeplab_crf_inputs),
     output:
-        temp(
-            touch(
-                "results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf.shards/{shard}.done"
-            )
-        ),
+        temp(touch(DEEPLAB_CRF.marker)),
     log:
         "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.{shard}.log",
     benchmark:
@@ -104,17 +94,17 @@ rule deeplab_crf:
     params:
         code=script_code("deeplab_crf.py"),
         crf=deeplab_test_field("crf"),
-        out_dir="results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf",
-        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}_crf/{shard}",
+        out_dir=DEEPLAB_CRF.out,
+        work_dir=DEEPLAB_CRF.work_dir,
     script:
         "../scripts/deeplab_crf.py"
 
 
 rule deeplab_crf_gather:
     input:
-        deeplab_crf_shards,
+        DEEPLAB_CRF.shards,
     output:
-        directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf"),
+        directory(DEEPLAB_CRF.out),
     log:
         "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.gather.log",
     wildcard_constraints:
@@ -125,7 +115,7 @@ rule deeplab_crf_gather:
     params:
         code=script_code("gather_crf.py"),
         kind="deeplab_crf",
-        work_dirs=deeplab_crf_work_dirs,
+        work_dirs=DEEPLAB_CRF.work_dirs,
     script:
         "../scripts/gather_crf.py"
 

@@ -36,7 +36,7 @@ rule teacher_maps:
         index="results/{dataset}/data/index.csv",
         model="results/{dataset}/pretrain/model.pt",
     output:
-        temp(touch("results/{dataset}/{experiment}/teacher_maps.shards/{shard}.done")),
+        temp(touch(TEACHER_MAPS.marker)),
     log:
         "logs/{dataset}/{experiment}/teacher_maps.{shard}.log",
     benchmark:
@@ -52,8 +52,8 @@ rule teacher_maps:
         cam=experiment_field("self_train", "teacher_cam"),
         # The teacher pass is the seed computation: it follows seeds.amp (bf16 on CUDA).
         amp=experiment_field("seeds", "amp"),
-        out_dir="results/{dataset}/{experiment}/teacher_maps",
-        work_dir="results/{dataset}/state/{experiment}/teacher_maps/{shard}",
+        out_dir=TEACHER_MAPS.out,
+        work_dir=TEACHER_MAPS.work_dir,
     script:
         "../scripts/teacher_maps.py"
 
@@ -61,9 +61,9 @@ rule teacher_maps:
 # Only where the teacher's settings differ from the seeds' (else the EPS seeds are its maps).
 rule teacher_maps_gather:
     input:
-        teacher_shards,
+        TEACHER_MAPS.shards,
     output:
-        directory("results/{dataset}/{experiment}/teacher_maps"),
+        directory(TEACHER_MAPS.out),
     log:
         "logs/{dataset}/{experiment}/teacher_maps.gather.log",
     localrule: True
@@ -71,7 +71,7 @@ rule teacher_maps_gather:
         "../../envs/smaf.yaml"
     params:
         code=script_code("gather_seeds.py"),
-        work_dirs=teacher_work_dirs,
+        work_dirs=TEACHER_MAPS.work_dirs,
     script:
         "../scripts/gather_seeds.py"
 
