@@ -46,13 +46,19 @@ def shard_files(pattern, n, **values):
     return [pattern.format(shard=shard, **values) for shard in shard_names(n)]
 
 
+#: The default (`shards: {images_per_shard: 0}`): every per-image stage is one job that
+#: publishes its output folder itself, with no gather job. Otherwise each stage is one job per
+#: shard (wildcard {shard}) and a local gather rule publishes the shards as the folder.
+ONE_JOB = not config["shards"]["images_per_shard"]
+
+
 class PerImage:
     """The paths of a per-image stage (smaf.perimage.run_per_image), from its output folder.
 
-    `out` is the output folder's pattern (results/{dataset}/{experiment}/...): the gather rule's
-    output and the stage's out_dir. From it: `marker`, a shard job's temporary output
-    (<out>.shards/{shard}.done), and `work_dir`, the shard's staging folder in the state tree
-    (results/{dataset}/state/{experiment}/.../{shard}). `roles(wildcards)` gives the splits the
+    `out` is the output folder's pattern (results/{dataset}/{experiment}/...): the stage's
+    out_dir. From it: `marker`, a shard job's temporary output (<out>.shards/{shard}.done), and
+    `work_dir`, the job's staging folder in the state tree (results/{dataset}/state/
+    {experiment}/.../{shard}, or .../all for ONE_JOB). `roles(wildcards)` gives the splits the
     folder covers and `index` the index they are counted in (a name, or a function of the
     wildcards); `shards` and `work_dirs` are the gather rule's input and params functions.
     """
@@ -61,8 +67,22 @@ class PerImage:
         self.out = out
         state = out.replace("results/{dataset}/", "results/{dataset}/state/", 1)
         self.marker = out + ".shards/{shard}.done"
-        self.work_dir = state + "/{shard}"
+        self.work_dir = state + ("/all" if ONE_JOB else "/{shard}")
         self.roles, self.index = roles, index
+
+    def job_outputs(self, name="out", **more):
+        """The stage job's outputs: the folder (`name`) and `more` for ONE_JOB, else the
+        shard's temporary marker (the gather rule has the folders)."""
+        if ONE_JOB:
+            return {name: directory(self.out), **more}
+        return {"marker": temp(touch(self.marker))}
+
+    @staticmethod
+    def per_job(path):
+        """A log or benchmark path of the stage job: with .{shard} before the suffix when
+        sharded."""
+        stem, suffix = path.rsplit(".", 1)
+        return path if ONE_JOB else f"{stem}.{{shard}}.{suffix}"
 
     def count(self, wildcards):
         index = self.index(wildcards) if callable(self.index) else self.index

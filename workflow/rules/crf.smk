@@ -8,11 +8,11 @@ rule crf:
         seeds=crf_seeds,
         index="results/{dataset}/data/index.csv",
     output:
-        temp(touch(CRF.marker)),
+        **CRF.job_outputs(),
     log:
-        "logs/{dataset}/{experiment}/crf/{model}.{shard}.log",
+        CRF.per_job("logs/{dataset}/{experiment}/crf/{model}.log"),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/crf/{model}.{shard}.tsv"
+        CRF.per_job("benchmarks/{dataset}/{experiment}/crf/{model}.tsv")
     wildcard_constraints:
         model="eps|smaf",
     conda:
@@ -29,21 +29,23 @@ rule crf:
         "../scripts/crf.py"
 
 
-rule crf_gather:
-    input:
-        CRF.shards,
-    output:
-        directory(CRF.out),
-    log:
-        "logs/{dataset}/{experiment}/crf/{model}.gather.log",
-    wildcard_constraints:
-        model="eps|smaf",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_crf.py"),
-        kind="crf",
-        work_dirs=CRF.work_dirs,
-    script:
-        "../scripts/gather_crf.py"
+if not ONE_JOB:
+
+    rule crf_gather:
+        input:
+            CRF.shards,
+        output:
+            directory(CRF.out),
+        log:
+            "logs/{dataset}/{experiment}/crf/{model}.gather.log",
+        wildcard_constraints:
+            model="eps|smaf",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_crf.py"),
+            kind="crf",
+            work_dirs=CRF.work_dirs,
+        script:
+            "../scripts/gather_crf.py"

@@ -34,11 +34,15 @@ rule deeplab_predict:
     input:
         unpack(deeplab_predict_inputs),
     output:
-        temp(touch(DEEPLAB_PRED.marker)),
+        **DEEPLAB_PRED.job_outputs("pred", logits=temp(directory(DEEPLAB_LOGITS))),
     log:
-        "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.{shard}.log",
+        DEEPLAB_PRED.per_job(
+            "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.log"
+        ),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/deeplab/predict_{pred_split}.{shard}.tsv"
+        DEEPLAB_PRED.per_job(
+            "benchmarks/{dataset}/{experiment}/deeplab/predict_{pred_split}.tsv"
+        )
     wildcard_constraints:
         pred_split="val|test",
     conda:
@@ -56,36 +60,40 @@ rule deeplab_predict:
         "../scripts/deeplab_predict.py"
 
 
-rule deeplab_predict_gather:
-    input:
-        DEEPLAB_PRED.shards,
-    output:
-        pred=directory(DEEPLAB_PRED.out),
-        # MSC logits at 1/8 resolution for the CRF rule; deleted once it has run.
-        logits=temp(directory(DEEPLAB_LOGITS)),
-    log:
-        "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.gather.log",
-    wildcard_constraints:
-        pred_split="val|test",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_predictions.py"),
-        work_dirs=DEEPLAB_PRED.work_dirs,
-    script:
-        "../scripts/gather_predictions.py"
+if not ONE_JOB:
+
+    rule deeplab_predict_gather:
+        input:
+            DEEPLAB_PRED.shards,
+        output:
+            pred=directory(DEEPLAB_PRED.out),
+            # MSC logits at 1/8 resolution for the CRF rule; deleted once it has run.
+            logits=temp(directory(DEEPLAB_LOGITS)),
+        log:
+            "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.gather.log",
+        wildcard_constraints:
+            pred_split="val|test",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_predictions.py"),
+            work_dirs=DEEPLAB_PRED.work_dirs,
+        script:
+            "../scripts/gather_predictions.py"
 
 
 rule deeplab_crf:
     input:
         unpack(deeplab_crf_inputs),
     output:
-        temp(touch(DEEPLAB_CRF.marker)),
+        **DEEPLAB_CRF.job_outputs(),
     log:
-        "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.{shard}.log",
+        DEEPLAB_CRF.per_job("logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.log"),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/deeplab/crf_{pred_split}.{shard}.tsv"
+        DEEPLAB_CRF.per_job(
+            "benchmarks/{dataset}/{experiment}/deeplab/crf_{pred_split}.tsv"
+        )
     wildcard_constraints:
         pred_split="val|test",
     conda:
@@ -100,24 +108,26 @@ rule deeplab_crf:
         "../scripts/deeplab_crf.py"
 
 
-rule deeplab_crf_gather:
-    input:
-        DEEPLAB_CRF.shards,
-    output:
-        directory(DEEPLAB_CRF.out),
-    log:
-        "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.gather.log",
-    wildcard_constraints:
-        pred_split="val|test",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_crf.py"),
-        kind="deeplab_crf",
-        work_dirs=DEEPLAB_CRF.work_dirs,
-    script:
-        "../scripts/gather_crf.py"
+if not ONE_JOB:
+
+    rule deeplab_crf_gather:
+        input:
+            DEEPLAB_CRF.shards,
+        output:
+            directory(DEEPLAB_CRF.out),
+        log:
+            "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.gather.log",
+        wildcard_constraints:
+            pred_split="val|test",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_crf.py"),
+            kind="deeplab_crf",
+            work_dirs=DEEPLAB_CRF.work_dirs,
+        script:
+            "../scripts/gather_crf.py"
 
 
 rule deeplab_evaluate:

@@ -12,11 +12,11 @@ rule seeds:
         model=classifier_model,
         index="results/{dataset}/data/index.csv",
     output:
-        temp(touch(SEEDS.marker)),
+        **SEEDS.job_outputs(),
     log:
-        "logs/{dataset}/{experiment}/seeds/{model}.{shard}.log",
+        SEEDS.per_job("logs/{dataset}/{experiment}/seeds/{model}.log"),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/seeds/{model}.{shard}.tsv"
+        SEEDS.per_job("benchmarks/{dataset}/{experiment}/seeds/{model}.tsv")
     wildcard_constraints:
         model="eps|smaf",
     conda:
@@ -41,20 +41,22 @@ rule seeds:
         "../scripts/seeds.py"
 
 
-rule seeds_gather:
-    input:
-        SEEDS.shards,
-    output:
-        directory(SEEDS.out),
-    log:
-        "logs/{dataset}/{experiment}/seeds/{model}.gather.log",
-    wildcard_constraints:
-        model="eps|smaf",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_seeds.py"),
-        work_dirs=SEEDS.work_dirs,
-    script:
-        "../scripts/gather_seeds.py"
+if not ONE_JOB:
+
+    rule seeds_gather:
+        input:
+            SEEDS.shards,
+        output:
+            directory(SEEDS.out),
+        log:
+            "logs/{dataset}/{experiment}/seeds/{model}.gather.log",
+        wildcard_constraints:
+            model="eps|smaf",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_seeds.py"),
+            work_dirs=SEEDS.work_dirs,
+        script:
+            "../scripts/gather_seeds.py"

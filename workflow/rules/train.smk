@@ -36,11 +36,11 @@ rule teacher_maps:
         index="results/{dataset}/data/index.csv",
         model="results/{dataset}/pretrain/model.pt",
     output:
-        temp(touch(TEACHER_MAPS.marker)),
+        **TEACHER_MAPS.job_outputs(),
     log:
-        "logs/{dataset}/{experiment}/teacher_maps.{shard}.log",
+        TEACHER_MAPS.per_job("logs/{dataset}/{experiment}/teacher_maps.log"),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/teacher_maps.{shard}.tsv"
+        TEACHER_MAPS.per_job("benchmarks/{dataset}/{experiment}/teacher_maps.tsv")
     conda:
         "../../envs/smaf.yaml"
     # As many as the seeds rule: the same computation.
@@ -59,21 +59,23 @@ rule teacher_maps:
 
 
 # Only where the teacher's settings differ from the seeds' (else the EPS seeds are its maps).
-rule teacher_maps_gather:
-    input:
-        TEACHER_MAPS.shards,
-    output:
-        directory(TEACHER_MAPS.out),
-    log:
-        "logs/{dataset}/{experiment}/teacher_maps.gather.log",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_seeds.py"),
-        work_dirs=TEACHER_MAPS.work_dirs,
-    script:
-        "../scripts/gather_seeds.py"
+if not ONE_JOB:
+
+    rule teacher_maps_gather:
+        input:
+            TEACHER_MAPS.shards,
+        output:
+            directory(TEACHER_MAPS.out),
+        log:
+            "logs/{dataset}/{experiment}/teacher_maps.gather.log",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_seeds.py"),
+            work_dirs=TEACHER_MAPS.work_dirs,
+        script:
+            "../scripts/gather_seeds.py"
 
 
 rule self_train:

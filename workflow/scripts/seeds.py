@@ -20,5 +20,5 @@ run_logged(
     work_dir=p.work_dir,
     amp=p.amp,
     num_threads=snakemake.threads,
-    shard=snakemake.wildcards.shard,
+    shard=snakemake.wildcards.get("shard"),  # None: one job (shards off)
 )
