@@ -144,6 +144,8 @@ class OutputFolder:
         folder = cls(root, settings, class_names, alpha)
         folder.files = owned - {LEDGER}
         folder.claim(root / MANIFEST, root / "classes.json", root / "areas.csv")
+        if work_dir is None:  # a staging folder's journal is not published
+            folder.claim(root / JOURNAL)
         manifest = {"settings": settings, "finished": False, "files": sorted(folder.files)}
         _write_json(root / MANIFEST, manifest)
         _write_json(root / "classes.json", classes_document(class_names))
