@@ -17,6 +17,7 @@ from smaf.crf import DenseCRF
 from smaf.data.images import find_images, folder_fingerprint
 from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.errors import ConfigError, DataError, SmafError
+from smaf.inference import infer_logits, upsampled_probs
 from smaf.io import load_image as read_rgb
 from smaf.io import load_mask, voc_palette
 from smaf.models.build import ModelConfig, build_classifier
@@ -25,8 +26,7 @@ from smaf.models.deeplab import DeepLabConfig, build_deeplab, load_deeplab, save
 from smaf.predict.folder import predict_folder
 from smaf.predict.model import batch_logits, load_predictor, read_class_names
 from smaf.predict.outputs import class_fractions, heat_map, overlay_image
-from smaf.stages.crf_stage import upsampled_probs
-from smaf.stages.deeplab import infer_logits, predict_split
+from smaf.stages.deeplab import predict_split
 from smaf.transforms import normalize
 
 #: Tiny networks: one torch thread (the machine is shared).
@@ -277,6 +277,29 @@ def test_resume_skips_finished_images_and_refuses_other_settings(models, folder,
     redo = predict_folder(models["deeplab"], root, out, device="cpu", crf=True, overwrite=True)
     assert redo["predicted"] == len(sizes)
     assert not (out / "overlay").exists()  # outputs of the old settings removed
+
+
+def test_a_replaced_photo_is_predicted_again_never_served_stale(models, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for k in range(2):
+        Image.fromarray(_smooth_rgb(40, 48, 20 + k)).save(images / f"{k}.png")
+    out = tmp_path / "out"
+    predict_folder(models["deeplab"], images, out, device="cpu")
+    kept = (out / "masks" / "1.png").stat().st_mtime_ns
+    # The user replaces photo 0 by another one of the same size (a later mtime).
+    photo = images / "0.png"
+    before = photo.stat()
+    Image.fromarray(_smooth_rgb(40, 48, 99)).save(photo)
+    os.utime(photo, ns=(before.st_atime_ns, before.st_mtime_ns + 10**9))
+    again = predict_folder(models["deeplab"], images, out, device="cpu")
+    assert again["predicted"] == 1 and again["reused"] == 1
+    assert (out / "masks" / "1.png").stat().st_mtime_ns == kept
+    fresh = tmp_path / "fresh"
+    predict_folder(models["deeplab"], images, fresh, device="cpu")
+    np.testing.assert_array_equal(
+        load_mask(out / "masks" / "0.png"), load_mask(fresh / "masks" / "0.png")
+    )
 
 
 def test_crf_equals_densecrf_by_hand(models, tmp_path):

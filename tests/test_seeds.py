@@ -18,7 +18,7 @@ from smaf.io import load_maps, load_mask
 from smaf.settings import SeedsSettings
 from smaf.stages import seeds as seeds_stage
 from smaf.stages.seeds import make_seeds
-from smaf.stages.staging import FINGERPRINT
+from smaf.staging import FINGERPRINT
 from smaf.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 C = 6

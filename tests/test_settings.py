@@ -21,6 +21,7 @@ from smaf.settings import (
     DenseCRFConfig,
     LabelCRFParams,
     ProbCRFParams,
+    SeedsSettings,
     SelfTrainSettings,
 )
 
@@ -111,6 +112,17 @@ def test_unknown_keys_and_bad_values_name_their_section():
         SelfTrainSettings.from_dict({"teacher_cam": {"scales": [0]}})
     with pytest.raises(ConfigError, match="'deeplab.augment': expected a mapping"):
         dataclass_from(DeepLabSettings, {"augment": 3}, "deeplab")
+
+
+def test_thr_auto_is_a_setting_until_the_job_resolves_it():
+    # `thr: auto` (the held-out sweep's choice) passes the range checks; numbers still get them.
+    assert SeedsSettings.from_dict({"thr": "auto"}).thr == "auto"
+    assert SelfTrainSettings.from_dict({"thr": "auto"}).params()["thr"] == "auto"
+    assert SeedsSettings.from_dict({"thr": "auto"}) != SeedsSettings()  # its own seeds pass
+    with pytest.raises(ConfigError, match=r"seeds.thr must be in \(0, 1\) or auto, got 1.5"):
+        SeedsSettings.from_dict({"thr": 1.5})
+    with pytest.raises(ConfigError, match="self_train.thr must be > 0 or auto, got 0"):
+        SelfTrainSettings.from_dict({"thr": 0})
 
 
 def test_settings_reach_a_ddp_worker_as_json_and_come_back_equal():

@@ -339,3 +339,13 @@ def check_config(config: dict[str, Any], schema: dict[str, Any], where: str = "c
     if problems:
         shown = problems[:8] + ([f"... and {len(problems) - 8} more"] if len(problems) > 8 else [])
         raise ConfigError(f"{where}: " + " ".join(shown))
+
+
+#: ``seeds.thr`` / ``self_train.thr`` value that uses the held-out sweep's choice
+#: (:func:`smaf.stages.thr_sweep.auto_thr`) instead of a number.
+THR_AUTO = "auto"
+
+
+def is_auto(thr: Any) -> bool:
+    """Whether a ``thr`` setting asks for the held-out sweep's choice (``"auto"``)."""
+    return isinstance(thr, str) and thr == THR_AUTO

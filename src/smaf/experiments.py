@@ -18,7 +18,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from smaf.config import Settings, canonical, deep_merge, did_you_mean, result_train_keys
+from smaf.config import (
+    Settings,
+    canonical,
+    deep_merge,
+    did_you_mean,
+    is_auto,
+    result_train_keys,
+    settings_dict,
+)
 from smaf.errors import ConfigError
 from smaf.provenance import provenance
 from smaf.settings import PREVIEW_THR, SECTIONS, TRAINING, SeedsSettings
@@ -58,7 +66,11 @@ def deeplab_init(deeplab: Mapping[str, Any]) -> str:
     ``"checkpoint deeplabv2_resnet101_msc-vocaug-20000.pth (not trained here)"``.
     """
     if deeplab.get("init_checkpoint"):
-        return f"checkpoint {Path(deeplab['init_checkpoint']).name} (not trained here)"
+        name = Path(deeplab["init_checkpoint"]).name
+        if name.startswith("train2_iter"):
+            # The DeepLab authors' second step (solver2.prototxt): fine-tuned on trainval_aug.
+            return f"checkpoint {name} (not trained here; fine-tuned on val: no val score)"
+        return f"checkpoint {name} (not trained here)"
     backbone = deeplab.get("backbone", "resnet101")
     if deeplab.get("init_from"):
         return f"{backbone}: {deeplab['init_from']} classifier's backbone"
@@ -365,6 +377,50 @@ class Experiments:
         """Every split the CRF folder of ``owner`` must cover (for all the runs it serves)."""
         users = [r for r in self.runs(False) if self.crf_owner(r, model) == owner]
         return sorted(set().union(*(self._crf_roles_of(dataset, r, model) for r in users)))
+
+    # ------------------------------------------------------- thr: auto (held-out sweep)
+    def has_heldout_masks(self, dataset: str) -> bool:
+        """Whether ``dataset`` has ground truth for train_aug images outside every evaluation
+        split (VOC: SegmentationClassAug; a folder dataset: its masks)."""
+        source = self.config["datasets"][dataset]["source"]
+        if source == "voc":
+            return self.has_aug_masks(dataset)
+        return self.has_masks(dataset)
+
+    def check_thr_auto(self, dataset: str) -> None:
+        """``thr: auto`` needs held-out masks: one ConfigError naming the key, before any job."""
+        if self.has_heldout_masks(dataset):
+            return
+        for name in self.all:
+            for section in ("seeds", "self_train"):
+                if is_auto(self.section(name, section)["thr"]):
+                    raise ConfigError(
+                        f"experiment '{name}': {section}.thr: auto tunes the threshold on "
+                        f"train_aug images outside every evaluation split, but dataset "
+                        f"'{dataset}' has no ground truth for them (VOC: SegmentationClassAug "
+                        "via aug_source / aug_mask_dir; a folder dataset: `masks`). Set a "
+                        f"number for {section}.thr or add those masks."
+                    )
+
+    def thr_auto_record(self, dataset: str, run: str, target: str) -> str:
+        """The ``thr: auto`` choice a run uses: ``target`` eps / smaf = its seeds of that
+        model (EPS: the seeds folder's owner), ``teacher`` = its reactivation threshold."""
+        owner = self.seeds_owner(run, target) if target in ("eps", "smaf") else run
+        return f"results/{dataset}/{owner}/thr_auto/{target}.json"
+
+    def thr_auto_source(self, dataset: str, run: str, target: str) -> dict[str, Any]:
+        """Where the ``thr: auto`` sweep of ``target`` reads its maps: ``maps_dir`` (the
+        offline teacher's folder: made without the choice) or ``model_path`` + ``cam`` + ``amp``
+        (computed: a seeds folder of ``thr: auto`` is made with the choice, so it waits)."""
+        eps_model = f"results/{dataset}/pretrain/model.pt"
+        if target == "teacher":
+            if self.section(run, "self_train")["teacher"] == "offline":
+                return {"maps_dir": self.teacher_folder(dataset, run)}
+            cam = settings_dict(self.settings(run, "self_train").teacher_cam)
+            return {"model_path": eps_model, "cam": cam, "amp": False}
+        model = eps_model if target == "eps" else f"results/{dataset}/{run}/self_train/model.pt"
+        seeds = self.settings(run, "seeds")
+        return {"model_path": model, "cam": settings_dict(seeds.cam), "amp": seeds.amp}
 
     # ------------------------------------------------------------------------- ablations
     def ablation_rows(self, dataset: str) -> list[dict[str, Any]]:

@@ -52,9 +52,10 @@ OPSET = 17
 class ExportMSC(nn.Module):
     """Eval-mode MSC in a scriptable form: ``[B, 3, H, W]`` → max logits ``[B, K, h, w]``.
 
-    The same computation as :meth:`MSC.forward_scales` (each scale resized to
-    ``max(1, ⌊s·H⌋) × max(1, ⌊s·W⌋)`` bilinearly, every scale's logits resized to the first
-    scale's size, element-wise max), with the sizes taken from the input at run time.
+    The same computation as :meth:`MSC.forward_scales` (each scale resized by the factor
+    ``s`` to ``⌊s·H⌋ × ⌊s·W⌋`` bilinearly, :func:`~smaf.models.deeplab.scale_input`; every
+    scale's logits resized to the first scale's size, element-wise max), with the sizes taken
+    from the input at run time.
     """
 
     def __init__(self, base: nn.Module, scales: Sequence[float]) -> None:
@@ -70,8 +71,17 @@ class ExportMSC(nn.Module):
             if s == 1.0:
                 xs = x
             else:
-                size = [max(1, int(math.floor(h * s))), max(1, int(math.floor(w * s)))]
-                xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+                size = [int(math.floor(h * s)), int(math.floor(w * s))]
+                if min(size) < 1:
+                    xs = F.interpolate(x, size=[max(1, size[0]), max(1, size[1])], mode="bilinear")
+                else:
+                    xs = F.interpolate(
+                        x,
+                        scale_factor=s,
+                        mode="bilinear",
+                        align_corners=False,
+                        recompute_scale_factor=False,
+                    )
             logits.append(self.base(xs))  # [B, K, ~H·s/8, ~W·s/8]
         ref = [logits[0].shape[2], logits[0].shape[3]]
         best = logits[0]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from smaf.config import FLAT, RuntimeConfig, Settings
+from smaf.config import FLAT, RuntimeConfig, Settings, is_auto
 from smaf.errors import ConfigError
 
 #: Background score of the offline teacher's preview PNGs (its maps do not depend on it).
@@ -222,7 +222,9 @@ class SelfTrainSettings(Settings):
     teacher: str = "offline"  # 'offline' (released: maps precomputed once) | 'online' (paper)
     # Multi-scale inference of the teacher (scales 0.5/1/1.5/2 + flips in the paper).
     teacher_cam: CAMConfig = field(default_factory=CAMConfig)
-    thr: float = 0.2  # background score of the reactivation (Eq. 8)
+    # Background score of the reactivation (Eq. 8); 'auto': the held-out sweep's choice
+    # (rule thr_auto), resolved to a number by the job before it builds these settings.
+    thr: float | str = 0.2
     alpha: float = 100.0  # weight of L_mac (Eq. 1)
     w_cls: float = 0.0  # weight of L_cls (Eq. 1: 1; the released code comments it out: 0)
     reactivation: bool = True  # Eq. 8 on (F') or off (F), Table 5
@@ -238,8 +240,8 @@ class SelfTrainSettings(Settings):
             raise ConfigError(
                 f"self_train.teacher must be 'offline' or 'online', got {self.teacher!r}"
             )
-        if not self.thr > 0:
-            raise ConfigError(f"self_train.thr must be > 0, got {self.thr}")
+        if not is_auto(self.thr) and not self.thr > 0:
+            raise ConfigError(f"self_train.thr must be > 0 or auto, got {self.thr}")
         if self.alpha < 0 or self.w_cls < 0 or self.target_stride < 1:
             raise ConfigError("self_train: alpha and w_cls must be >= 0 and target_stride >= 1")
 
@@ -300,12 +302,14 @@ class SeedsSettings(Settings):
     SECTION = "seeds"
 
     cam: CAMConfig = field(default_factory=CAMConfig, metadata=FLAT)
-    thr: float = 0.2  # background score: seeds = argmax([thr, maps]) (paper: 0.2)
+    # Background score: seeds = argmax([thr, maps]) (paper: 0.2); 'auto': the held-out
+    # sweep's choice (rule thr_auto), resolved to a number by the job before it builds these.
+    thr: float | str = 0.2
     amp: bool = False  # bf16 autocast on CUDA (device: train.device); also the teacher pass
 
     def __post_init__(self) -> None:
-        if not 0 < self.thr < 1:
-            raise ConfigError(f"seeds.thr must be in (0, 1), got {self.thr}")
+        if not is_auto(self.thr) and not 0 < self.thr < 1:
+            raise ConfigError(f"seeds.thr must be in (0, 1) or auto, got {self.thr}")
 
 
 @dataclass(frozen=True)

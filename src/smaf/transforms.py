@@ -38,7 +38,8 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-#: How an extra map follows the image's resize: ``nearest`` (label masks), ``bilinear``
+#: How an extra map follows the image's resize: ``nearest`` (label masks: the source pixel
+#: under each output pixel's centre, PIL NEAREST / torch ``nearest-exact``), ``bilinear``
 #: (align_corners=False), ``bilinear_aligned`` (align_corners=True, the released SMAF's teacher
 #: maps), ``image`` (like the image: ``augment.resize_mode``; values in [0, 1], e.g. saliency).
 EXTRA_MODES = ("nearest", "bilinear", "bilinear_aligned", "image")
@@ -87,7 +88,9 @@ def _resize(
     x = t[None, None] if squeeze else t[None]
     dtype = x.dtype
     if mode == "nearest":
-        out = F.interpolate(x.float(), size=size, mode="nearest").to(dtype)
+        # Pixel centres (PIL NEAREST, deeplab-pytorch's label resize), not torch's legacy
+        # "nearest", which samples floor(i · in/out) and shifts the labels by half a pixel.
+        out = F.interpolate(x.float(), size=size, mode="nearest-exact").to(dtype)
     elif mode == "image" and resize_mode == "bicubic":
         # PIL's bicubic on an 8-bit image saturates at its range: [0, 1] here, 0..255 for ints.
         out = F.interpolate(
@@ -121,6 +124,7 @@ def train_augment(
     extras: dict[str, tuple[np.ndarray | torch.Tensor, str, float]] | None = None,
     *,
     pad: str = "random",
+    scale: float | None = None,
 ) -> Augmented:
     """Augment one sample.
 
@@ -136,6 +140,9 @@ def train_augment(
         pad: where the padding of a side shorter than the crop goes (:data:`PAD_MODES`):
             ``random`` (the image at a random offset, EPS) or ``bottom_right`` (the image at
             the top-left, deeplab-pytorch).
+        scale: resize each side to ``max(1, int(side · scale))`` (deeplab-pytorch's random
+            scale) instead of drawing a long side from ``cfg.resize_long`` (which then draws
+            no random number).
 
     Returns:
         The crop, the extras cropped the same way, and the mask of real (unpadded) pixels.
@@ -146,9 +153,12 @@ def train_augment(
         img = color_jitter(img, rng, cfg.color_jitter)
 
     h, w = img.shape[1:]
-    long_side = int(rng.integers(cfg.resize_long[0], cfg.resize_long[1] + 1))
-    scale = long_side / max(h, w)
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if scale is None:
+        long_side = int(rng.integers(cfg.resize_long[0], cfg.resize_long[1] + 1))
+        ratio = long_side / max(h, w)
+        size = (max(1, round(h * ratio)), max(1, round(w * ratio)))
+    else:
+        size = (max(1, int(h * scale)), max(1, int(w * scale)))
     img = resize_image(img, size, cfg.resize_mode)  # uint8, antialiased like PIL
     maps = {
         k: _resize(torch.as_tensor(a), size, mode, cfg.resize_mode)
@@ -213,15 +223,14 @@ def augment_pair(
         ``[S, S]`` labels (255 in the padding).
     """
     scale = float(cfg.scales[int(rng.integers(len(cfg.scales)))])
-    # train_augment draws a long side; a one-value range turns that into "this scale".
-    long_side = max(8, round(max(image.shape[:2]) * scale))
+    # Each side becomes int(side · scale), as deeplab-pytorch (libs/datasets/base.py:69):
+    # 333×500 at 0.75 → 249×375 (rounding the long side and keeping the aspect gave 250×375).
     geometry = AugmentConfig(
         crop_size=cfg.crop_size,
-        resize_long=(long_side, long_side),
         hflip=cfg.hflip,
         color_jitter=None,  # DeepLab uses none
     )
     # torch.tensor copies: masks read through PIL are read-only arrays.
     extras = {"label": (torch.tensor(label), "nearest", IGNORE_INDEX)}
-    aug = train_augment(image, rng, geometry, extras, pad=cfg.pad)
+    aug = train_augment(image, rng, geometry, extras, pad=cfg.pad, scale=scale)
     return aug.image, aug.extras["label"].long()

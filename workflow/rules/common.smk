@@ -9,13 +9,14 @@ from operator import attrgetter
 from pathlib import Path
 
 from smaf.codehash import code_hash
-from smaf.stages.staging import shard_names
+from smaf.staging import shard_names
 from smaf.config import check_config, settings_dict
 from smaf.data.index import role_count
 from smaf.data.images import folder_fingerprint
 from smaf.data.sources import coco as coco_source
 from smaf.data.sources import source_fingerprint
 from smaf.errors import ConfigError
+from smaf.config import is_auto
 from smaf.experiments import Experiments, canonical_config, deeplab_init
 from smaf.experiments import eps_is_trained as experiments_eps_is_trained
 
@@ -36,6 +37,8 @@ if DATASET not in config["datasets"]:
         f"config: dataset '{DATASET}' is not declared under `datasets:` "
         f"(declared: {', '.join(sorted(config['datasets']))}). Fix `dataset:` or add the entry."
     )
+# thr: auto needs held-out masks: say so now rather than when the sweep runs.
+EXP.check_thr_auto(DATASET)
 #: Split roles of the dataset index (the values name the dataset's own split lists).
 SPLIT_ROLES = ("train_aug", "train", "val")
 
@@ -142,4 +145,4 @@ def self_train_inputs(wildcards):
     inputs = {"index": data_path(wildcards), "model": f"{base}/pretrain/model.pt"}
     if experiment_cfg(wildcards, "self_train")["teacher"] == "offline":
         inputs["teacher"] = EXP.teacher_folder(wildcards.dataset, wildcards.experiment)
-    return inputs
+    return {**inputs, **thr_auto_input("self_train", "teacher")(wildcards)}

@@ -96,6 +96,11 @@ def predict_inputs(wildcards):
         model = f"{run}/deeplab/model.pt"
     else:
         model = classifier_path(wildcards.dataset, wildcards.experiment, cfg["model"])
+        if is_auto(experiment_cfg(wildcards, "seeds")["thr"]):
+            record = EXP.thr_auto_record(
+                wildcards.dataset, wildcards.experiment, cfg["model"]
+            )
+            return {"model": model, "images": cfg["images"], "thr_auto": record}
     return {"model": model, "images": cfg["images"]}
 
 
@@ -143,6 +148,42 @@ def thr_sweep_seed_dirs(wildcards):
         m: seeds_folder(wildcards.dataset, wildcards.experiment, m)
         for m in config["thr_sweep"]["models"]
     }
+
+
+def thr_auto_input(section, target=None):
+    """Input function: {"thr_auto": the held-out choice a job uses} when `section`.thr is auto
+    (target: eps / smaf seeds, `teacher` = self_train.thr; None = the wildcards' model).
+    """
+
+    def get(wildcards):
+        if not is_auto(experiment_cfg(wildcards, section)["thr"]):
+            return {}
+        name = target or wildcards.model
+        return {
+            "thr_auto": EXP.thr_auto_record(
+                wildcards.dataset, wildcards.experiment, name
+            )
+        }
+
+    return get
+
+
+def thr_auto_maps(wildcards):
+    """What the thr_auto sweep reads: the maps folder (offline teacher) or the classifier."""
+    source = EXP.thr_auto_source(
+        wildcards.dataset, wildcards.experiment, wildcards.target
+    )
+    if "maps_dir" in source:
+        return {"maps": source["maps_dir"]}
+    return {"model": source["model_path"]}
+
+
+def thr_auto_settings(wildcards):
+    """The CAM settings and amp of a computed thr_auto sweep (empty when it reads a folder)."""
+    source = EXP.thr_auto_source(
+        wildcards.dataset, wildcards.experiment, wildcards.target
+    )
+    return {k: v for k, v in source.items() if k in ("cam", "amp")}
 
 
 def thr_sweep_gt(wildcards):

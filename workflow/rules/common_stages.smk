@@ -40,6 +40,60 @@ def shard_files(pattern, n, **values):
     return [pattern.format(shard=shard, **values) for shard in shard_names(n)]
 
 
+#: The default (`shards: {images_per_shard: 0}`): every per-image stage is one job that
+#: publishes its output folder itself, with no gather job. Otherwise each stage is one job per
+#: shard (wildcard {shard}) and a local gather rule publishes the shards as the folder.
+ONE_JOB = not config["shards"]["images_per_shard"]
+
+
+class PerImage:
+    """The paths of a per-image stage (smaf.perimage.run_per_image), from its output folder.
+
+    `out` is the output folder's pattern (results/{dataset}/{experiment}/...): the stage's
+    out_dir. From it: `marker`, a shard job's temporary output (<out>.shards/{shard}.done), and
+    `work_dir`, the job's staging folder in the state tree (results/{dataset}/state/
+    {experiment}/.../{shard}, or .../all for ONE_JOB). `roles(wildcards)` gives the splits the
+    folder covers and `index` the index they are counted in (a name, or a function of the
+    wildcards); `shards` and `work_dirs` are the gather rule's input and params functions.
+    """
+
+    def __init__(self, out, roles, index="index.csv"):
+        self.out = out
+        state = out.replace("results/{dataset}/", "results/{dataset}/state/", 1)
+        self.marker = out + ".shards/{shard}.done"
+        self.work_dir = state + ("/all" if ONE_JOB else "/{shard}")
+        self.roles, self.index = roles, index
+
+    def job_outputs(self, name="out", **more):
+        """The stage job's outputs: the folder (`name`) and `more` for ONE_JOB, else the
+        shard's temporary marker (the gather rule has the folders)."""
+        if ONE_JOB:
+            return {name: directory(self.out), **more}
+        return {"marker": temp(touch(self.marker))}
+
+    @staticmethod
+    def per_job(path):
+        """A log or benchmark path of the stage job: with .{shard} before the suffix when
+        sharded."""
+        stem, suffix = path.rsplit(".", 1)
+        return path if ONE_JOB else f"{stem}.{{shard}}.{suffix}"
+
+    def count(self, wildcards):
+        index = self.index(wildcards) if callable(self.index) else self.index
+        return shard_count(wildcards.dataset, self.roles(wildcards), index)
+
+    def _every(self, pattern, wildcards):
+        return shard_files(pattern, self.count(wildcards), **dict(wildcards.items()))
+
+    def shards(self, wildcards):
+        """Every shard job's marker (the gather rule's input)."""
+        return self._every(self.marker, wildcards)
+
+    def work_dirs(self, wildcards):
+        """Every shard's staging folder (the gather rule's params)."""
+        return self._every(self.work_dir, wildcards)
+
+
 def seeds_roles(wildcards):
     """Splits a seeds folder covers: every split any run it serves needs."""
     return EXP.seeds_roles(wildcards.dataset, wildcards.experiment, wildcards.model)
@@ -50,79 +104,39 @@ def crf_roles(wildcards):
     return EXP.crf_roles(wildcards.dataset, wildcards.experiment, wildcards.model)
 
 
-def _state(wildcards, stage):
-    return f"results/{wildcards.dataset}/state/{wildcards.experiment}/{stage}"
-
-
-def seeds_shards(wildcards):
-    n = shard_count(wildcards.dataset, seeds_roles(wildcards))
-    return shard_files("{base}.shards/{shard}.done", n, base=_out(wildcards, "seeds"))
-
-
-def seeds_work_dirs(wildcards):
-    n = shard_count(wildcards.dataset, seeds_roles(wildcards))
-    return shard_files(
-        "{base}/{shard}", n, base=_state(wildcards, f"seeds/{wildcards.model}")
-    )
-
-
 def crf_seeds(wildcards):
     """The seeds folder a CRF folder refines (EPS: possibly another run's)."""
     return seeds_folder(wildcards.dataset, wildcards.experiment, wildcards.model)
 
 
-def crf_shards(wildcards):
-    n = shard_count(wildcards.dataset, crf_roles(wildcards))
-    return shard_files("{base}.shards/{shard}.done", n, base=_out(wildcards, "crf"))
+def pred_split_index(wildcards):
+    """The index DeepLab's split {pred_split} is counted in: test images have their own."""
+    return "test_index.csv" if wildcards.pred_split == "test" else "index.csv"
 
 
-def crf_work_dirs(wildcards):
-    n = shard_count(wildcards.dataset, crf_roles(wildcards))
-    return shard_files(
-        "{base}/{shard}", n, base=_state(wildcards, f"crf/{wildcards.model}")
-    )
+def pred_split_roles(wildcards):
+    return [wildcards.pred_split]
 
 
-def _out(wildcards, stage):
-    return (
-        f"results/{wildcards.dataset}/{wildcards.experiment}/{stage}/{wildcards.model}"
-    )
-
-
-def teacher_shards(wildcards):
-    n = shard_count(wildcards.dataset, ["train_aug"])
-    base = f"results/{wildcards.dataset}/{wildcards.experiment}/teacher_maps"
-    return shard_files("{base}.shards/{shard}.done", n, base=base)
-
-
-def teacher_work_dirs(wildcards):
-    n = shard_count(wildcards.dataset, ["train_aug"])
-    return shard_files("{base}/{shard}", n, base=_state(wildcards, "teacher_maps"))
-
-
-def _pred_shards(wildcards):
-    index = "test_index.csv" if wildcards.pred_split == "test" else "index.csv"
-    return shard_count(wildcards.dataset, [wildcards.pred_split], index)
-
-
-def predict_shards(wildcards):
-    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/pred_{wildcards.pred_split}"
-    return shard_files("{base}.shards/{shard}.done", _pred_shards(wildcards), base=base)
-
-
-def predict_work_dirs(wildcards):
-    base = _state(wildcards, f"deeplab/pred_{wildcards.pred_split}")
-    return shard_files("{base}/{shard}", _pred_shards(wildcards), base=base)
-
-
-def deeplab_crf_shards(wildcards):
-    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/pred_{wildcards.pred_split}_crf"
-    return shard_files("{base}.shards/{shard}.done", _pred_shards(wildcards), base=base)
-
-
-def deeplab_crf_work_dirs(wildcards):
-    base = _state(wildcards, f"deeplab/pred_{wildcards.pred_split}_crf")
-    return shard_files("{base}/{shard}", _pred_shards(wildcards), base=base)
+# The per-image stages' paths, each written once (rules seeds, crf, teacher_maps,
+# deeplab_predict, deeplab_crf and their gathers).
+SEEDS = PerImage("results/{dataset}/{experiment}/seeds/{model}", seeds_roles)
+CRF = PerImage("results/{dataset}/{experiment}/crf/{model}", crf_roles)
+TEACHER_MAPS = PerImage(
+    "results/{dataset}/{experiment}/teacher_maps", lambda wildcards: ["train_aug"]
+)
+DEEPLAB_PRED = PerImage(
+    "results/{dataset}/{experiment}/deeplab/pred_{pred_split}",
+    pred_split_roles,
+    pred_split_index,
+)
+DEEPLAB_CRF = PerImage(
+    "results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf",
+    pred_split_roles,
+    pred_split_index,
+)
+#: DeepLab's MSC logits of a split (written beside its predictions, read by its CRF).
+DEEPLAB_LOGITS = "results/{dataset}/{experiment}/deeplab/logits_{pred_split}"
 
 
 #: An evaluation record's name: <model>_<seed|crf>_<split>_<gt> or <deeplab|deeplab_crf>_val_<gt>.
@@ -193,17 +207,24 @@ def eval_predictions(wildcards):
 
 def eval_meta(wildcards):
     """Fields the evaluate rule copies into its record (the columns of results/summary.csv);
-    `thr`: the seeds' background score (Table 2 says how it was chosen); `base` and
-    `supervision`: what the number used beyond image labels (smaf.provenance)."""
+    `thr`: the seeds' background score (Table 2 says how it was chosen; for `auto`, the
+    record of the held-out choice as `thr_from`: the summary reads the value from it); `base`
+    and `supervision`: what the number used beyond image labels (smaf.provenance)."""
     stage = f"{wildcards.model}_{wildcards.stage}"
-    return {
+    thr = experiment_cfg(wildcards, "seeds")["thr"]
+    meta = {
         **run_meta(wildcards),
         "model": wildcards.model,
         "stage": stage,
         "split": wildcards.split,
-        "thr": experiment_cfg(wildcards, "seeds")["thr"],
+        "thr": thr,
         **EXP.provenance(wildcards.experiment, wildcards.model, stage),
     }
+    if is_auto(thr):
+        meta["thr_from"] = EXP.thr_auto_record(
+            wildcards.dataset, wildcards.experiment, wildcards.model
+        )
+    return meta
 
 
 def run_meta(wildcards):
@@ -319,8 +340,7 @@ def deeplab_predict_inputs(wildcards):
 
 def deeplab_crf_inputs(wildcards):
     """The split's MSC logits (from deeplab_predict) and the split's index."""
-    base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
-    logits = f"{base}/logits_{wildcards.pred_split}"
+    logits = DEEPLAB_LOGITS.format(**dict(wildcards.items()))
     return {"logits": logits, "index": split_index(wildcards)}
 
 

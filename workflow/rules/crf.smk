@@ -8,11 +8,11 @@ rule crf:
         seeds=crf_seeds,
         index="results/{dataset}/data/index.csv",
     output:
-        temp(touch("results/{dataset}/{experiment}/crf/{model}.shards/{shard}.done")),
+        **CRF.job_outputs(),
     log:
-        "logs/{dataset}/{experiment}/crf/{model}.{shard}.log",
+        CRF.per_job("logs/{dataset}/{experiment}/crf/{model}.log"),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/crf/{model}.{shard}.tsv"
+        CRF.per_job("benchmarks/{dataset}/{experiment}/crf/{model}.tsv")
     wildcard_constraints:
         model="eps|smaf",
     conda:
@@ -23,27 +23,29 @@ rule crf:
         roles=crf_roles,
         # smaf.settings.CRFSettings: the method and its own parameters.
         settings=stage_settings("crf"),
-        out_dir="results/{dataset}/{experiment}/crf/{model}",
-        work_dir="results/{dataset}/state/{experiment}/crf/{model}/{shard}",
+        out_dir=CRF.out,
+        work_dir=CRF.work_dir,
     script:
         "../scripts/crf.py"
 
 
-rule crf_gather:
-    input:
-        crf_shards,
-    output:
-        directory("results/{dataset}/{experiment}/crf/{model}"),
-    log:
-        "logs/{dataset}/{experiment}/crf/{model}.gather.log",
-    wildcard_constraints:
-        model="eps|smaf",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_crf.py"),
-        kind="crf",
-        work_dirs=crf_work_dirs,
-    script:
-        "../scripts/gather_crf.py"
+if not ONE_JOB:
+
+    rule crf_gather:
+        input:
+            CRF.shards,
+        output:
+            directory(CRF.out),
+        log:
+            "logs/{dataset}/{experiment}/crf/{model}.gather.log",
+        wildcard_constraints:
+            model="eps|smaf",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_crf.py"),
+            kind="crf",
+            work_dirs=CRF.work_dirs,
+        script:
+            "../scripts/gather_crf.py"

@@ -34,15 +34,15 @@ rule deeplab_predict:
     input:
         unpack(deeplab_predict_inputs),
     output:
-        temp(
-            touch(
-                "results/{dataset}/{experiment}/deeplab/pred_{pred_split}.shards/{shard}.done"
-            )
-        ),
+        **DEEPLAB_PRED.job_outputs("pred", logits=temp(directory(DEEPLAB_LOGITS))),
     log:
-        "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.{shard}.log",
+        DEEPLAB_PRED.per_job(
+            "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.log"
+        ),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/deeplab/predict_{pred_split}.{shard}.tsv"
+        DEEPLAB_PRED.per_job(
+            "benchmarks/{dataset}/{experiment}/deeplab/predict_{pred_split}.tsv"
+        )
     wildcard_constraints:
         pred_split="val|test",
     conda:
@@ -53,49 +53,47 @@ rule deeplab_predict:
     params:
         code=script_code("deeplab_predict.py"),
         flip=stage_settings("deeplab", "test.flip"),
-        pred_dir="results/{dataset}/{experiment}/deeplab/pred_{pred_split}",
-        logits_dir="results/{dataset}/{experiment}/deeplab/logits_{pred_split}",
-        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}/{shard}",
+        pred_dir=DEEPLAB_PRED.out,
+        logits_dir=DEEPLAB_LOGITS,
+        work_dir=DEEPLAB_PRED.work_dir,
     script:
         "../scripts/deeplab_predict.py"
 
 
-rule deeplab_predict_gather:
-    input:
-        predict_shards,
-    output:
-        pred=directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}"),
-        # MSC logits at 1/8 resolution for the CRF rule; deleted once it has run.
-        logits=temp(
-            directory("results/{dataset}/{experiment}/deeplab/logits_{pred_split}")
-        ),
-    log:
-        "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.gather.log",
-    wildcard_constraints:
-        pred_split="val|test",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_predictions.py"),
-        work_dirs=predict_work_dirs,
-    script:
-        "../scripts/gather_predictions.py"
+if not ONE_JOB:
+
+    rule deeplab_predict_gather:
+        input:
+            DEEPLAB_PRED.shards,
+        output:
+            pred=directory(DEEPLAB_PRED.out),
+            # MSC logits at 1/8 resolution for the CRF rule; deleted once it has run.
+            logits=temp(directory(DEEPLAB_LOGITS)),
+        log:
+            "logs/{dataset}/{experiment}/deeplab/predict_{pred_split}.gather.log",
+        wildcard_constraints:
+            pred_split="val|test",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_predictions.py"),
+            work_dirs=DEEPLAB_PRED.work_dirs,
+        script:
+            "../scripts/gather_predictions.py"
 
 
 rule deeplab_crf:
     input:
         unpack(deeplab_crf_inputs),
     output:
-        temp(
-            touch(
-                "results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf.shards/{shard}.done"
-            )
-        ),
+        **DEEPLAB_CRF.job_outputs(),
     log:
-        "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.{shard}.log",
+        DEEPLAB_CRF.per_job("logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.log"),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/deeplab/crf_{pred_split}.{shard}.tsv"
+        DEEPLAB_CRF.per_job(
+            "benchmarks/{dataset}/{experiment}/deeplab/crf_{pred_split}.tsv"
+        )
     wildcard_constraints:
         pred_split="val|test",
     conda:
@@ -104,30 +102,32 @@ rule deeplab_crf:
     params:
         code=script_code("deeplab_crf.py"),
         crf=stage_settings("deeplab", "test.crf"),  # smaf.settings.DenseCRFConfig
-        out_dir="results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf",
-        work_dir="results/{dataset}/state/{experiment}/deeplab/pred_{pred_split}_crf/{shard}",
+        out_dir=DEEPLAB_CRF.out,
+        work_dir=DEEPLAB_CRF.work_dir,
     script:
         "../scripts/deeplab_crf.py"
 
 
-rule deeplab_crf_gather:
-    input:
-        deeplab_crf_shards,
-    output:
-        directory("results/{dataset}/{experiment}/deeplab/pred_{pred_split}_crf"),
-    log:
-        "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.gather.log",
-    wildcard_constraints:
-        pred_split="val|test",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_crf.py"),
-        kind="deeplab_crf",
-        work_dirs=deeplab_crf_work_dirs,
-    script:
-        "../scripts/gather_crf.py"
+if not ONE_JOB:
+
+    rule deeplab_crf_gather:
+        input:
+            DEEPLAB_CRF.shards,
+        output:
+            directory(DEEPLAB_CRF.out),
+        log:
+            "logs/{dataset}/{experiment}/deeplab/crf_{pred_split}.gather.log",
+        wildcard_constraints:
+            pred_split="val|test",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_crf.py"),
+            kind="deeplab_crf",
+            work_dirs=DEEPLAB_CRF.work_dirs,
+        script:
+            "../scripts/gather_crf.py"
 
 
 rule deeplab_evaluate:

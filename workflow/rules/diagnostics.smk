@@ -1,7 +1,9 @@
 # Honest diagnostics. `snakemake thr_sweep`: the seeds' background score seeds.thr swept on
 # held-out train_aug images that are in no evaluation split (config `thr_sweep:`), for every
 # listed experiment: results/<dataset>/<experiment>/thr_sweep.csv (+ .json with the chosen
-# thr). Input functions (thr_sweep_*) live in common_outputs.smk.
+# thr). `thr: auto` (seeds.thr, self_train.thr): rule thr_auto makes that choice for the seeds
+# of one model or the teacher, and the seeds / self_train jobs use it. Input functions
+# (thr_sweep_*, thr_auto_*) live in common_outputs.smk.
 
 
 rule thr_sweep:
@@ -32,3 +34,33 @@ rule sweep_thr:
         meta=run_meta,
     script:
         "../scripts/thr_sweep.py"
+
+
+# The held-out choice of `thr: auto` for target eps / smaf (the seeds of that model: the maps
+# are computed here, the seeds folder waits for the choice) or teacher (self_train.thr: the
+# offline teacher's maps, or computed for the online teacher).
+rule thr_auto:
+    input:
+        unpack(thr_auto_maps),
+        index="results/{dataset}/data/index.csv",
+    output:
+        "results/{dataset}/{experiment}/thr_auto/{target}.json",
+    log:
+        "logs/{dataset}/{experiment}/thr_auto/{target}.log",
+    wildcard_constraints:
+        target="eps|smaf|teacher",
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        code=script_code("thr_auto.py"),
+        settings=thr_auto_settings,
+        values=config["thr_sweep"]["values"],
+        holdout=config["thr_sweep"]["holdout"],
+        seed=config["thr_sweep"]["seed"],
+        gt=thr_sweep_gt,
+        meta=run_meta,
+    script:
+        "../scripts/thr_auto.py"

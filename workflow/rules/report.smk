@@ -40,6 +40,7 @@ REPORT_TABLES = {
 
 rule figure_scales:
     input:
+        unpack(thr_auto_input("self_train", "teacher")),
         index="results/{dataset}/data/index.csv",
         eps_model="results/{dataset}/pretrain/model.pt",
         smaf_model="results/{dataset}/{experiment}/self_train/model.pt",

@@ -2,20 +2,21 @@
 # constant background score. One folder per classifier and settings, covering every split any
 # run needs (seeds_roles; the EPS model's are shared by the runs with the same seeds settings,
 # and are the offline teacher's maps when those settings agree: smaf.experiments). Each folder
-# is computed in shards (config `shards:`), one job each, then gathered. Input functions live
-# in common_stages.smk.
+# is computed in shards (config `shards:`), one job each, then gathered. Its paths (SEEDS) and
+# input functions live in common_stages.smk.
 
 
 rule seeds:
     input:
+        unpack(thr_auto_input("seeds")),
         model=classifier_model,
         index="results/{dataset}/data/index.csv",
     output:
-        temp(touch("results/{dataset}/{experiment}/seeds/{model}.shards/{shard}.done")),
+        **SEEDS.job_outputs(),
     log:
-        "logs/{dataset}/{experiment}/seeds/{model}.{shard}.log",
+        SEEDS.per_job("logs/{dataset}/{experiment}/seeds/{model}.log"),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/seeds/{model}.{shard}.tsv"
+        SEEDS.per_job("benchmarks/{dataset}/{experiment}/seeds/{model}.tsv")
     wildcard_constraints:
         model="eps|smaf",
     conda:
@@ -29,26 +30,28 @@ rule seeds:
         settings=stage_settings("seeds"),  # smaf.settings.SeedsSettings
         # Per-image results survive a failed or killed job here (outside the outputs); the
         # gather publishes every shard's at once.
-        out_dir="results/{dataset}/{experiment}/seeds/{model}",
-        work_dir="results/{dataset}/state/{experiment}/seeds/{model}/{shard}",
+        out_dir=SEEDS.out,
+        work_dir=SEEDS.work_dir,
     script:
         "../scripts/seeds.py"
 
 
-rule seeds_gather:
-    input:
-        seeds_shards,
-    output:
-        directory("results/{dataset}/{experiment}/seeds/{model}"),
-    log:
-        "logs/{dataset}/{experiment}/seeds/{model}.gather.log",
-    wildcard_constraints:
-        model="eps|smaf",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_seeds.py"),
-        work_dirs=seeds_work_dirs,
-    script:
-        "../scripts/gather_seeds.py"
+if not ONE_JOB:
+
+    rule seeds_gather:
+        input:
+            SEEDS.shards,
+        output:
+            directory(SEEDS.out),
+        log:
+            "logs/{dataset}/{experiment}/seeds/{model}.gather.log",
+        wildcard_constraints:
+            model="eps|smaf",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_seeds.py"),
+            work_dirs=SEEDS.work_dirs,
+        script:
+            "../scripts/gather_seeds.py"

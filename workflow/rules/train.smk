@@ -35,11 +35,11 @@ rule teacher_maps:
         index="results/{dataset}/data/index.csv",
         model="results/{dataset}/pretrain/model.pt",
     output:
-        temp(touch("results/{dataset}/{experiment}/teacher_maps.shards/{shard}.done")),
+        **TEACHER_MAPS.job_outputs(),
     log:
-        "logs/{dataset}/{experiment}/teacher_maps.{shard}.log",
+        TEACHER_MAPS.per_job("logs/{dataset}/{experiment}/teacher_maps.log"),
     benchmark:
-        "benchmarks/{dataset}/{experiment}/teacher_maps.{shard}.tsv"
+        TEACHER_MAPS.per_job("benchmarks/{dataset}/{experiment}/teacher_maps.tsv")
     conda:
         "../../envs/smaf.yaml"
     # As many as the seeds rule: the same computation.
@@ -51,28 +51,30 @@ rule teacher_maps:
         # The seed computation's settings (smaf.settings.SeedsSettings) with the teacher's
         # CAM; it follows seeds.amp (bf16 on CUDA).
         settings=teacher_settings,
-        out_dir="results/{dataset}/{experiment}/teacher_maps",
-        work_dir="results/{dataset}/state/{experiment}/teacher_maps/{shard}",
+        out_dir=TEACHER_MAPS.out,
+        work_dir=TEACHER_MAPS.work_dir,
     script:
         "../scripts/teacher_maps.py"
 
 
 # Only where the teacher's settings differ from the seeds' (else the EPS seeds are its maps).
-rule teacher_maps_gather:
-    input:
-        teacher_shards,
-    output:
-        directory("results/{dataset}/{experiment}/teacher_maps"),
-    log:
-        "logs/{dataset}/{experiment}/teacher_maps.gather.log",
-    localrule: True
-    conda:
-        "../../envs/smaf.yaml"
-    params:
-        code=script_code("gather_seeds.py"),
-        work_dirs=teacher_work_dirs,
-    script:
-        "../scripts/gather_seeds.py"
+if not ONE_JOB:
+
+    rule teacher_maps_gather:
+        input:
+            TEACHER_MAPS.shards,
+        output:
+            directory(TEACHER_MAPS.out),
+        log:
+            "logs/{dataset}/{experiment}/teacher_maps.gather.log",
+        localrule: True
+        conda:
+            "../../envs/smaf.yaml"
+        params:
+            code=script_code("gather_seeds.py"),
+            work_dirs=TEACHER_MAPS.work_dirs,
+        script:
+            "../scripts/gather_seeds.py"
 
 
 rule self_train:

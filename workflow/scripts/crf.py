@@ -19,5 +19,5 @@ if __name__ == "__main__":
         settings=CRFSettings.from_dict(snakemake.params.settings),
         processes=snakemake.threads,
         work_dir=snakemake.params.work_dir,
-        shard=snakemake.wildcards.shard,
+        shard=snakemake.wildcards.get("shard"),  # None: one job (shards off)
     )

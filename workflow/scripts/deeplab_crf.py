@@ -20,5 +20,5 @@ if __name__ == "__main__":
         crf=DenseCRF(**snakemake.params.crf),  # deeplab.test.crf (smaf.settings.DenseCRFConfig)
         processes=snakemake.threads,
         work_dir=snakemake.params.work_dir,
-        shard=snakemake.wildcards.shard,
+        shard=snakemake.wildcards.get("shard"),  # None: one job (shards off)
     )

@@ -17,5 +17,5 @@ run_logged(
     device=runtime_settings(snakemake.config)["device"],
     threads=snakemake.threads,
     work_dir=snakemake.params.work_dir,
-    shard=snakemake.wildcards.shard,
+    shard=snakemake.wildcards.get("shard"),  # None: one job (shards off)
 )

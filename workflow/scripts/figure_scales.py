@@ -3,6 +3,7 @@
 from smaf.config import runtime_settings
 from smaf.report.figures import make_scale_figures
 from smaf.runner import run_logged
+from smaf.stages.thr_sweep import chosen_thr
 
 snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 
@@ -16,7 +17,7 @@ run_logged(
     out_reactivation=snakemake.output.fig4,
     out_data=snakemake.output.maps,
     cam=dict(snakemake.params.cam),
-    thr=snakemake.params.thr,
+    thr=chosen_thr(snakemake.params.thr, snakemake.input.get("thr_auto")),
     role=snakemake.params.role,
     device=runtime_settings(snakemake.config)["device"],
     threads=snakemake.threads,

@@ -4,6 +4,11 @@
 from smaf.config import runtime_settings
 from smaf.predict.folder import predict_folder
 from smaf.runner import run_logged
+from smaf.stages.thr_sweep import chosen_thr
+
+settings = dict(snakemake.params.settings)
+if "thr" in settings:  # CAMs; `auto`: the held-out choice (rule thr_auto)
+    settings["thr"] = chosen_thr(settings["thr"], snakemake.input.get("thr_auto"))
 
 run_logged(
     snakemake.log[0],
@@ -11,7 +16,7 @@ run_logged(
     snakemake.input.model,
     snakemake.input.images,
     snakemake.output[0],
-    **snakemake.params.settings,
+    **settings,
     device=runtime_settings(snakemake.config)["device"],
     threads=snakemake.threads,
     work_dir=snakemake.params.work_dir,

@@ -4,8 +4,12 @@ from smaf.config import runtime_settings
 from smaf.runner import run_logged
 from smaf.settings import SeedsSettings
 from smaf.stages.seeds import make_seeds
+from smaf.stages.thr_sweep import chosen_thr
 
 p = snakemake.params
+settings = dict(p.settings)
+# `auto`: the held-out sweep's choice (rule thr_auto).
+settings["thr"] = chosen_thr(settings["thr"], snakemake.input.get("thr_auto"))
 
 run_logged(
     snakemake.log[0],
@@ -14,9 +18,9 @@ run_logged(
     snakemake.input.index,
     list(p.roles),
     p.out_dir,  # the shard waits in work_dir; the gather rule publishes every shard there
-    SeedsSettings.from_dict(p.settings),
+    SeedsSettings.from_dict(settings),
     device=runtime_settings(snakemake.config)["device"],
     work_dir=p.work_dir,
     num_threads=snakemake.threads,
-    shard=snakemake.wildcards.shard,
+    shard=snakemake.wildcards.get("shard"),  # None: one job (shards off)
 )

@@ -5,6 +5,12 @@ from smaf.config import runtime_settings
 from smaf.distributed import run_training
 from smaf.settings import SelfTrainSettings
 from smaf.stages.self_train import self_train
+from smaf.stages.thr_sweep import chosen_thr
+
+# The rule's settings plus how this job runs (train: device, cadences, gpus...).
+values = {**snakemake.params.settings, **runtime_settings(snakemake.config)}
+# `auto`: the choice of the held-out sweep on the teacher's maps (rule thr_auto).
+values["thr"] = chosen_thr(values["thr"], snakemake.input.get("thr_auto"))
 
 # One process, or train.gpus DDP processes under torchrun (the job's gpu resource).
 run_training(
@@ -13,10 +19,7 @@ run_training(
     index=snakemake.input.index,
     init_model=snakemake.input.model,
     teacher_dir=snakemake.input.get("teacher"),
-    # The rule's settings plus how this job runs (train: device, cadences, gpus...).
-    settings=SelfTrainSettings.from_dict(
-        {**snakemake.params.settings, **runtime_settings(snakemake.config)}
-    ),
+    settings=SelfTrainSettings.from_dict(values),
     out_model=snakemake.output.model,
     out_history=snakemake.output.history,
     state_dir=snakemake.params.state_dir,

@@ -14,7 +14,7 @@ run_logged(
     settings=SeedsSettings.from_dict(snakemake.params.settings),
     work_dir=snakemake.params.work_dir,
     out_dir=snakemake.params.out_dir,  # the shard waits in work_dir for the gather rule
-    shard=snakemake.wildcards.shard,
+    shard=snakemake.wildcards.get("shard"),  # None: one job (shards off)
     device=runtime_settings(snakemake.config)["device"],
     threads=snakemake.threads,
 )

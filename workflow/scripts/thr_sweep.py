@@ -1,6 +1,7 @@
 """Snakemake glue: seeds.thr swept on held-out train_aug images (rule sweep_thr)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
+from smaf.config import is_auto
 from smaf.runner import run_logged
 from smaf.stages.thr_sweep import thr_sweep
 
@@ -15,7 +16,7 @@ run_logged(
     holdout=float(p.holdout),
     seed=int(p.seed),
     gt=p.gt,
-    configured_thr=float(p.thr),
+    configured_thr=None if is_auto(p.thr) else float(p.thr),
     out_csv=snakemake.output.csv,
     out_json=snakemake.output.json,
     meta=dict(p.meta),

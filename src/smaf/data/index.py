@@ -110,6 +110,7 @@ class DatasetIndex:
         self._labels = table[self._label_cols].to_numpy(dtype=np.float32)  # [N, C]
         self._paths = {c: table[c].tolist() for c in PATH_COLUMNS}
         self._size = table[["height", "width"]].to_numpy(dtype=np.int64)  # [N, 2]
+        self._identities: dict[str, str] | None = None
 
     # ------------------------------------------------------------------------ construction
     @classmethod
@@ -304,6 +305,25 @@ class DatasetIndex:
         rows = self.table if ids is None else self.table.loc[list(ids)]
         text = rows.to_csv(index=False, lineterminator="\n")
         return hashlib.sha256(text.encode()).hexdigest()
+
+    def row_identity(self, image_id: str) -> str:
+        """sha256 of image ``image_id``'s row (its id, paths, sizes, labels and any digest
+        columns; not its split roles, which no per-image result depends on): a per-image
+        stage redoes an image whose identity changed (:func:`smaf.perimage.run_per_image`)."""
+        if self._identities is None:
+            cols = [c for c in self.table.columns if not c.startswith(SPLIT_PREFIX)]
+            text = self.table[cols].to_csv(header=False, lineterminator="\n")
+            lines = text.splitlines() if len(self.table) else []
+            if len(lines) != len(self.table):  # a field with a line break: row by row
+                lines = [
+                    self.table.loc[[i], cols].to_csv(header=False, lineterminator="\n")
+                    for i in self.table.index
+                ]
+            self._identities = {
+                i: hashlib.sha256(line.encode()).hexdigest()
+                for i, line in zip(self.table.index, lines, strict=True)
+            }
+        return self._identities[image_id]
 
     def has_column(self, column: str) -> bool:
         """Whether any image has a file in path column ``column`` (GT names accepted)."""

@@ -151,12 +151,29 @@ class DeepLabV2(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+def scale_input(x: torch.Tensor, s: float) -> torch.Tensor:
+    """``[B, 3, H, W]`` resized by the factor ``s`` for MSC: ``⌊s·H⌋ × ⌊s·W⌋`` (bilinear,
+    ``align_corners=False``, coordinates mapped with ``s`` itself, deeplab-pytorch's
+    ``F.interpolate(x, scale_factor=p)``); ``x`` itself at ``s = 1``. A side that would
+    vanish is kept at one pixel (resized to that size)."""
+    if s == 1.0:
+        return x
+    size = [int(d * s) for d in x.shape[-2:]]
+    if min(size) < 1:
+        return F.interpolate(x, size=[max(1, d) for d in size], mode="bilinear")
+    return F.interpolate(
+        x, scale_factor=s, mode="bilinear", align_corners=False, recompute_scale_factor=False
+    )
+
+
 class MSC(nn.Module):
     """Multi-scale inputs with a pixel-wise max (deeplab-pytorch's ``MSC``).
 
-    For each scale ``s`` the image is resized (bilinear, ``align_corners=False``) to
-    ``⌊s·H⌋ × ⌊s·W⌋`` and run through ``base``; every scale's logits are then resized
-    (bilinear) to the size of the first scale's logits and combined by an element-wise max.
+    For each scale ``s`` the image is resized by the scale factor ``s`` (bilinear,
+    ``align_corners=False``, as deeplab-pytorch's ``libs/models/msc.py``: ``⌊s·H⌋ × ⌊s·W⌋``
+    pixels, sampled at ``(i + ½)/s − ½``, not at ``(i + ½)·H/⌊s·H⌋ − ½`` as a resize to that
+    size would) and run through ``base``; every scale's logits are then resized (bilinear) to
+    the size of the first scale's logits and combined by an element-wise max.
 
     ``forward`` returns, in training mode, the list ``[logits at each scale (own size)…, max]``
     (the loss goes on all of them); in eval mode only the max ``[B, C+1, h, w]``.
@@ -178,12 +195,7 @@ class MSC(nn.Module):
         """``[B, 3, H, W]`` → (logits of every scale at its own size, their max ``[B, K, h, w]``)."""
         logits = []
         for s in self.scales:
-            if s == 1.0:
-                xs = x
-            else:
-                size = [max(1, int(d * s)) for d in x.shape[-2:]]
-                xs = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            logits.append(self.base(xs))  # [B, K, ~H·s/8, ~W·s/8]
+            logits.append(self.base(scale_input(x, s)))  # [B, K, ~H·s/8, ~W·s/8]
         ref = logits[0].shape[-2:]
         aligned = [
             lg
@@ -337,6 +349,7 @@ __all__ = [
     "ResNetBackbone",
     "WIDTH_BACKBONES",
     "build_deeplab",
+    "scale_input",
     "load_classifier_backbone",
     "load_deeplab",
     "load_torchvision_weights",

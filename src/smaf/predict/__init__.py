@@ -4,8 +4,8 @@
 depth; :mod:`smaf.data.images` finds them and :func:`smaf.io.load_image` reads each one upright as 8-bit RGB):
 
 * a **DeepLab** model (``deeplab/model.pt``): MSC logits of the full image
-  (:func:`smaf.stages.deeplab.infer_logits`, optional flip), bilinear upsampling and softmax
-  (:func:`smaf.stages.crf_stage.upsampled_probs`), optionally DeepLab's dense CRF
+  (:func:`smaf.inference.infer_logits`, optional flip), bilinear upsampling and softmax
+  (:func:`smaf.inference.upsampled_probs`), optionally DeepLab's dense CRF
   (:class:`smaf.crf.DenseCRF`, deeplab-pytorch's values), argmax: the numbers
   :func:`~smaf.stages.deeplab.predict_split` and :func:`~smaf.stages.crf_stage.crf_split`
   give for the same image.

@@ -21,13 +21,13 @@ from smaf.config import dataclass_from
 from smaf.crf import DenseCRF
 from smaf.data.images import IMAGE_SUFFIXES, ImageFile
 from smaf.errors import ConfigError, DataError, SmafError
+from smaf.inference import upsampled_probs
 from smaf.io import load_image as read_rgb
 from smaf.predict.inputs import as_list, gather_images
 from smaf.predict.model import Predictor, batch_logits, load_predictor
 from smaf.predict.outputs import MANIFEST, OutputFolder
 from smaf.progress import Progress
-from smaf.stages.crf_stage import upsampled_probs
-from smaf.stages.staging import file_identity
+from smaf.staging import file_identity
 from smaf.train import resolve_device, use_threads
 from smaf.transforms import normalize
 

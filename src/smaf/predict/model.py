@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from smaf.errors import ConfigError, SmafError
+from smaf.inference import infer_logits
 from smaf.models.checkpoint import load_model, read_model_file
 from smaf.models.deeplab import MSC, load_deeplab
-from smaf.stages.deeplab import infer_logits
 from smaf.transforms import normalize
 
 
@@ -128,7 +128,7 @@ def batch_logits(
 ) -> list[torch.Tensor]:
     """MSC logits of same-size images run as one batch: float32 ``[C+1, ⌈H/8⌉, ⌈W/8⌉]`` each.
 
-    One image goes through :func:`~smaf.stages.deeplab.infer_logits` itself; a batch computes
+    One image goes through :func:`~smaf.inference.infer_logits` itself; a batch computes
     the same per image (eval mode: no statistic crosses images), up to float rounding.
     """
     if len(images) == 1:

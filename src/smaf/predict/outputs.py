@@ -2,7 +2,9 @@
 
 :class:`OutputFolder` owns one output folder (layout in :mod:`smaf.predict`): it refuses a
 folder made with other settings, writes an image's files atomically with its mask last (a
-mask means the image is done), and writes the tables at the end. It lists every file it
+mask means the image is done, with the photo's identity in the journal: a mask of a photo
+replaced since is redone, never served stale; :class:`smaf.perimage.Journal`), and writes the
+tables at the end. It lists every file it
 writes (:mod:`smaf.predict.ownership`) and never deletes or writes over any other.
 """
 
@@ -21,8 +23,9 @@ import numpy as np
 from smaf.data.images import ImageFile
 from smaf.errors import SmafError
 from smaf.io import atomic_write, load_mask, save_image, save_mask, voc_palette
+from smaf.perimage import Journal, text_identity
 from smaf.predict.ownership import LEDGER, check_output_folder, claim, owned_files, remove_files
-from smaf.stages.staging import open_staging, publish
+from smaf.staging import JOURNAL, file_identity, open_staging, publish
 
 #: The settings record of an output folder and the list of the files written there.
 MANIFEST = "predict.json"
@@ -91,6 +94,7 @@ class OutputFolder:
         self.alpha = alpha
         self.areas: dict[str, dict[str, Any]] = {}
         self.files: set[str] = set()  # relative paths of the files written here (and kept)
+        self.journal = Journal(root)
 
     @classmethod
     def open(
@@ -108,7 +112,7 @@ class OutputFolder:
         Without ``work_dir`` the files go into ``out`` itself, which must be empty, new or
         hold only files an earlier run listed (:mod:`smaf.predict.ownership`) made with the
         same settings (``overwrite``: those listed files are removed first). With ``work_dir`` they go into that staging folder, resumed when its settings
-        match (:func:`smaf.stages.staging.open_staging`), published by :meth:`close`.
+        match (:func:`smaf.staging.open_staging`), published by :meth:`close`.
 
         Raises:
             SmafError: ``out`` holds files smaf did not write, or predictions made with other
@@ -134,11 +138,14 @@ class OutputFolder:
                 )
             if overwrite:
                 remove_files(out, owned)
+                (out / JOURNAL).unlink(missing_ok=True)
                 owned = set()
             out.mkdir(parents=True, exist_ok=True)
         folder = cls(root, settings, class_names, alpha)
         folder.files = owned - {LEDGER}
         folder.claim(root / MANIFEST, root / "classes.json", root / "areas.csv")
+        if work_dir is None:  # a staging folder's journal is not published
+            folder.claim(root / JOURNAL)
         manifest = {"settings": settings, "finished": False, "files": sorted(folder.files)}
         _write_json(root / MANIFEST, manifest)
         _write_json(root / "classes.json", classes_document(class_names))
@@ -171,9 +178,16 @@ class OutputFolder:
     def cam_path(self, f: ImageFile, label: int) -> Path:
         return self.root / "cams" / f.output(".png", f"_{safe_tag(self.names[label])}")
 
+    @staticmethod
+    def identity(f: ImageFile) -> str:
+        """What identifies photo ``f`` now: its size and modification time."""
+        st = file_identity(f.path)
+        return text_identity({"size": st["size"], "mtime_ns": st["mtime_ns"]})
+
     def is_done(self, f: ImageFile) -> bool:
-        """Whether an earlier run finished image ``f`` (its mask is written last)."""
-        return self.mask_path(f).is_file()
+        """Whether an earlier run finished image ``f`` as it is now (its mask, written last,
+        exists and the journal records the photo's current identity)."""
+        return self.mask_path(f).is_file() and self.journal.finished(str(f.rel), self.identity(f))
 
     def write(
         self,
@@ -196,6 +210,7 @@ class OutputFolder:
         if overlay:
             save_image(self.overlay_path(f), overlay_image(image, mask, self.alpha))
         save_mask(self.mask_path(f), mask)  # last: a mask means the image is done
+        self.journal.record(str(f.rel), self.identity(f))
         self.record(f, mask)
 
     def reuse(self, f: ImageFile, overlay: bool, read: Callable[[Path], np.ndarray]) -> None:
@@ -234,4 +249,5 @@ class OutputFolder:
         record["files"] = sorted(self.files)
         _write_json(self.root / MANIFEST, {**record, "skipped_images": list(skipped)})
         (self.root / LEDGER).unlink(missing_ok=True)  # the manifest lists its files now
+        self.journal.close()
         publish(self.root, out)

@@ -208,7 +208,7 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
     for key, g in df.groupby(keys, sort=False, dropna=False):
         row = dict(zip(["dataset", "experiment", "split", "gt", "method"], key, strict=True))
         if with_thr:
-            row["thr"] = ", ".join(f"{v:g}" for v in sorted(pd.unique(g["thr"].dropna()))) or NA
+            row["thr"] = _thr_cell(g)
         for stage, (method, col) in TABLE2_STAGES.items():
             if method == row["method"]:
                 row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
@@ -230,6 +230,19 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
                 for d, s, m in zip(out["dataset"], out["split"], out["method"], strict=True)
             ]
     return out
+
+
+def _is_auto(g: pd.DataFrame) -> bool:
+    """Whether the rows' thr was chosen by ``thr: auto`` (summary column ``thr_source``)."""
+    return "thr_source" in g.columns and g["thr_source"].notna().any()
+
+
+def _thr_cell(g: pd.DataFrame) -> str:
+    """Table 2's thr cell: the value(s), ``(auto, held-out)`` when ``thr: auto`` chose them."""
+    shown = ", ".join(f"{v:g}" for v in sorted(pd.unique(g["thr"].dropna().astype(float))))
+    if not shown:
+        return NA
+    return f"{shown} (auto, held-out)" if _is_auto(g) else shown
 
 
 def threshold_notes(
@@ -254,6 +267,13 @@ def threshold_notes(
         if not thrs:
             continue
         shown = ", ".join(f"{v:g}" for v in thrs)
+        if _is_auto(g):
+            notes.append(
+                f"{group}: thr {shown} was chosen automatically (`thr: auto`): the best seed "
+                "mIoU of the held-out sweep on train_aug images that are in no evaluation "
+                "split, per model; the evaluated split's ground truth was not used."
+            )
+            continue
         runs = [str(e) for e in pd.unique(g["experiment"]) if str(e) in sweeps]
         if not runs:
             notes.append(
@@ -266,6 +286,8 @@ def threshold_notes(
         sweep = sweeps[runs[0]]
         n = len(sweep.get("holdout", []))
         for model, result in sweep.get("models", {}).items():
+            if result.get("configured_thr") is None:
+                continue  # a sweep of thr: auto seeds: nothing configured to compare
             best, at = float(result["thr"]), float(result["configured_thr"])
             if best == at:
                 notes.append(

@@ -18,13 +18,12 @@ Output folder::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,9 +35,9 @@ from smaf.clip.cams import check_image_size, text_features
 from smaf.config import dataclass_from
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
-from smaf.io import atomic_write, load_image, save_maps, save_mask
-from smaf.progress import Progress
-from smaf.stages.staging import file_identity, open_staging, publish, select_shard
+from smaf.io import load_image, save_maps, save_mask
+from smaf.perimage import PerImageRun, run_per_image
+from smaf.staging import file_identity, select_shard
 from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
@@ -130,52 +129,44 @@ def clip_maps(
     class_text = text_features(model, prompts, cfg.template)
     background_text = text_features(model, background, cfg.template)
     run = {"clip": asdict(cfg), "thr": float(thr), "prompts": prompts, "background": background}
-    fingerprint = {
-        **run,
-        "weights": file_identity(weights),
-        "index": index.fingerprint(ids),
-        "shard": str(shard),
-    }
-    work = open_staging(out_dir, work_dir, fingerprint)
-    (work / "maps").mkdir(exist_ok=True)
+    fingerprint = {**run, "weights": file_identity(weights), "shard": str(shard)}
     log.info("clip seeds: %d images, weights %s on %s, thr %.3g", len(ids), weights, dev, thr)
 
-    t0 = time.perf_counter()
-    progress = Progress("clip seeds", len(ids), every=log_every, log=log)
-    fg_fraction = 0.0
-    for image_id in ids:
-        png, npz = work / f"{image_id}.png", work / "maps" / f"{image_id}.npz"
-        if png.is_file() and npz.is_file():
-            progress.update(counted=False)  # finished by an earlier, interrupted run
-            continue
+    def compute(image_id: str, root: Path) -> float:
         labels = index.labels(image_id)
         image = load_image(index.image_path(image_id))
         maps = image_maps(model, image, labels, class_text, background_text, cfg)
         seeds = seed_labels(maps, thr)
-        save_maps(npz, maps, labels)  # maps first: a PNG without its npz is redone on resume
-        save_mask(png, seeds)
-        fg_fraction += float(np.count_nonzero(seeds)) / seeds.size
-        progress.update()
-    progress.close()
-    elapsed = time.perf_counter() - t0
-    computed = progress.counted
-    stats = {
-        "images": len(ids),
-        "computed": computed,
-        "seconds": round(elapsed, 3),
-        "images_per_s": computed / elapsed if elapsed > 0 and computed else None,
-        "foreground_fraction": fg_fraction / computed if computed else None,
-    }
-    manifest = {
-        **run,
-        "weights": str(weights),
-        "split": role if isinstance(role, str) else list(role),
-        "device": str(dev),
-        "run_id": uuid.uuid4().hex,
-        **stats,
-    }
-    with atomic_write(work / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    if shard is None:
-        publish(work, out_dir)
+        # maps first: a PNG without its npz is redone on resume
+        save_maps(root / "maps" / f"{image_id}.npz", maps, labels)
+        save_mask(root / f"{image_id}.png", seeds)
+        return float(np.count_nonzero(seeds)) / seeds.size
+
+    def report(done: PerImageRun) -> dict[str, Any]:
+        stats.update(done.counts())
+        stats["foreground_fraction"] = sum(done.results) / done.computed if done.computed else None
+        return {
+            **run,
+            "weights": str(weights),
+            "split": role if isinstance(role, str) else list(role),
+            "device": str(dev),
+            "run_id": uuid.uuid4().hex,
+            **stats,
+        }
+
+    stats: dict[str, Any] = {}
+    run_per_image(
+        ids,
+        compute,
+        out=out_dir,
+        work_dir=work_dir,
+        fingerprint=fingerprint,
+        identity=index.row_identity,
+        outputs=["{id}.png", "maps/{id}.npz"],
+        shard=shard,
+        manifest=MANIFEST,
+        report=report,
+        name="clip seeds",
+        log_every=log_every,
+    )
     return stats

@@ -30,12 +30,10 @@ module imports only numpy/PIL at load time so spawned workers start fast.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,18 +42,12 @@ from typing import Any
 import numpy as np
 
 from smaf.config import dataclass_from
-from smaf.crf import DenseCRF, crf_from_labels, crf_images_parallel, dense_crf
+from smaf.crf import DenseCRF, crf_from_labels, dense_crf
 from smaf.errors import ConfigError, DataError
-from smaf.io import atomic_write, load_image, load_mask, save_mask
+from smaf.io import load_image, load_mask, save_mask
+from smaf.perimage import PerImageRun, run_per_image
 from smaf.settings import CRFSettings, LabelCRFParams, ProbCRFParams
-from smaf.stages.staging import (
-    file_identity,
-    gather_shards,
-    merge_counts,
-    open_staging,
-    publish,
-    select_shard,
-)
+from smaf.staging import file_identity, gather_shards, merge_counts, select_shard
 
 log = logging.getLogger(__name__)
 
@@ -113,51 +105,49 @@ def crf_from_maps(
 
 
 @dataclass(frozen=True)
-class _Task:
-    """One image's work, picklable for the process pool."""
+class _Refine:
+    """One image's refinement (:func:`refine_seeds`), picklable for the process pool."""
 
-    image_id: str
-    image: str  # JPEG path
-    seeds: str  # seed PNG path
-    maps: str  # fused maps npz path (used by 'probs')
-    out: str  # output PNG path
+    method: str
+    params: LabelCRFParams | ProbCRFParams
+    num_classes: int
+    images: Mapping[str, str]  # image id -> JPEG path
+    seeds_dir: str  # <id>.png seeds, maps/<id>.npz fused maps (used by 'probs')
 
-
-def _refine_one(
-    task: _Task, method: str, params: LabelCRFParams | ProbCRFParams, num_classes: int
-) -> tuple[int, int] | None:
-    """Refine one image and write its PNG; return (changed, total) pixels, None if skipped."""
-    if os.path.isfile(task.out):
-        return None  # done by an earlier, interrupted run
-    image = load_image(task.image)  # [H, W, 3]
-    seeds = load_mask(task.seeds)  # [H, W] 0..C
-    if seeds.shape != image.shape[:2]:
-        raise DataError(
-            f"seeds {task.seeds} are {seeds.shape} but image {task.image} is {image.shape[:2]}; "
-            "the seeds belong to another dataset. Rerun the seeds rule."
-        )
-    if method == "labels":
-        if seeds.max(initial=0) > num_classes:
+    def __call__(self, image_id: str, root: Path) -> tuple[int, int]:
+        """Refine one image and write its PNG into ``root``; return (changed, total) pixels."""
+        image_path = self.images[image_id]
+        seeds_path = os.path.join(self.seeds_dir, f"{image_id}.png")
+        maps_path = os.path.join(self.seeds_dir, "maps", f"{image_id}.npz")
+        image = load_image(image_path)  # [H, W, 3]
+        seeds = load_mask(seeds_path)  # [H, W] 0..C
+        if seeds.shape != image.shape[:2]:
             raise DataError(
-                f"seeds {task.seeds} hold values up to {seeds.max()} > C = {num_classes}."
+                f"seeds {seeds_path} are {seeds.shape} but image {image_path} is "
+                f"{image.shape[:2]}; the seeds belong to another dataset. Rerun the seeds rule."
             )
-        p = asdict(params)
-        out = crf_from_labels(image, seeds, num_classes + 1, **p)  # [H, W] 0..C
-    else:
-        try:
-            with np.load(task.maps, allow_pickle=False) as z:
-                classes = z["classes"].astype(np.int64)  # [K] in 1..C
-                maps = z["maps"].astype(np.float32)  # [K, H, W]
-        except FileNotFoundError:
-            raise DataError(
-                f"fused maps missing: {task.maps}. crf.method 'probs' needs the seeds rule's "
-                "maps/<id>.npz; rerun the seeds rule."
-            ) from None
-        if maps.shape[1:] != image.shape[:2]:
-            raise DataError(f"maps {task.maps} are {maps.shape[1:]}, image {image.shape[:2]}.")
-        out = crf_from_maps(image, classes, maps, params)
-    save_mask(task.out, out)
-    return int(np.count_nonzero(out != seeds)), int(out.size)
+        if self.method == "labels":
+            if seeds.max(initial=0) > self.num_classes:
+                raise DataError(
+                    f"seeds {seeds_path} hold values up to {seeds.max()} > C = {self.num_classes}."
+                )
+            p = asdict(self.params)
+            out = crf_from_labels(image, seeds, self.num_classes + 1, **p)  # [H, W] 0..C
+        else:
+            try:
+                with np.load(maps_path, allow_pickle=False) as z:
+                    classes = z["classes"].astype(np.int64)  # [K] in 1..C
+                    maps = z["maps"].astype(np.float32)  # [K, H, W]
+            except FileNotFoundError:
+                raise DataError(
+                    f"fused maps missing: {maps_path}. crf.method 'probs' needs the seeds rule's "
+                    "maps/<id>.npz; rerun the seeds rule."
+                ) from None
+            if maps.shape[1:] != image.shape[:2]:
+                raise DataError(f"maps {maps_path} are {maps.shape[1:]}, image {image.shape[:2]}.")
+            out = crf_from_maps(image, classes, maps, self.params)
+        save_mask(root / f"{image_id}.png", out)
+        return int(np.count_nonzero(out != seeds)), int(out.size)
 
 
 def _seeds_identity(seeds_dir: Path) -> str:
@@ -195,7 +185,7 @@ def refine_seeds(
             module doc, and its parameters; ``None``: the defaults (released SMAF).
         processes: worker processes (the rule's ``threads``); results do not depend on it.
         work_dir: staging folder published onto ``out_dir`` at the end (resumable under
-            Snakemake, see :mod:`smaf.stages.staging`); ``None`` writes into ``out_dir``.
+            Snakemake, see :mod:`smaf.perimage`); ``None`` writes into ``out_dir``.
         log_every: progress line every this many images.
         shard: only shard ``k`` of ``n`` (``"3of8"``), left in ``work_dir`` for
             :func:`gather_crf`; the results do not depend on the sharding.
@@ -224,55 +214,44 @@ def refine_seeds(
             f"{missing[0]}.png); rerun the seeds rule for this split."
         )
     recorded = {"method": method, "params": asdict(p), "num_classes": num_classes}
-    fingerprint = {
-        **recorded,
-        "seeds": _seeds_identity(seeds_dir),
-        "index": index.fingerprint(ids),
-        "shard": str(shard),
-    }
-    work = open_staging(out_dir, work_dir, fingerprint)
-    tasks = [
-        _Task(
-            image_id=i,
-            image=str(index.image_path(i)),
-            seeds=str(seeds_dir / f"{i}.png"),
-            maps=str(seeds_dir / "maps" / f"{i}.npz"),
-            out=str(work / f"{i}.png"),
-        )
-        for i in ids
-    ]
+    fingerprint = {**recorded, "seeds": _seeds_identity(seeds_dir), "shard": str(shard)}
     log.info("crf: %d images, method %s %s, %d process(es)", len(ids), method, asdict(p), processes)
-    fn = functools.partial(_refine_one, method=method, params=p, num_classes=num_classes)
-    t0 = time.perf_counter()
-    results = crf_images_parallel(fn, tasks, processes, log.info, log_every=log_every)
-    elapsed = time.perf_counter() - t0
-    done = [r for r in results if r is not None]
-    changed = sum(r[0] for r in done)
-    total = sum(r[1] for r in done)
-    stats = {
-        "images": len(ids),
-        "computed": len(done),
-        "seconds": round(elapsed, 3),
-        "images_per_s": len(done) / elapsed if done and elapsed > 0 else None,
-        "changed_fraction": changed / total if total else None,
-    }
-    manifest = {
-        **recorded,
-        "seeds_dir": str(seeds_dir),
-        **stats,
-        "changed": changed,
-        "pixels": total,
-    }
-    with atomic_write(work / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2))
-    if shard is None:
-        publish(work, out_dir)
+    fn = _Refine(method, p, num_classes, {i: str(index.image_path(i)) for i in ids}, str(seeds_dir))
+
+    def report(run: PerImageRun) -> dict[str, Any]:
+        changed = sum(r[0] for r in run.results)
+        total = sum(r[1] for r in run.results)
+        stats.update(run.counts(), changed_fraction=changed / total if total else None)
+        return {
+            **recorded,
+            "seeds_dir": str(seeds_dir),
+            **stats,
+            "changed": changed,
+            "pixels": total,
+        }
+
+    stats: dict[str, Any] = {}
+    run = run_per_image(
+        ids,
+        fn,
+        out=out_dir,
+        work_dir=work_dir,
+        fingerprint=fingerprint,
+        identity=index.row_identity,
+        outputs=["{id}.png"],
+        shard=shard,
+        processes=processes,
+        manifest=MANIFEST,
+        report=report,
+        name="crf",
+        log_every=log_every,
+    )
     log.info(
         "crf: done, %d images (%d computed, %.1f s), CRF changed %s of the seed pixels -> %s",
         len(ids),
-        len(done),
-        elapsed,
-        f"{stats['changed_fraction']:.1%}" if total else "none",
+        run.computed,
+        run.seconds,
+        f"{stats['changed_fraction']:.1%}" if stats["changed_fraction"] is not None else "none",
         out_dir,
     )
     return stats
@@ -294,42 +273,31 @@ def gather_crf(work_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.Pa
 
 
 # ------------------------------------------------- DeepLab's CRF post-processing (stage 6)
-def upsampled_probs(logits: Any, size: Sequence[int]) -> Any:
-    """Softmax of logits ``[K, h, w]`` (tensor or array) bilinearly upsampled to ``size`` →
-    torch float32 ``[K, H, W]``."""
-    import torch  # here, not at module load: the seed-CRF workers never need it
-    import torch.nn.functional as F
-
-    lg = torch.as_tensor(logits, dtype=torch.float32)[None]
-    lg = F.interpolate(lg, size=tuple(size), mode="bilinear", align_corners=False)
-    return torch.softmax(lg[0], dim=0)
-
-
 @dataclass(frozen=True)
-class _CRFTask:
+class _CRFWorker:
     """One image of :func:`crf_split`, picklable for the process pool."""
 
-    image: str  # JPEG path
-    logits: str  # .npy of [K, h, w] logits
-    out: str  # output PNG
+    crf: DenseCRF
+    images: Mapping[str, str]  # image id -> JPEG path
+    logits_dir: str  # <id>.npy of [K, h, w] logits
 
+    def __call__(self, image_id: str, root: Path) -> bool:
+        """CRF-refine one image's upsampled softmax and write its PNG into ``root``."""
+        import torch  # here, not at module load: the seed-CRF workers never need it
 
-def _crf_one(task: _CRFTask, crf: DenseCRF) -> bool:
-    """CRF-refine one image's upsampled softmax and write its PNG; False if already done."""
-    if os.path.isfile(task.out):
-        return False
-    import torch
+        from smaf.inference import upsampled_probs
 
-    torch.set_num_threads(1)  # one image per process: more threads would oversubscribe
-    image = load_image(task.image)  # [H, W, 3] raw RGB, as DeepLab's CRF wants
-    try:
-        logits = np.load(task.logits, allow_pickle=False)  # [K, h, w]
-    except FileNotFoundError:
-        raise DataError(f"logits missing: {task.logits}. Rerun the deeplab_predict rule.") from None
-    probs = upsampled_probs(logits, image.shape[:2]).numpy()  # [K, H, W]
-    refined = crf(image, probs)  # [K, H, W] marginals
-    save_mask(task.out, refined.argmax(0).astype(np.uint8))
-    return True
+        torch.set_num_threads(1)  # one image per process: more threads would oversubscribe
+        image = load_image(self.images[image_id])  # [H, W, 3] raw RGB, as DeepLab's CRF wants
+        path = os.path.join(self.logits_dir, f"{image_id}.npy")
+        try:
+            logits = np.load(path, allow_pickle=False)  # [K, h, w]
+        except FileNotFoundError:
+            raise DataError(f"logits missing: {path}. Rerun the deeplab_predict rule.") from None
+        probs = upsampled_probs(logits, image.shape[:2]).numpy()  # [K, H, W]
+        refined = self.crf(image, probs)  # [K, H, W] marginals
+        save_mask(root / f"{image_id}.png", refined.argmax(0).astype(np.uint8))
+        return True
 
 
 def crf_split(
@@ -353,7 +321,7 @@ def crf_split(
         crf: :class:`~smaf.crf.DenseCRF` or its fields (``pos_w``, ``pos_xy_std``, ``bi_w``,
             ``bi_xy_std``, ``bi_rgb_std``, ``n_iter``); ``None`` = DeepLab's VOC values.
         processes: worker processes (the rule's threads).
-        work_dir: staging folder for resuming (see :mod:`smaf.stages.staging`).
+        work_dir: staging folder for resuming (see :mod:`smaf.perimage`).
         shard: only shard ``k`` of ``n`` (``"3of8"``), left in ``work_dir`` for
             :func:`gather_deeplab_crf`.
     """
@@ -366,31 +334,28 @@ def crf_split(
         index.ids(role, allow_empty=True), shard, work_dir
     )  # a user's data may have no test
     logits_dir = Path(logits_dir)
-    fingerprint = {
-        "crf": asdict(crf),
-        "logits": file_identity(logits_dir),
-        "index": index.fingerprint(ids),
-        "shard": str(shard),
-    }
-    work = open_staging(out_dir, work_dir, fingerprint)
-    tasks = [
-        _CRFTask(str(index.image_path(i)), str(logits_dir / f"{i}.npy"), str(work / f"{i}.png"))
-        for i in ids
-    ]
-    t0 = time.perf_counter()
-    fn = _CRFWorker(crf)
-    results = crf_images_parallel(fn, tasks, max(1, int(processes)), log, log_every=log_every)
-    summary = {
-        "images": len(ids),
-        "refined": int(sum(results)),
-        "seconds": round(time.perf_counter() - t0, 2),
-        "crf": asdict(crf),
-    }
-    if shard is not None:
-        with atomic_write(work / DEEPLAB_CRF_MANIFEST) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
-    elif work_dir is not None:
-        publish(work, out_dir)
+    fingerprint = {"crf": asdict(crf), "logits": file_identity(logits_dir), "shard": str(shard)}
+    fn = _CRFWorker(crf, {i: str(index.image_path(i)) for i in ids}, str(logits_dir))
+
+    def report(run: PerImageRun) -> dict[str, Any]:
+        return {**run.counts(), "refined": run.computed, "crf": asdict(crf)}
+
+    run = run_per_image(
+        ids,
+        fn,
+        out=out_dir,
+        work_dir=work_dir,
+        fingerprint=fingerprint,
+        identity=index.row_identity,
+        outputs=["{id}.png"],
+        shard=shard,
+        processes=max(1, int(processes)),
+        manifest=DEEPLAB_CRF_MANIFEST,
+        report=report,
+        name="crf",
+        log_every=log_every,
+    )
+    summary = report(run)
     log.info("crf: %s", json.dumps(summary))
     return summary
 
@@ -404,16 +369,6 @@ def gather_deeplab_crf(
 ):
     """Publish the shards of DeepLab's CRF (:func:`crf_split` with ``shard``) as one folder."""
     return gather_shards(work_dirs, {"": out_dir}, DEEPLAB_CRF_MANIFEST, merge_counts)
-
-
-@dataclass(frozen=True)
-class _CRFWorker:
-    """``_crf_one`` bound to its CRF settings; a picklable callable for spawned workers."""
-
-    crf: DenseCRF
-
-    def __call__(self, task: _CRFTask) -> bool:
-        return _crf_one(task, self.crf)
 
 
 # ------------------------------------------------------------------------------ submission

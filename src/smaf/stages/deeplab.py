@@ -21,8 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 from smaf import distributed
 from smaf.data.datasets import PseudoLabelSet
 from smaf.data.index import DatasetIndex, read_index
+from smaf.inference import infer_logits, upsampled_probs
 from smaf.io import atomic_write, load_image, save_mask
 from smaf.losses import msc_loss
 from smaf.models.deeplab import (
@@ -43,26 +42,16 @@ from smaf.models.deeplab import (
     load_deeplab,
     save_deeplab,
 )
-from smaf.progress import Progress
+from smaf.perimage import PerImageRun, run_per_image
 from smaf.settings import DeepLabSettings
 from smaf.stages.common import write_history
-from smaf.stages.crf_stage import upsampled_probs
-from smaf.stages.staging import (
-    content_identity,
-    file_identity,
-    gather_shards,
-    merge_counts,
-    open_staging,
-    publish,
-    select_shard,
-)
+from smaf.staging import content_identity, file_identity, gather_shards, merge_counts, select_shard
 from smaf.train import (
     build_optimizer,
     fit,
     resolve_device,
     use_threads,
 )
-from smaf.transforms import normalize
 
 log = logging.getLogger(__name__)
 
@@ -168,22 +157,6 @@ def train_deeplab(
 # ------------------------------------------------------------------------------ inference
 
 
-@torch.no_grad()
-def infer_logits(
-    model: MSC, image: np.ndarray, device: torch.device, flip: bool = False
-) -> torch.Tensor:
-    """MSC logits of one full image: float32 ``[C+1, ⌈H/8⌉, ⌈W/8⌉]`` on the CPU.
-
-    ``model`` must be in eval mode (MSC then returns the max over scales). With ``flip`` the
-    logits of the mirrored image are mirrored back and averaged with the plain ones.
-    """
-    x = normalize(image)[None].to(device)  # [1, 3, H, W]
-    logits = model(x).float()  # [1, K, h, w]
-    if flip:
-        logits = 0.5 * (logits + model(x.flip(-1)).float().flip(-1))
-    return logits[0].cpu()
-
-
 def predict_split(
     model_path: str | os.PathLike[str],
     index: DatasetIndex | str | os.PathLike[str],
@@ -212,7 +185,7 @@ def predict_split(
         device: ``auto`` | ``cpu`` | ``cuda[:i]``.
         amp: bf16 autocast on CUDA.
         threads: torch CPU threads.
-        work_dir: staging folder (see :mod:`smaf.stages.staging`): images done by a killed
+        work_dir: staging folder (see :mod:`smaf.staging`): images done by a killed
             run are kept there and skipped; published onto the outputs at the end.
 
     Returns:
@@ -228,55 +201,43 @@ def predict_split(
     model.to(dev).eval()
     fingerprint = {
         "model": file_identity(model_path),
-        "index": index.fingerprint(ids),
         "flip": flip,
         "amp": amp,
         "logits": logits_dir is not None,
         "shard": str(shard),
     }
-    work = open_staging(out_dir, work_dir, fingerprint)
-    staged = work_dir is not None
-    pred_dir = work / "pred" if staged else Path(out_dir)
-    lg_dir = (work / "logits" if staged else Path(logits_dir)) if logits_dir is not None else None
-    pred_dir.mkdir(parents=True, exist_ok=True)
-    if lg_dir is not None:
-        lg_dir.mkdir(parents=True, exist_ok=True)
-
-    t0 = time.perf_counter()
-    progress = Progress("predict", len(ids), every=log_every, log=log)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda")
-    for image_id in ids:
-        png = pred_dir / f"{image_id}.png"
-        npy = lg_dir / f"{image_id}.npy" if lg_dir is not None else None
-        if png.is_file() and (npy is None or npy.is_file()):
-            progress.update(counted=False)  # done by an interrupted run
-            continue
+
+    def predict_one(image_id: str, root: Path) -> None:
         image = load_image(index.image_path(image_id))  # [H, W, 3]
         with autocast:
             logits = infer_logits(model, image, dev, flip)  # [K, h, w]
-        if npy is not None:
-            with atomic_write(npy) as tmp:
+        if logits_dir is not None:
+            with atomic_write(root / "logits" / f"{image_id}.npy") as tmp:
                 np.save(tmp, logits.numpy())
         probs = upsampled_probs(logits, image.shape[:2])  # [K, H, W]
-        save_mask(png, probs.argmax(0).numpy().astype(np.uint8))
-        progress.update()
-    progress.close()
-    summary = {
-        "images": len(ids),
-        "computed": progress.counted,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "flip": flip,
-        "model": str(model_path),
-        "iterations": meta.get("iterations"),
-    }
-    if shard is not None:  # the gather publishes every shard at once
-        with atomic_write(work / PREDICT_MANIFEST) as tmp:
-            tmp.write_text(json.dumps(summary, indent=2))
-    elif staged:
-        publish(pred_dir, out_dir)
-        if lg_dir is not None:
-            publish(lg_dir, logits_dir)
-        shutil.rmtree(work)
+        save_mask(root / "pred" / f"{image_id}.png", probs.argmax(0).numpy().astype(np.uint8))
+
+    def report(run: PerImageRun) -> dict[str, Any]:
+        extra = {"flip": flip, "model": str(model_path), "iterations": meta.get("iterations")}
+        return {**run.counts(), **extra}
+
+    outs = {"pred": out_dir, **({"logits": logits_dir} if logits_dir is not None else {})}
+    run = run_per_image(
+        ids,
+        predict_one,
+        out=outs,
+        work_dir=work_dir,
+        fingerprint=fingerprint,
+        identity=index.row_identity,
+        outputs=["pred/{id}.png", *(["logits/{id}.npy"] if logits_dir is not None else [])],
+        shard=shard,
+        manifest=PREDICT_MANIFEST,
+        report=report,
+        name="predict",
+        log_every=log_every,
+    )
+    summary = report(run)
     log.info("predict: %s", json.dumps(summary))
     return summary
 

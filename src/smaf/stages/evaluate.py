@@ -26,18 +26,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from smaf.config import is_auto
 from smaf.data.index import GT_COLUMNS, DatasetIndex, read_index
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_mask
 from smaf.metrics import ConfusionMeter, iou_scores
 from smaf.progress import Progress
-from smaf.stages.staging import shard_ids
+from smaf.stages.thr_sweep import chosen_thr
+from smaf.staging import shard_ids
 
 log = logging.getLogger(__name__)
 
 #: Ground truths an evaluation can use, as results/summary.csv names them (VOC's folder
 #: names): the index's ``mask`` and ``aug_mask`` columns.
 GT_KINDS = tuple(GT_COLUMNS)
+#: summary.csv's ``thr_source`` of a threshold chosen by ``thr: auto`` (else empty: configured).
+THR_AUTO_SOURCE = "auto (held-out sweep)"
 #: Columns of ``results/summary.csv``, in order (extra record fields follow them).
 SUMMARY_COLUMNS = (
     "dataset",
@@ -305,7 +309,9 @@ def write_summary(
     the records have them), then with ``configs`` (experiment → the config its run was made
     with) :data:`CONFIG_COLUMN`, the config's digest; rows sorted by dataset, experiment,
     stage, split, gt. The per-class ``iou`` dicts stay in the JSON files; ``configs_json``
-    gets ``{digest: config}``. Written atomically.
+    gets ``{digest: config}``. A record of ``thr: auto`` gets the value its ``thr_from``
+    record chose in ``thr`` and ``thr_source`` = ``auto (held-out sweep)``. Written
+    atomically.
 
     Returns:
         The table written.
@@ -321,7 +327,11 @@ def write_summary(
             raise DataError(f"evaluation record not found: {item}.") from None
         except ValueError as exc:
             raise DataError(f"evaluation record {item} is not valid JSON ({exc}).") from None
-    rows = [{k: v for k, v in r.items() if k != "iou"} for r in records]
+    for r in records:
+        if is_auto(r.get("thr")):
+            r["thr"] = chosen_thr(r["thr"], r.get("thr_from"))
+            r["thr_source"] = THR_AUTO_SOURCE
+    rows = [{k: v for k, v in r.items() if k not in ("iou", "thr_from")} for r in records]
     df = pd.DataFrame(rows)
     for col in SUMMARY_COLUMNS:
         if col not in df.columns:

@@ -26,7 +26,7 @@ from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
 from smaf.settings import PretrainSettings
 from smaf.stages.common import write_history
-from smaf.stages.staging import content_identity
+from smaf.staging import content_identity
 from smaf.train import build_optimizer, fit, use_threads
 
 log = logging.getLogger(__name__)

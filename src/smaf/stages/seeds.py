@@ -11,21 +11,18 @@ Output folder::
     <out_dir>/maps/<id>.npz     fused maps of the present classes (float16)
     <out_dir>/seeds.json        settings, model, counts and timing of the run
 
-Images whose PNG and npz both exist are skipped, so an interrupted run continues where it
-stopped. Under Snakemake give ``work_dir`` (see :mod:`smaf.stages.staging`): Snakemake deletes
+Images whose PNG and npz both exist (and whose index row is unchanged) are skipped, so an
+interrupted run continues where it stopped (:func:`smaf.perimage.run_per_image`). Under
+Snakemake give ``work_dir``: Snakemake deletes
 a directory output before and after a failed job, so only a staging folder survives to the rerun.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import time
 import uuid
-from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,18 +33,11 @@ import torch
 from smaf.cam import class_maps, seed_labels
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
-from smaf.io import atomic_write, load_image, save_maps, save_mask
+from smaf.io import load_image, save_maps, save_mask
 from smaf.models.checkpoint import load_model
-from smaf.progress import Progress
+from smaf.perimage import PerImageRun, run_per_image
 from smaf.settings import SeedsSettings
-from smaf.stages.staging import (
-    file_identity,
-    gather_shards,
-    merge_counts,
-    open_staging,
-    publish,
-    select_shard,
-)
+from smaf.staging import file_identity, gather_shards, merge_counts, select_shard
 from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
@@ -61,11 +51,13 @@ WRITE_AHEAD = 4
 
 
 def _write_outputs(
-    npz: Path, png: Path, maps: torch.Tensor, labels: np.ndarray, seeds: np.ndarray
-) -> None:
-    # maps first: a PNG without its npz is redone on resume, never half-used.
-    save_maps(npz, maps, labels)
-    save_mask(png, seeds)
+    image_id: str, root: Path, result: tuple[torch.Tensor, np.ndarray, np.ndarray]
+) -> float:
+    """Write one image's maps and seeds; return its foreground fraction."""
+    maps, labels, seeds = result
+    save_maps(root / "maps" / f"{image_id}.npz", maps, labels)
+    save_mask(root / f"{image_id}.png", seeds)
+    return float(np.count_nonzero(seeds)) / seeds.size
 
 
 def make_seeds(
@@ -100,7 +92,7 @@ def make_seeds(
         work_dir: staging folder to write into and publish onto ``out_dir`` at the end
             (resumable under Snakemake); ``None`` writes into ``out_dir`` directly.
         num_threads: torch CPU threads (the rule's ``threads``); ``None`` leaves torch's default.
-        shard: only shard ``k`` of ``n`` of the images (``"3of8"``, :func:`~smaf.stages.staging.
+        shard: only shard ``k`` of ``n`` of the images (``"3of8"``, :func:`~smaf.staging.
             shard_ids`), written into ``work_dir`` and left there for
             :func:`gather_seeds`; the results do not depend on the sharding.
 
@@ -125,14 +117,7 @@ def make_seeds(
     model, meta = load_model(model_path, num_classes=num_classes)
     model.eval().to(dev)
     recorded = {"cam": asdict(cfg), "thr": float(thr), "num_classes": num_classes, "amp": amp}
-    fingerprint = {
-        **recorded,
-        "model": file_identity(model_path),
-        "index": index.fingerprint(ids),
-        "shard": str(shard),
-    }
-    work = open_staging(out_dir, work_dir, fingerprint)
-    (work / "maps").mkdir(exist_ok=True)
+    fingerprint = {**recorded, "model": file_identity(model_path), "shard": str(shard)}
     log.info(
         "seeds: %d images of %s%s, model %s (stage %s) on %s, scales %s, flip %s, thr %.3g",
         len(ids),
@@ -145,63 +130,53 @@ def make_seeds(
         cfg.flip,
         thr,
     )
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda")
 
-    t0 = time.perf_counter()
-    progress = Progress("seeds", len(ids), every=log_every, log=log)
-    fg_fraction = 0.0
+    def compute(image_id: str, root: Path) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+        image = load_image(index.image_path(image_id))  # [H, W, 3] uint8
+        lab = index.labels(image_id)  # [C] 0/1
+        with torch.inference_mode(), autocast:
+            maps = class_maps(model, image, lab, cfg).cpu()  # [C, H, W] in [0, 1]
+        return maps, lab, seed_labels(maps, thr)  # seeds [H, W] uint8 0..C
+
+    def report(run: PerImageRun) -> dict[str, Any]:
+        stats.update(run.counts())
+        stats["foreground_fraction"] = sum(run.results) / run.computed if run.computed else None
+        return {
+            **recorded,
+            "model_path": str(model_path),
+            "model_meta": meta,
+            "split": role if isinstance(role, str) else list(role),
+            "device": str(dev),
+            "run_id": uuid.uuid4().hex,  # changes with every finished run (the CRF fingerprint)
+            **stats,
+        }
+
+    stats: dict[str, Any] = {}
     # Compressing and writing an image's outputs (zlib, PNG: they release the GIL) overlaps
     # the network's next image in a writer thread; at most WRITE_AHEAD images wait for it.
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="seeds-writer")
-    pending: deque[Future] = deque()
-    try:
-        for image_id in ids:
-            png = work / f"{image_id}.png"
-            npz = work / "maps" / f"{image_id}.npz"
-            if png.is_file() and npz.is_file():
-                progress.update(counted=False)  # finished by an earlier, interrupted run
-                continue
-            image = load_image(index.image_path(image_id))  # [H, W, 3] uint8
-            lab = index.labels(image_id)  # [C] 0/1
-            with (
-                torch.inference_mode(),
-                torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"),
-            ):
-                maps = class_maps(model, image, lab, cfg).cpu()  # [C, H, W] in [0, 1]
-            seeds = seed_labels(maps, thr)  # [H, W] uint8 0..C
-            pending.append(writer.submit(_write_outputs, npz, png, maps, lab, seeds))
-            while len(pending) > WRITE_AHEAD:
-                pending.popleft().result()  # re-raises a write error here
-            fg_fraction += float(np.count_nonzero(seeds)) / seeds.size
-            progress.update()
-        progress.close()
-        while pending:
-            pending.popleft().result()
-    finally:
-        writer.shutdown(wait=True, cancel_futures=True)
-    elapsed = time.perf_counter() - t0
-    computed = progress.counted
-    stats = {
-        "images": len(ids),
-        "computed": computed,
-        "seconds": round(elapsed, 3),
-        "images_per_s": computed / elapsed if elapsed > 0 and computed else None,
-        "foreground_fraction": fg_fraction / computed if computed else None,
-    }
-    manifest = {
-        **recorded,
-        "model_path": str(model_path),
-        "model_meta": meta,
-        "split": role if isinstance(role, str) else list(role),
-        "device": str(dev),
-        "run_id": uuid.uuid4().hex,  # changes with every finished run (the CRF fingerprint)
-        **stats,
-    }
-    with atomic_write(work / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    if shard is None:
-        publish(work, out_dir)
+    run_per_image(
+        ids,
+        compute,
+        out=out_dir,
+        work_dir=work_dir,
+        fingerprint=fingerprint,
+        identity=index.row_identity,
+        outputs=["{id}.png", "maps/{id}.npz"],
+        shard=shard,
+        write=_write_outputs,
+        write_ahead=WRITE_AHEAD,
+        manifest=MANIFEST,
+        report=report,
+        name="seeds",
+        log_every=log_every,
+    )
     log.info(
-        "seeds: done, %d images (%d computed in %.1f s) -> %s", len(ids), computed, elapsed, out_dir
+        "seeds: done, %d images (%d computed in %.1f s) -> %s",
+        len(ids),
+        stats["computed"],
+        stats["seconds"],
+        out_dir,
     )
     return stats
 

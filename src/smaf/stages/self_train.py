@@ -43,7 +43,7 @@ from smaf.models.build import Classifier
 from smaf.models.checkpoint import load_model, save_model
 from smaf.settings import CAMConfig, SelfTrainSettings
 from smaf.stages.common import write_history
-from smaf.stages.staging import content_identity, file_identity
+from smaf.staging import content_identity, file_identity
 from smaf.train import build_optimizer, fit, resolve_device, use_threads
 
 log = logging.getLogger(__name__)

@@ -17,6 +17,12 @@ few pixels where a class score ties the threshold.
 Outputs: ``thr_sweep.csv`` (one row per model and thr: ``miou``, ``pixel_acc``, ``chosen``)
 and ``thr_sweep.json`` (per model: the chosen thr and its mIoU, beside the configured
 ``seeds.thr`` and its mIoU; the held-out image ids).
+
+``thr: auto`` (``seeds.thr``, ``self_train.thr``): :func:`auto_thr` makes the same choice for
+one set of maps and the workflow uses it (rule ``thr_auto``, ``thr_auto/<target>.json``). The
+maps come from a folder that does not depend on the choice (the offline teacher's) or are
+computed here from the model (a seeds folder of ``thr: auto`` is made *with* the choice);
+:func:`chosen_thr` reads the value back.
 """
 
 from __future__ import annotations
@@ -24,19 +30,23 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
-from smaf.cam import seed_labels
+from smaf.cam import CAMConfig, class_maps, seed_labels
+from smaf.config import is_auto
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError, DataError
-from smaf.io import atomic_write, load_maps, load_mask
+from smaf.io import atomic_write, load_image, load_maps, load_mask
 from smaf.metrics import ConfusionMeter
+from smaf.models.checkpoint import load_model
 from smaf.progress import Progress
+from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +105,32 @@ def sweep_scores(
         One row per thr (in the given order): ``thr, miou, pixel_acc, n_images``.
     """
     maps_dir = Path(seed_dir) / "maps"
-    meters = [ConfusionMeter(index.num_classes + 1) for _ in values]
-    progress = Progress("thr_sweep", len(ids), every=log_every, log=log)
-    for image_id in ids:
+
+    def maps_of(image_id: str) -> np.ndarray:
         path = maps_dir / f"{image_id}.npz"
         if not path.is_file():
             raise DataError(
                 f"thr_sweep: fused maps of {image_id} missing ({path}); rerun the seeds rule "
                 f"for {Path(seed_dir).name}."
             )
-        maps = load_maps(path)  # [C, H, W]
+        return load_maps(path)  # [C, H, W]
+
+    return _scores(maps_of, index, ids, values, gt, log_every)
+
+
+def _scores(
+    maps_of: Callable[[str], np.ndarray | torch.Tensor],
+    index: DatasetIndex,
+    ids: Sequence[str],
+    values: Sequence[float],
+    gt: str,
+    log_every: int,
+) -> pd.DataFrame:
+    """:func:`sweep_scores` with the maps of an id from ``maps_of``."""
+    meters = [ConfusionMeter(index.num_classes + 1) for _ in values]
+    progress = Progress("thr_sweep", len(ids), every=log_every, log=log)
+    for image_id in ids:
+        maps = maps_of(image_id)  # [C, H, W]
         mask = load_mask(index.mask_path(image_id, gt))  # [H, W] 0..C, 255
         if maps.shape[1:] != mask.shape:
             raise DataError(
@@ -143,7 +169,7 @@ def thr_sweep(
     holdout: float,
     seed: int,
     gt: str,
-    configured_thr: float,
+    configured_thr: float | None,
     out_csv: str | os.PathLike[str],
     out_json: str | os.PathLike[str],
     meta: Mapping[str, Any] | None = None,
@@ -156,7 +182,8 @@ def thr_sweep(
             mIoU is known too).
         holdout, seed: :func:`holdout_ids`'s draw.
         gt: the ground truth scored (``SegmentationClassAug`` where the dataset has it).
-        configured_thr: ``seeds.thr`` of the run.
+        configured_thr: ``seeds.thr`` of the run; None for ``auto`` (the run uses
+            :func:`auto_thr`'s choice: no configured value to compare).
         meta: fields copied into the JSON record (dataset, experiment, ...).
 
     Returns:
@@ -166,7 +193,8 @@ def thr_sweep(
     index = read_index(index)
     if not values:
         raise ConfigError("thr_sweep.values must not be empty")
-    values = sorted({float(v) for v in values} | {float(configured_thr)})
+    configured = [] if configured_thr is None else [float(configured_thr)]
+    values = sorted({float(v) for v in values} | set(configured))
     ids = holdout_ids(index, gt, holdout, seed)
     log.info("thr_sweep: %d held-out train_aug images (%s), thr %s", len(ids), gt, values)
     tables, models = [], {}
@@ -181,17 +209,10 @@ def thr_sweep(
         models[model] = {
             "thr": best,
             "miou": at[best],
-            "configured_thr": float(configured_thr),
-            "configured_miou": at[float(configured_thr)],
+            "configured_thr": configured[0] if configured else None,
+            "configured_miou": at[configured[0]] if configured else None,
         }
-        log.info(
-            "thr_sweep %s: best thr %g (mIoU %.2f %%); configured %g: %.2f %%",
-            model,
-            best,
-            100 * at[best],
-            configured_thr,
-            100 * at[float(configured_thr)],
-        )
+        log.info("thr_sweep %s: best thr %g (mIoU %.2f %%)", model, best, 100 * at[best])
     table = pd.concat(tables, ignore_index=True)[list(COLUMNS)]
     record = {
         **dict(meta or {}),
@@ -205,3 +226,114 @@ def thr_sweep(
     with atomic_write(out_json) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return record
+
+
+def _model_maps(
+    model_path: str | os.PathLike[str],
+    index: DatasetIndex,
+    cam: Mapping[str, Any] | CAMConfig,
+    device: str,
+    amp: bool,
+) -> Callable[[str], torch.Tensor]:
+    """The fused maps of an id computed by the classifier at ``model_path`` (as the seeds)."""
+    cfg = cam if isinstance(cam, CAMConfig) else CAMConfig(**dict(cam))
+    dev = resolve_device(device)
+    model, _ = load_model(model_path, num_classes=index.num_classes)
+    model.eval().to(dev)
+
+    def maps_of(image_id: str) -> torch.Tensor:
+        image = load_image(index.image_path(image_id))
+        with (
+            torch.inference_mode(),
+            torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"),
+        ):
+            return class_maps(model, image, index.labels(image_id), cfg).float().cpu()
+
+    return maps_of
+
+
+def auto_thr(
+    index: DatasetIndex | str | os.PathLike[str],
+    *,
+    target: str,
+    values: Sequence[float],
+    holdout: float,
+    seed: int,
+    gt: str,
+    out_json: str | os.PathLike[str],
+    maps_dir: str | os.PathLike[str] | None = None,
+    model_path: str | os.PathLike[str] | None = None,
+    cam: Mapping[str, Any] | CAMConfig | None = None,
+    amp: bool = False,
+    device: str = "auto",
+    num_threads: int | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Choose ``thr`` for ``thr: auto`` on the held-out images (:func:`holdout_ids`: train_aug
+    minus every evaluation split; never an evaluated split's ground truth) and write it.
+
+    The maps are read from ``maps_dir/maps/<id>.npz`` (a folder made without this choice, e.g.
+    the offline teacher's), or computed by the classifier ``model_path`` with ``cam`` (the
+    seeds' settings: the seeds folder itself waits for this choice).
+
+    Returns:
+        The JSON record: ``thr`` (the choice, :func:`choose`), ``miou`` at it, ``target``,
+        ``scores`` (thr → mIoU), ``gt``, ``tuned_on``, ``holdout`` ids, ``maps_from``.
+    """
+    if (maps_dir is None) == (model_path is None):
+        raise ValueError("auto_thr needs exactly one of maps_dir and model_path")
+    index = read_index(index)
+    values = sorted({float(v) for v in values})
+    if not values:
+        raise ConfigError("thr_sweep.values must not be empty")
+    ids = holdout_ids(index, gt, holdout, seed)
+    if maps_dir is not None:
+        scores = sweep_scores(maps_dir, index, ids, values, gt)
+        source = str(maps_dir)
+    else:
+        use_threads(num_threads)
+        maps_of = _model_maps(model_path, index, cam or {}, device, amp)
+        scores = _scores(maps_of, index, ids, values, gt, 200)
+        source = f"computed by {model_path}"
+    best = choose(scores)
+    at = dict(zip(scores["thr"], scores["miou"], strict=True))
+    record = {
+        **dict(meta or {}),
+        "target": target,
+        "thr": best,
+        "miou": at[best],
+        "scores": {f"{t:g}": m for t, m in at.items()},
+        "gt": gt,
+        "tuned_on": "held-out train_aug images in no evaluation split",
+        "maps_from": source,
+        "holdout": ids,
+    }
+    log.info(
+        "thr auto (%s): thr %g, mIoU %.2f %% on %d held-out images (%s)",
+        target,
+        best,
+        100 * at[best],
+        len(ids),
+        gt,
+    )
+    with atomic_write(out_json) as tmp:
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def chosen_thr(thr: float | str, record: str | os.PathLike[str] | None) -> float:
+    """The background score to use: ``thr`` itself, or for ``auto`` the choice written by
+    :func:`auto_thr` into ``record``.
+
+    Raises:
+        DataError: ``auto`` without a readable record.
+    """
+    if not is_auto(thr):
+        return float(thr)
+    try:
+        return float(json.loads(Path(record).read_text())["thr"])
+    except (TypeError, OSError, ValueError, KeyError):
+        raise DataError(
+            f"thr: auto needs the held-out sweep's choice, but {record} is missing or not a "
+            "thr_auto record; rerun the thr_auto rule."
+        ) from None

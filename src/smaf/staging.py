@@ -7,8 +7,11 @@ partial folder is then kept *and* treated as complete.) The per-image stages the
 into a staging folder beside the output that Snakemake does not know about, skip the images
 already there on a rerun, and move the finished folder onto the output path in one rename.
 
-A staging folder carries a fingerprint (model file, settings, inputs); when it differs from
-the current run's, the old partial results are discarded instead of being mixed in.
+A staging folder carries a fingerprint (model file, settings); when it differs from the
+current run's, the old partial results are discarded instead of being mixed in. Which images
+in it are finished is the runner's business (:mod:`smaf.perimage`: outputs plus a journal of
+per-image identities). Shards: :func:`shard_ids` cuts a split, :func:`gather_shards` publishes
+the shards' staging folders as one output.
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 
 #: Name of the fingerprint file inside a staging folder.
 FINGERPRINT = ".staging.json"
+#: Name of the journal of finished images inside a staging (or output) folder.
+JOURNAL = ".done.jsonl"
+#: Files of the runner's own, never published.
+BOOKKEEPING = (FINGERPRINT, JOURNAL)
 
 
 def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -97,7 +104,8 @@ def publish(work: str | os.PathLike[str], out_dir: str | os.PathLike[str]) -> No
     work, out = Path(work), Path(out_dir)
     if work.resolve() == out.resolve():
         return
-    (work / FINGERPRINT).unlink(missing_ok=True)
+    for name in BOOKKEEPING:
+        (work / name).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -195,7 +203,7 @@ def gather_shards(
             src = work / sub if sub else work
             for path in src.rglob("*"):
                 rel = path.relative_to(src)
-                if path.is_dir() or rel.name in (FINGERPRINT, manifest) or rel.parts[0] in outputs:
+                if path.is_dir() or rel.name in (*BOOKKEEPING, manifest) or rel.parts[0] in outputs:
                     continue
                 (stage / rel).parent.mkdir(parents=True, exist_ok=True)
                 os.replace(path, stage / rel)
