@@ -125,3 +125,35 @@ def test_shards_gather_into_one_folder(tmp_path) -> None:
     names = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert names == [*(f"{i}.txt" for i in IDS), "stage.json"]  # no journal, no fingerprint
     assert not any(w.exists() for w in works)
+
+
+def test_outputs_named_like_the_bookkeeping_files_do_not_delete_them(tmp_path) -> None:
+    """Per-image outputs ``{id}.json`` beside ``.staging.json`` and the manifest ``stage.json``:
+    resuming keeps the fingerprint, journal and manifest (pruning took them for stale outputs
+    of images named ``.staging`` and ``stage``, so every resume started over)."""
+
+    def fn(image_id: str, root: Path) -> None:
+        calls.append(image_id)
+        (root / f"{image_id}.json").write_text("{}")
+
+    def run(ids):
+        return run_per_image(
+            ids,
+            fn,
+            out=tmp_path / "out",
+            work_dir=tmp_path / "work",
+            fingerprint={"settings": 1, "shard": "1of2"},
+            identity=str,
+            outputs=["{id}.json"],
+            shard="1of2",
+            manifest="stage.json",
+        )
+
+    calls: list[str] = []
+    run(IDS[:3])
+    work = tmp_path / "work"
+    assert (work / FINGERPRINT).is_file() and (work / "stage.json").is_file()
+    calls.clear()
+    run(IDS[:3])
+    assert calls == []  # resumed: nothing recomputed
+    assert (work / FINGERPRINT).is_file() and (work / JOURNAL).is_file()

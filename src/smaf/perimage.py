@@ -34,7 +34,7 @@ import numpy as np
 
 from smaf.io import atomic_write
 from smaf.progress import Progress
-from smaf.staging import JOURNAL, gather_shards, open_staging, publish
+from smaf.staging import BOOKKEEPING, JOURNAL, gather_shards, open_staging, publish
 
 log = logging.getLogger(__name__)
 
@@ -119,13 +119,18 @@ class _Bound:
         return self.fn(image_id, self.root)
 
 
-def _prune(root: Path, patterns: Sequence[str], keep: set[str]) -> None:
+def _prune(root: Path, patterns: Sequence[str], keep: set[str], manifest: str | None) -> None:
     """Remove files named like an output of an image outside ``keep`` (an image gone from
-    the shard, a temporary file of a killed write), so they are not published."""
+    the shard, a temporary file of a killed write), so they are not published. The runner's
+    own files and the stage's manifest are never outputs of an image, whatever their names
+    look like (``{id}.json`` outputs beside ``.staging.json`` and ``sam.json``)."""
+    own = {*BOOKKEEPING, manifest}
     for pattern in patterns:
         folder, name = os.path.split(pattern)
         prefix, suffix = name.split("{id}")
         for path in (root / folder).glob(f"{prefix}*{suffix}"):
+            if not folder and path.name in own:
+                continue
             image_id = path.name[len(prefix) : len(path.name) - len(suffix)]
             if path.is_file() and image_id not in keep:
                 path.unlink()
@@ -209,7 +214,7 @@ def run_per_image(
     root = open_staging(outs.get("", ""), work_dir, fingerprint)
     ids = list(ids)
     if work_dir is not None:
-        _prune(root, outputs, set(ids))
+        _prune(root, outputs, set(ids), manifest)
     for pattern in outputs:
         (root / pattern).parent.mkdir(parents=True, exist_ok=True)
     journal = Journal(root)

@@ -9,7 +9,7 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -160,12 +160,7 @@ def predict_folder(
         SmafError: no images, a bad model or class file, settings that do not fit the model
             or the output folder, an unreadable image with ``strict``.
     """
-    if batch_size < 1 or log_every < 1:
-        raise ConfigError(f"batch size and log_every must be >= 1, got {batch_size}, {log_every}")
-    if not 0.0 < thr < 1.0 or not 0.0 <= alpha <= 1.0:
-        raise ConfigError(f"thr must be in (0, 1) and alpha in [0, 1], got {thr}, {alpha}")
-    if scales is not None and (not scales or min(scales) <= 0):
-        raise ConfigError(f"scales must be positive numbers, got {list(scales)}")
+    _check_args(batch_size, log_every, thr, alpha, scales)
     use_threads(threads)
     dev = resolve_device(device)
     pred = load_predictor(model_path, classes)
@@ -178,37 +173,18 @@ def predict_folder(
         )
     if crf and cams:
         raise ConfigError("the dense CRF refines DeepLab predictions; drop --crf for CAMs.")
-    crf_post = None
-    if crf:
-        crf_post = crf if isinstance(crf, DenseCRF) else DenseCRF()
-        if isinstance(crf, Mapping):
-            crf_post = dataclass_from(DenseCRF, dict(crf), "crf")
-    flip = cams if flip is None else bool(flip)
     out = Path(out_dir)
     exclude = (out,) if work_dir is None else (out, Path(work_dir))
     files = gather_images(images, out, exclude)
     if not files:
         where = ", ".join(map(str, as_list(images)))
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {where}.")
-
-    settings: dict[str, Any] = {
-        "model": {**file_identity(model_path), "path": str(Path(model_path).resolve())},
-        "kind": pred.kind,
-        "flip": flip,
-        "amp": amp,
-    }
-    if cams:
-        fields = {**dict(cam or {}), "flip": flip, **({"scales": tuple(scales)} if scales else {})}
-        cam_cfg = dataclass_from(CAMConfig, fields, "cam")
-        settings.update(cam=asdict(cam_cfg), thr=float(thr))
-        how = f"CAMs at scales {cam_cfg.scales}, flip {flip}, thr {thr}"
-    else:
-        if scales:
-            pred.model.scales = tuple(float(s) for s in scales)
-        settings.update(msc_scales=list(pred.model.scales), crf=asdict(crf_post) if crf else None)
-        how = f"MSC scales {pred.model.scales}, flip {flip}, crf {crf_post}, batch {batch_size}"
+    run = _settings(
+        pred, model_path, cams=cams, crf=crf, cam=cam, scales=scales, flip=flip, amp=amp, thr=thr
+    )
+    run.batch_size, run.overlay, run.strict = batch_size, overlay, strict
     folder = OutputFolder.open(
-        out, settings, pred.class_names, alpha=alpha, overwrite=overwrite, work_dir=work_dir
+        out, run.settings, pred.class_names, alpha=alpha, overwrite=overwrite, work_dir=work_dir
     )
     pred.model.to(dev)
     log.info(
@@ -219,50 +195,13 @@ def predict_folder(
         model_path,
         pred.num_classes,
         dev,
-        how,
+        run.how + (f", thr {thr}" if cams else f", batch {batch_size}"),
     )
 
     t0 = time.perf_counter()
     progress = Progress("predict", len(files), every=log_every, log=log)
-    skipped: list[str] = []
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda")
-
-    def skip(f: ImageFile, exc: DataError) -> None:
-        if strict:
-            raise exc
-        log.warning("skipping %s: %s", f.rel, exc)
-        skipped.append(str(f.rel))
-        progress.update(counted=False)
-
-    pending = []
-    for f in files:
-        if not folder.is_done(f):
-            pending.append(f)
-            continue
-        try:
-            folder.reuse(f, overlay, read_rgb)  # finished by an earlier run
-        except DataError as exc:
-            skip(f, exc)
-            continue
-        progress.update(counted=False)
-    reused = len(files) - len(pending) - len(skipped)
-
-    batch: list[tuple[ImageFile, np.ndarray]] = []
-    for i, (f, image) in enumerate(_read_ahead(pending, ahead=max(4, 2 * batch_size))):
-        if isinstance(image, DataError):
-            skip(f, image)
-        elif cams:
-            mask, maps = _cams(pred, image, cam_cfg, thr, dev, autocast)
-            folder.write(f, image, mask, overlay=overlay, cams=maps)
-            progress.update()
-        else:
-            batch.append((f, image))
-        if batch and (len(batch) >= batch_size or i == len(pending) - 1):
-            for g, img, mask in _deeplab_masks(pred, batch, dev, flip, crf_post, autocast):
-                folder.write(g, img, mask, overlay=overlay)
-                progress.update()
-            batch = []
-    progress.close()
+    skipped, reused = _predict_images(pred, run, files, folder, progress, dev, autocast)
     if not folder.areas:
         raise DataError(f"none of the {len(files)} images under {images} could be read.")
 
@@ -276,6 +215,130 @@ def predict_folder(
     }
     folder.close(files, summary, out, skipped)
     log.info("predict: %s -> %s", json.dumps(summary), out)
+    _log_skipped(skipped, out / MANIFEST)
+    return {**summary, "skipped_images": skipped, "settings": run.settings}
+
+
+def _check_args(
+    batch_size: int, log_every: int, thr: float, alpha: float, scales: Sequence[float] | None
+) -> None:
+    if batch_size < 1 or log_every < 1:
+        raise ConfigError(f"batch size and log_every must be >= 1, got {batch_size}, {log_every}")
+    if not 0.0 < thr < 1.0 or not 0.0 <= alpha <= 1.0:
+        raise ConfigError(f"thr must be in (0, 1) and alpha in [0, 1], got {thr}, {alpha}")
+    if scales is not None and (not scales or min(scales) <= 0):
+        raise ConfigError(f"scales must be positive numbers, got {list(scales)}")
+
+
+@dataclass
+class _Run:
+    """What one predict call computes with: the settings recorded in the manifest, the CAM
+    settings or DeepLab's CRF, and the per-image switches."""
+
+    settings: dict[str, Any]
+    how: str
+    cams: bool
+    flip: bool
+    cam_cfg: CAMConfig | None = None
+    crf_post: DenseCRF | None = None
+    thr: float = 0.2
+    batch_size: int = 1
+    overlay: bool = False
+    strict: bool = False
+
+
+def _settings(
+    pred: Predictor,
+    model_path: str | os.PathLike[str],
+    *,
+    cams: bool,
+    crf: bool | DenseCRF | Mapping[str, Any],
+    cam: Mapping[str, Any] | None,
+    scales: Sequence[float] | None,
+    flip: bool | None,
+    amp: bool,
+    thr: float,
+) -> _Run:
+    """The run's settings (what its outputs depend on: the manifest's ``settings``)."""
+    crf_post = None
+    if crf:
+        crf_post = crf if isinstance(crf, DenseCRF) else DenseCRF()
+        if isinstance(crf, Mapping):
+            crf_post = dataclass_from(DenseCRF, dict(crf), "crf")
+    flip = cams if flip is None else bool(flip)
+    settings: dict[str, Any] = {
+        "model": {**file_identity(model_path), "path": str(Path(model_path).resolve())},
+        "kind": pred.kind,
+        "flip": flip,
+        "amp": amp,
+    }
+    run = _Run(settings, "", cams, flip, crf_post=crf_post, thr=float(thr))
+    if cams:
+        fields = {**dict(cam or {}), "flip": flip, **({"scales": tuple(scales)} if scales else {})}
+        run.cam_cfg = dataclass_from(CAMConfig, fields, "cam")
+        settings.update(cam=asdict(run.cam_cfg), thr=float(thr))
+        run.how = f"CAMs at scales {run.cam_cfg.scales}, flip {flip}"
+    else:
+        if scales:
+            pred.model.scales = tuple(float(s) for s in scales)
+        settings.update(msc_scales=list(pred.model.scales), crf=asdict(crf_post) if crf else None)
+        run.how = f"MSC scales {pred.model.scales}, flip {flip}, crf {crf_post}"
+    return run
+
+
+def _predict_images(
+    pred: Predictor,
+    run: _Run,
+    files: Sequence[ImageFile],
+    folder: OutputFolder,
+    progress: Progress,
+    dev: torch.device,
+    autocast: Any,
+) -> tuple[list[str], int]:
+    """Reuse the finished images, predict the others (DeepLab in same-size batches); return
+    the unreadable images skipped and the number reused."""
+    skipped: list[str] = []
+
+    def skip(f: ImageFile, exc: DataError) -> None:
+        if run.strict:
+            raise exc
+        log.warning("skipping %s: %s", f.rel, exc)
+        skipped.append(str(f.rel))
+        progress.update(counted=False)
+
+    pending = []
+    for f in files:
+        if not folder.is_done(f):
+            pending.append(f)
+            continue
+        try:
+            folder.reuse(f, run.overlay, read_rgb)  # finished by an earlier run
+        except DataError as exc:
+            skip(f, exc)
+            continue
+        progress.update(counted=False)
+    reused = len(files) - len(pending) - len(skipped)
+
+    batch: list[tuple[ImageFile, np.ndarray]] = []
+    for i, (f, image) in enumerate(_read_ahead(pending, ahead=max(4, 2 * run.batch_size))):
+        if isinstance(image, DataError):
+            skip(f, image)
+        elif run.cams:
+            mask, maps = _cams(pred, image, run.cam_cfg, run.thr, dev, autocast)
+            folder.write(f, image, mask, overlay=run.overlay, cams=maps)
+            progress.update()
+        else:
+            batch.append((f, image))
+        if batch and (len(batch) >= run.batch_size or i == len(pending) - 1):
+            for g, img, mask in _deeplab_masks(pred, batch, dev, run.flip, run.crf_post, autocast):
+                folder.write(g, img, mask, overlay=run.overlay)
+                progress.update()
+            batch = []
+    progress.close()
+    return skipped, reused
+
+
+def _log_skipped(skipped: list[str], manifest: Path) -> None:
     if skipped:
         shown = ", ".join(skipped[:5]) + (
             f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
@@ -284,6 +347,5 @@ def predict_folder(
             "predict: %d image(s) could not be read and have no outputs: %s (listed in %s)",
             len(skipped),
             shown,
-            out / MANIFEST,
+            manifest,
         )
-    return {**summary, "skipped_images": skipped, "settings": settings}
