@@ -60,8 +60,8 @@ class PerImage:
     def __init__(self, out, roles, index="index.csv"):
         self.out = out
         state = out.replace("results/{dataset}/", "results/{dataset}/state/", 1)
-        self.marker = out + ".shards/{shard}.done"
-        self.work_dir = state + ("/all" if ONE_JOB else "/{shard}")
+        self.marker = f"{out}.shards/{{shard}}.done"
+        self.work_dir = f"{state}/all" if ONE_JOB else f"{state}/{{shard}}"
         self.roles, self.index = roles, index
 
     def job_outputs(self, name="out", **more):
