@@ -162,6 +162,38 @@ def test_self_train(data, eps_model, tmp_path, teacher):
     assert changed
 
 
+def test_self_train_without_a_pretrained_model_builds_a_fresh_student(data, eps_model, tmp_path):
+    """The CLIP base: no pretrained classifier, the student comes from the `model` settings
+    (any teacher maps in the seeds' layout; here a classifier's, the cheapest to make)."""
+    teacher_dir = tmp_path / "teacher"
+    cam = {"scales": [1.0], "flip": False}
+    teacher_maps(
+        index=data["index"],
+        model_path=eps_model / "model.pt",
+        settings=SeedsSettings.from_dict({**cam, "thr": 0.2}),
+        out_dir=teacher_dir,
+        device="cpu",
+    )
+    params = {"teacher": "offline", "teacher_cam": cam, **LOOP, "augment": AUG}
+    out = tmp_path / "smaf"
+    run = {
+        "index": data["index"],
+        "init_model": None,
+        "teacher_dir": teacher_dir,
+        "out_model": out / "model.pt",
+        "out_history": out / "history.csv",
+        "state_dir": out / "state",
+        "model": MODEL,
+    }
+    self_train(settings=SelfTrainSettings.from_dict(params), **run)
+    student, meta = load_model(out / "model.pt", num_classes=6)
+    assert meta["stage"] == "self_train" and meta["method"] == "clip"
+    assert student.config.width == MODEL["width"] and student.has_background
+    with pytest.raises(ConfigError, match="'online' runs the pretrained classifier"):
+        online = SelfTrainSettings.from_dict({**params, "teacher": "online"})
+        self_train(settings=online, **{**run, "state_dir": tmp_path / "s"})
+
+
 def test_make_target_hand_case():
     """Reactivation with thr 0.2 after denoising, background first (Eq. 8)."""
     fused = torch.tensor([[[[0.1]], [[0.5]], [[0.9]]]])  # [1, 3, 1, 1]

@@ -1,7 +1,9 @@
 """Stage 3: SMAF self-training (paper Sec. 3, Eq. 1–9).
 
 The student starts from the pretrained (EPS) model and learns, at a single scale, the fused
-multi-scale attention of the frozen teacher (the same initial model):
+multi-scale attention of the frozen teacher (the same initial model). On the CLIP base
+(``pretrain.method: clip``) there is no pretrained classifier: the student is built fresh from
+``model:`` (its ``pretrained`` backbone weights, or random) and the teacher is CLIP's maps:
 
 * ``teacher: offline`` (the released code): the teacher's fused maps were computed once over
   train_aug (:mod:`smaf.stages.teacher`) and arrive with the batch, cropped like the image.
@@ -26,6 +28,7 @@ import copy
 import logging
 import os
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +37,13 @@ import torch.nn.functional as F
 
 from smaf import distributed
 from smaf.cam import attention, attention_maps
+from smaf.config import dataclass_from
 from smaf.data.datasets import WeakTrainSet
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
 from smaf.fusion import denoise, fuse_scales, multiscale_maps, reactivate
 from smaf.losses import smaf_loss
-from smaf.models.build import Classifier
+from smaf.models.build import Classifier, ModelConfig, build_classifier
 from smaf.models.checkpoint import load_model, save_model
 from smaf.settings import CAMConfig, SelfTrainSettings
 from smaf.stages.common import write_history
@@ -138,10 +142,28 @@ def _teacher_identity(teacher_dir: str | os.PathLike[str]) -> Any:
     return content_identity(manifest) if manifest.is_file() else file_identity(teacher_dir)
 
 
+def initial_student(
+    init_model: str | os.PathLike[str] | None,
+    model: dict[str, Any] | None,
+    index: DatasetIndex,
+    seed: int,
+) -> tuple[Classifier, dict[str, Any]]:
+    """The student before self-training and its model file's meta: the pretrained classifier
+    ``init_model``, or (None) a fresh one from the ``model`` settings, seeded by ``seed``."""
+    if init_model is not None:
+        return load_model(init_model, num_classes=index.num_classes)
+    if model is None:
+        raise ConfigError("self_train: no init_model and no model settings to build the student")
+    cfg = dataclass_from(ModelConfig, {**model, "num_classes": index.num_classes}, "model")
+    torch.manual_seed(seed)  # the head's initialisation
+    meta = {"method": "clip", "class_names": index.class_names}
+    return build_classifier(cfg), meta
+
+
 def self_train(
     *,
     index: DatasetIndex | str | os.PathLike[str],
-    init_model: str | os.PathLike[str],
+    init_model: str | os.PathLike[str] | None,
     teacher_dir: str | os.PathLike[str] | None,
     settings: SelfTrainSettings | Mapping[str, Any],
     out_model: str | os.PathLike[str],
@@ -149,11 +171,15 @@ def self_train(
     state_dir: str | os.PathLike[str],
     threads: int | None = None,
     role: str = "train_aug",
+    model: dict[str, Any] | None = None,
 ) -> None:
     """Self-train the student initialised from ``init_model``; write it to ``out_model``.
 
     Args:
         index: the dataset index or its path; the student trains on split ``role``.
+        init_model: the pretrained classifier (model.pt); None = a fresh student built from
+            ``model`` (the CLIP base: its teacher is no classifier, so there is none to copy).
+        model: ``ModelConfig`` fields of the fresh student (``num_classes`` from the dataset).
         teacher_dir: the teacher_maps stage's folder (required for ``teacher: offline``).
         settings: the run's ``self_train`` settings, runtime keys included (or their dict:
             :meth:`~smaf.config.Settings.to_dict`, how they reach a DDP worker).
@@ -166,9 +192,14 @@ def self_train(
         raise ConfigError(
             "self_train.teacher 'offline' needs the teacher maps (rule teacher_maps)."
         )
-    student, meta = load_model(init_model, num_classes=index.num_classes)
+    student, meta = initial_student(init_model, model, index, loop.seed)
     teacher = None
     if cfg.teacher == "online":
+        if init_model is None:
+            raise ConfigError(
+                "self_train.teacher 'online' runs the pretrained classifier as the teacher; the "
+                "CLIP base (pretrain.method: clip) has none: use self_train.teacher: offline."
+            )
         teacher = copy.deepcopy(student).eval().to(resolve_device(loop.device))
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -199,9 +230,9 @@ def self_train(
     # labels), the content of the weights it starts from and of the offline teacher's maps.
     full_config = {
         "self_train": cfg.params(),
-        "init_model": str(init_model),
+        "init_model": str(init_model) if init_model else {"fresh": asdict(student.config)},
         "data": index.fingerprint(index.ids(role)),
-        "init_weights": content_identity(init_model),
+        "init_weights": content_identity(init_model) if init_model else None,
         "teacher": _teacher_identity(teacher_dir) if cfg.teacher == "offline" else None,
     }
     history = fit(
