@@ -28,9 +28,19 @@ def demo() -> dict:
     return copy.deepcopy(yaml.safe_load((REPO_ROOT / "config.yaml").read_text()))
 
 
-@pytest.mark.parametrize("preset", ["folder-example.yaml", "coco2014.yaml"])
-def test_the_other_presets_are_valid(schema, demo, preset) -> None:
-    merged = deep_merge(demo, yaml.safe_load((REPO_ROOT / "config" / preset).read_text()))
+@pytest.mark.parametrize(
+    "presets",
+    [
+        ["folder-example.yaml"],
+        ["coco2014.yaml"],
+        ["voc2012.yaml", "clip.yaml"],
+        ["folder-example.yaml", "folder-clip-example.yaml"],
+    ],
+)
+def test_the_other_presets_are_valid(schema, demo, presets) -> None:
+    merged = demo
+    for preset in presets:  # applied in this order, as documented
+        merged = deep_merge(merged, yaml.safe_load((REPO_ROOT / "config" / preset).read_text()))
     assert schema_problems(merged, schema) == []
     assert combination_problems(merged) == []
 
@@ -87,3 +97,27 @@ def test_deep_merge_merges_dicts_key_by_key_and_replaces_the_rest() -> None:
         "keep": [9],
     }
     assert base["s"]["y"]["q"] == 2  # the base is not modified
+
+
+def test_the_clip_base_names_its_model_clip_and_refuses_what_needs_a_classifier(demo) -> None:
+    demo["pretrain"]["method"] = "clip"  # evaluation.models still says eps
+    demo["self_train"]["teacher"] = "online"
+    demo["deeplab"]["init_from"] = "clip"
+    demo["pretrain"]["init_checkpoint"] = "x.pth"
+    demo["seeds"]["thr"] = "auto"
+    text = " ".join(combination_problems(demo))
+    want = "evaluation.models names 'eps', but pretrain.method 'clip' makes the base model"
+    assert want in text
+    assert "self_train.teacher 'online' runs a pretrained classifier" in text
+    assert "deeplab.init_from 'clip': the CLIP base has no ResNet38d backbone" in text
+    assert "pretrain.init_checkpoint replaces EPS pretraining" in text
+    assert "seeds.thr: auto is not wired for the CLIP base's seeds" in text
+    demo["pretrain"]["method"] = "eps"
+    demo["deeplab"]["init_from"] = None
+    demo["pretrain"]["init_checkpoint"] = None
+    demo["deeplab"]["labels_from"] = "clip"
+    demo["seeds"]["thr"] = 0.2
+    assert combination_problems(demo) == [
+        "deeplab.labels_from names 'clip', but pretrain.method 'eps' makes the base model 'eps': "
+        "write 'eps' (or 'smaf') there."
+    ]

@@ -172,3 +172,43 @@ def test_the_teacher_pass_is_the_seeds_computation_with_the_teachers_cam(demo_co
     assert teacher == exp.settings("default", "seeds")  # the demo: one pass serves both
     assert exp.teacher_owner("thr_low") == "default"
     assert exp.teacher_owner("amp") == "amp" and exp.teacher_settings("amp").amp
+
+
+def _clip_exp(demo_config, **clip) -> Experiments:
+    pretrain = {**demo_config["pretrain"], "method": "clip", "clip": {"weights": "w.pt", **clip}}
+    evaluation = {**demo_config["evaluation"], "models": ["clip", "smaf"]}
+    return _exp(demo_config, pretrain=pretrain, evaluation=evaluation)
+
+
+def test_the_clip_base_is_shared_like_eps_and_its_teacher_pass_is_the_seeds_when_settings_agree(
+    demo_config,
+) -> None:
+    ds = "synthetic"
+    # CLIP-ES's seeds (scale 1, no flip) differ from the teacher's (teacher_cam): two passes.
+    exp = _clip_exp(demo_config)
+    assert exp.base == "clip"
+    # pretrain.clip is a pretrain setting, but no pretraining param (its stage is clip_maps).
+    pretrain = exp.settings(None, "pretrain")
+    assert pretrain.method == "clip" and pretrain.clip["weights"] == "w.pt"
+    assert "clip" not in pretrain.params()
+    assert not exp.teacher_is_base_seeds("default")
+    assert exp.teacher_folder(ds, "default") == "results/synthetic/default/teacher_maps"
+    assert exp.clip_settings("default", "teacher")["scales"] == [0.5, 1.0, 1.5, 2.0]
+    assert exp.clip_settings("default", "teacher")["flip"] is True
+    assert exp.clip_settings("default")["scales"] == [1.0] and "weights" not in exp.clip_settings(
+        "default"
+    )
+    assert exp.seeds_roles(ds, "default", "clip") == ["train"]
+    # Every run with the same seeds settings shares the default's CLIP seeds and CRF.
+    assert exp.seeds_owner("single_2", "clip") == "default"
+    assert exp.crf_owner("no_reactivation", "clip") == "default"
+    assert exp.seeds_owner("single_2", "smaf") == "single_2"
+    # The seeds at the teacher's scales and flips: one CLIP pass serves both (train_aug too).
+    teacher = demo_config["self_train"]["teacher_cam"]
+    exp = _clip_exp(demo_config, scales=teacher["scales"], flip=teacher["flip"])
+    assert exp.teacher_is_base_seeds("default")
+    assert exp.teacher_folder(ds, "default") == "results/synthetic/default/seeds/clip"
+    assert exp.seeds_roles(ds, "default", "clip") == ["train", "train_aug"]
+    # The CLIP settings are in an EPS run's config column only when they are used.
+    assert "clip" in exp.run_config("default", ds)["pretrain"]
+    assert "clip" not in _exp(demo_config).run_config("default", ds)["pretrain"]

@@ -307,6 +307,56 @@ def combination_problems(config: dict[str, Any]) -> list[str]:
             "deeplab.init_from: null (and deeplab.pretrained for DeepLab's own init)."
         )
     problems += checkpoint_problems(config)
+    problems += base_problems(config)
+    return problems
+
+
+#: The model name of each pretraining method's base (as smaf.experiments.BASE_MODELS).
+_BASE_OF_METHOD = {"eps": "eps", "cam": "eps", "clip": "clip"}
+
+
+def base_problems(config: dict[str, Any]) -> list[str]:
+    """Model names that do not exist under ``pretrain.method`` (the base is ``eps`` for eps/cam,
+    ``clip`` for clip), and what the CLIP base (no classifier) cannot do."""
+    pretrain = config.get("pretrain") or {}
+    method = pretrain.get("method", "eps")
+    base = _BASE_OF_METHOD.get(method, "eps")
+    other = "clip" if base == "eps" else "eps"
+    deeplab = config.get("deeplab") or {}
+    named = {
+        "evaluation.models": list((config.get("evaluation") or {}).get("models") or []),
+        "deeplab.labels_from": [deeplab.get("labels_from")],
+        "deeplab.init_from": [deeplab.get("init_from")],
+        "thr_sweep.models": list((config.get("thr_sweep") or {}).get("models") or []),
+    }
+    problems = [
+        f"{key} names '{other}', but pretrain.method '{method}' makes the base model "
+        f"'{base}': write '{base}' (or 'smaf') there."
+        for key, models in named.items()
+        if other in models
+    ]
+    if method != "clip":
+        return problems
+    if deeplab.get("init_from") == "clip":
+        problems.append(
+            "deeplab.init_from 'clip': the CLIP base has no ResNet38d backbone to start DeepLab "
+            "from; use 'smaf', deeplab.pretrained weights, or null."
+        )
+    if (config.get("self_train") or {}).get("teacher") == "online":
+        problems.append(
+            "self_train.teacher 'online' runs a pretrained classifier as the teacher; the CLIP "
+            "base (pretrain.method clip) has none: set self_train.teacher: offline."
+        )
+    if str((config.get("seeds") or {}).get("thr")) == "auto":
+        problems.append(
+            "seeds.thr: auto is not wired for the CLIP base's seeds yet (pretrain.method clip): "
+            "set a number (CLIP-ES's VOC background score before CRF: 1.0; SMAF's: 0.2)."
+        )
+    if pretrain.get("init_checkpoint"):
+        problems.append(
+            "pretrain.init_checkpoint replaces EPS pretraining; pretrain.method clip trains "
+            "nothing: remove init_checkpoint (the CLIP weights are pretrain.clip.weights)."
+        )
     return problems
 
 

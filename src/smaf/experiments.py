@@ -47,6 +47,12 @@ RESULT_SECTIONS = ("saliency", "model", "pretrain", *OVERRIDABLE)
 #: and no evaluation server for semantic segmentation (smaf.data.sources.coco builds no test
 #: index), so `rule all` asks for no submission archive there.
 NO_TEST_IMAGES = ("coco",)
+#: The model name of each ``pretrain.method``'s base (its seeds, CRF and evaluation records):
+#: EPS and its CAM baseline train the classifier ``eps``; the CLIP base is ``clip`` (no
+#: classifier: CLIP-ES CAMs of the ``pretrain.clip`` weights).
+BASE_MODELS = {"eps": "eps", "cam": "eps", "clip": "clip"}
+#: The ``pretrain.clip`` keys that are no CAM settings (smaf.clip.ClipCAMConfig's are the rest).
+CLIP_WORKFLOW_KEYS = ("weights",)
 
 
 #: What the weights of each DeepLab backbone's ``pretrained`` file were trained on.
@@ -87,6 +93,11 @@ def eps_is_trained(config: Mapping[str, Any]) -> bool:
     return pretrain.get("method", "eps") == "eps" and not pretrain.get("init_checkpoint")
 
 
+def base_model(config: Mapping[str, Any]) -> str:
+    """The base's model name (``eps`` or ``clip``) under ``pretrain.method`` (:data:`BASE_MODELS`)."""
+    return BASE_MODELS[(config.get("pretrain") or {}).get("method", "eps")]
+
+
 def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
     """``config`` with every dict key-sorted (Snakemake compares params by their text, so the same
     settings in another key order must rerun nothing); experiments and ablation tables keep the
@@ -104,6 +115,8 @@ class Experiments:
         self.config = config
         #: Random seeds; pretraining (shared by every run) uses the first.
         self.seeds = [int(s) for s in config["train"]["seeds"]]
+        #: The base model's name (eps | clip): its seeds and CRF are shared by every run.
+        self.base = base_model(config)
         self.listed = dict(config["experiments"])  # built by `rule all`
         self.ablations = dict(config.get("ablations") or {})
         self.all = {**self.listed, **self._ablation_experiments()}
@@ -181,6 +194,8 @@ class Experiments:
         name, seed = self.parse_run(run)
         cfg = self.merged_config(name)
         train = {k: cfg["train"][k] for k in result_train_keys(cfg["train"])}
+        if self.base != "clip":  # the CLIP settings change no number of an EPS base
+            cfg["pretrain"] = {k: v for k, v in cfg["pretrain"].items() if k != "clip"}
         return canonical(
             {
                 "dataset": dataset,
@@ -194,16 +209,6 @@ class Experiments:
         """``base`` and ``supervision`` of a record of run ``run`` (classifier or DeepLab
         labels ``model``, ``stage``): :func:`smaf.provenance.provenance` of its merged config."""
         return provenance(self.merged_config(self.parse_run(run)[0]), model, stage)._asdict()
-
-    def teacher_owner(self, run: str) -> str:
-        """Experiment whose offline teacher maps a run uses: the first with the same settings.
-
-        The maps depend only on the EPS model and the pass's settings (:meth:`teacher_settings`:
-        ``self_train.teacher_cam``, ``seeds.amp``), so the extra seeds of an experiment, and
-        experiments that change other settings, share one pass.
-        """
-        teacher = self.teacher_settings(run)
-        return next(n for n in self.all if self.teacher_settings(n) == teacher)
 
     def settings(self, run: str | None, section: str) -> Settings:
         """The typed settings (:mod:`smaf.settings`) of config section ``section`` for run
@@ -291,36 +296,76 @@ class Experiments:
         ]
 
     # ---------------------------------------------- who computes what: no image twice
-    # The EPS model is shared by every run, so its seeds (and their CRF) depend only on the seeds
-    # (and CRF) settings: the first experiment with those settings computes them for all. The
-    # offline teacher's maps *are* EPS seeds when the teacher's CAM settings equal the seeds'
-    # and the seeds' threshold is the previews' (PREVIEW_THR): then one pass serves both. A
-    # pass covers every split any of its users needs (train ⊂ train_aug on VOC: each image once).
+    # The base (EPS model, or CLIP) is shared by every run, so its seeds (and their CRF) depend
+    # only on the seeds (and CRF) settings: the first experiment with those settings computes them
+    # for all. The offline teacher's maps *are* the base's seeds when the teacher's pass has the
+    # seeds' settings (the teacher's CAM settings equal the seeds' and the seeds' threshold is the
+    # previews', PREVIEW_THR): then one pass serves both. A pass covers every split any of its
+    # users needs (train ⊂ train_aug on VOC: each image once). The CLIP base's seeds use the
+    # ``pretrain.clip`` scales and flip, its teacher ``self_train.teacher_cam``'s (their
+    # resize_mode and eps apply to classifier teachers only).
     def teacher_settings(self, run: str) -> SeedsSettings:
-        """The offline teacher's pass of ``run``: the seeds computation with the teacher's CAM
-        (``self_train.teacher_cam``), the previews' background score (:data:`PREVIEW_THR`: its
-        maps do not depend on it) and ``seeds.amp`` (the rule teacher_maps' settings)."""
+        """The offline teacher's pass of ``run`` (a classifier teacher): the seeds computation
+        with the teacher's CAM (``self_train.teacher_cam``), the previews' background score
+        (:data:`PREVIEW_THR`: its maps do not depend on it) and ``seeds.amp`` (the rule
+        teacher_maps' settings)."""
         cam = self.settings(run, "self_train").teacher_cam
         return replace(self.settings(run, "seeds"), cam=cam, thr=PREVIEW_THR)
 
-    def _seeds_key(self, run: str, model: str) -> tuple:
-        key = (model, repr(self.settings(run, "seeds")))
-        return key if model == "eps" else (*key, run)
+    def clip_settings(self, run: str, which: str = "seeds") -> dict[str, Any]:
+        """The CLIP base's CAM settings (``pretrain.clip`` less its weights: the fields of
+        smaf.clip.ClipCAMConfig) of the seeds pass, or (``which='teacher'``) of run's offline
+        teacher pass: scales and flip from ``self_train.teacher_cam``."""
+        clip = self.settings(None, "pretrain").clip
+        cfg = {k: v for k, v in clip.items() if k not in CLIP_WORKFLOW_KEYS}
+        cfg["class_prompts"] = cfg.get("class_prompts") or {}
+        if which == "teacher":
+            cam = self.settings(run, "self_train").teacher_cam
+            cfg["scales"], cfg["flip"] = list(cam.scales), cam.flip
+        cfg["scales"] = [float(v) for v in cfg.get("scales", [1.0])]
+        return canonical(cfg)
 
-    def teacher_is_eps_seeds(self, run: str) -> bool:
-        """Whether run's offline teacher maps are its EPS seeds pass (same settings)."""
-        return self.teacher_settings(run) == self.settings(run, "seeds")
+    def _base_pass(self, run: str, which: str) -> Any:
+        """What the base's seeds (``which='seeds'``) or offline teacher (``'teacher'``) pass of
+        run computes with: equal values, one pass. A classifier's: its SeedsSettings; CLIP's:
+        its CAM settings and background score (CLIP has no bf16 pass: ``seeds.amp`` is moot)."""
+        if self.base == "clip":
+            thr = PREVIEW_THR if which == "teacher" else self.settings(run, "seeds").thr
+            return repr(self.clip_settings(run, which)), thr
+        return self.teacher_settings(run) if which == "teacher" else self.settings(run, "seeds")
+
+    def teacher_owner(self, run: str) -> str:
+        """Experiment whose offline teacher maps a run uses: the first with the same settings.
+
+        The maps depend only on the base and the pass's settings (:meth:`teacher_settings`:
+        ``self_train.teacher_cam``, ``seeds.amp``; CLIP's: :meth:`clip_settings`), so the extra
+        seeds of an experiment, and experiments that change other settings, share one pass.
+        """
+        teacher = self._base_pass(run, "teacher")
+        return next(n for n in self.all if self._base_pass(n, "teacher") == teacher)
+
+    def _seeds_key(self, run: str, model: str) -> tuple:
+        if model == self.base:
+            return model, repr(self._base_pass(run, "seeds"))
+        return model, repr(self.settings(run, "seeds")), run
+
+    def teacher_is_base_seeds(self, run: str) -> bool:
+        """Whether run's offline teacher maps are its base's seeds pass (same settings)."""
+        return self._base_pass(run, "teacher") == self._base_pass(run, "seeds")
+
+    #: The EPS name of :meth:`teacher_is_base_seeds`.
+    teacher_is_eps_seeds = teacher_is_base_seeds
 
     def seeds_owner(self, run: str, model: str) -> str:
-        """The run whose ``seeds/<model>`` folder holds run's seeds (EPS: shared)."""
-        if model != "eps":
+        """The run whose ``seeds/<model>`` folder holds run's seeds (the base's: shared)."""
+        if model != self.base:
             return run
         key = self._seeds_key(run, model)
         return next(r for r in self.runs(False) if self._seeds_key(r, model) == key)
 
     def crf_owner(self, run: str, model: str) -> str:
-        """The run whose ``crf/<model>`` folder holds run's CRF labels (EPS: shared)."""
-        if model != "eps":
+        """The run whose ``crf/<model>`` folder holds run's CRF labels (the base's: shared)."""
+        if model != self.base:
             return run
         key = (self._seeds_key(run, model), self.settings(run, "crf").params())
         return next(
@@ -331,8 +376,8 @@ class Experiments:
 
     def teacher_folder(self, dataset: str, run: str) -> str:
         """The folder of run's offline teacher maps (``maps/<id>.npz`` inside)."""
-        if self.teacher_is_eps_seeds(run):
-            return f"results/{dataset}/{self.seeds_owner(run, 'eps')}/seeds/eps"
+        if self.teacher_is_base_seeds(run):
+            return f"results/{dataset}/{self.seeds_owner(run, self.base)}/seeds/{self.base}"
         return f"results/{dataset}/{self.teacher_owner(run)}/teacher_maps"
 
     def figure_split(self, dataset: str, run: str) -> str:
@@ -362,7 +407,8 @@ class Experiments:
         if run in self.runs():  # Fig. 3 shows both classifiers' fused maps
             roles.add(self.figure_split(dataset, run))
         self_train = self.section(run, "self_train")
-        if model == "eps" and self_train["teacher"] == "offline" and self.teacher_is_eps_seeds(run):
+        offline = self_train["teacher"] == "offline"
+        if model == self.base and offline and self.teacher_is_base_seeds(run):
             roles.add("train_aug")
         if model in (self.config.get("thr_sweep") or {}).get("models", ()):
             roles.add("train_aug")

@@ -15,6 +15,7 @@ Snakemake reads the workflow, and light modules (the CRF workers) import them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from smaf.config import FLAT, RuntimeConfig, Settings, is_auto
 from smaf.errors import ConfigError
@@ -194,19 +195,29 @@ class PretrainSettings(Settings):
 
     SECTION = "pretrain"
 
-    method: str = "eps"  # 'eps' (classification + saliency loss) | 'cam' (classification only)
+    # 'eps' (classification + saliency loss) | 'cam' (classification only) | 'clip' (no
+    # training: the CLIP base, model 'clip', CLIP-ES CAMs of the `clip` settings' weights).
+    method: str = "eps"
     tau: float = 0.4  # EPS overlap threshold (the released script's value; argparse default 0.5)
     lam: float = 0.5  # EPS λ: weight of the foreground term of the predicted saliency
     saliency_resize: str = "nearest"  # how EPS resizes the saliency to the CAM size
     # A trained classifier adopted instead of training (the script converts it); None = train.
     init_checkpoint: str | None = None
+    # The CLIP base (method clip): `weights` and smaf.clip.ClipCAMConfig's keys, as written
+    # (the schema checks them; smaf.experiments.Experiments.clip_settings builds each pass's;
+    # smaf.clip imports torch, so they are not typed here). No pretraining param: the rule
+    # clip_maps is their stage, and they change no EPS training.
+    clip: dict[str, Any] = field(default_factory=dict, metadata={"params": False})
     loop: LoopConfig = field(default_factory=LoopConfig, metadata=FLAT)
     optim: OptimConfig = field(default_factory=OptimConfig, metadata=FLAT)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.method not in ("eps", "cam"):
-            raise ConfigError(f"pretrain.method must be 'eps' or 'cam', got {self.method!r}")
+        if self.method not in ("eps", "cam", "clip"):
+            raise ConfigError(
+                f"pretrain.method must be 'eps', 'cam' or 'clip', got {self.method!r}"
+            )
+        self.clip = dict(self.clip or {})
         if not 0 <= self.tau <= 1 or not 0 <= self.lam <= 1:
             raise ConfigError(
                 f"pretrain.tau and pretrain.lam must be in [0, 1], got {self.tau}, {self.lam}"
@@ -275,7 +286,8 @@ class DeepLabSettings(Settings):
 
     SECTION = "deeplab"
 
-    labels_from: str = "smaf"  # whose CRF-refined train_aug seeds are the pseudo labels
+    # Whose CRF-refined train_aug seeds are the pseudo labels: smaf, or the base (eps; clip).
+    labels_from: str = "smaf"
     # Initialise the backbone from this classifier's (its model file is the rule's input).
     init_from: str | None = None
     # Evaluation only: a trained DeepLab adopted instead of training; None = train.
@@ -288,10 +300,11 @@ class DeepLabSettings(Settings):
     test: DeepLabTest = field(default_factory=DeepLabTest, metadata={"params": False})
 
     def __post_init__(self) -> None:
-        if self.labels_from not in ("smaf", "eps") or self.init_from not in ("smaf", "eps", None):
+        labels = ("smaf", "eps", "clip")
+        if self.labels_from not in labels or self.init_from not in ("smaf", "eps", None):
             raise ConfigError(
-                "deeplab.labels_from must be smaf or eps, deeplab.init_from smaf, eps or null; "
-                f"got {self.labels_from!r}, {self.init_from!r}"
+                "deeplab.labels_from must be smaf, eps or clip, deeplab.init_from smaf, eps or "
+                f"null; got {self.labels_from!r}, {self.init_from!r}"
             )
 
 

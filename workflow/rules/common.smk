@@ -46,6 +46,8 @@ SPLIT_ROLES = ("train_aug", "train", "val")
 SEEDS = EXP.seeds
 #: Every experiment the workflow knows: `experiments:` plus the ablation rows' own.
 EXPERIMENTS = EXP.all
+#: The CLIP base (pretrain.method clip): no pretraining job; the base model is `clip`.
+CLIP_BASE = EXP.base == "clip"
 #: GPUs (DDP processes) of each training job: its `gpu` resource.
 TRAIN_GPUS = int(config["train"]["gpus"])
 run_names = EXP.run_names
@@ -102,7 +104,10 @@ def stage_settings(section, part=None):
 
 def teacher_settings(wildcards):
     """The offline teacher pass's settings (smaf.experiments.Experiments.teacher_settings):
-    the seeds computation with the teacher's CAM and the previews' background score."""
+    the seeds computation with the teacher's CAM and the previews' background score. None on
+    the CLIP base (its teacher pass is CLIP's: Experiments.clip_settings)."""
+    if CLIP_BASE:
+        return None
     return EXP.teacher_settings(wildcards.experiment).params()
 
 
@@ -120,6 +125,16 @@ def eps_is_trained():
     """Whether EPS pretraining runs, and so needs a saliency map per training image
     (smaf.experiments.eps_is_trained; check-config asks the same)."""
     return experiments_eps_is_trained(config)
+
+
+def teacher_maps_inputs(wildcards):
+    """Dataset index and the teacher: the pretrained classifier, or the CLIP weights."""
+    inputs = {"index": data_path(wildcards)}
+    if CLIP_BASE:
+        inputs["weights"] = clip_weights_input(wildcards)
+    else:
+        inputs["model"] = f"results/{wildcards.dataset}/pretrain/model.pt"
+    return inputs
 
 
 def pretrain_inputs(wildcards):
@@ -140,9 +155,17 @@ def pretrain_inputs(wildcards):
 
 
 def self_train_inputs(wildcards):
-    """Dataset index, the pretrained model and (offline teacher) the teacher's maps."""
+    """Dataset index, the pretrained model (none on the CLIP base: the student is built from
+    `model:`, and its `model.pretrained` weights when a manual item) and (offline teacher) the
+    teacher's maps."""
     base = f"results/{wildcards.dataset}"
-    inputs = {"index": data_path(wildcards), "model": f"{base}/pretrain/model.pt"}
+    inputs = {"index": data_path(wildcards)}
+    if CLIP_BASE:
+        markers = manual_markers(config["model"].get("pretrained"))
+        if markers:
+            inputs["manual"] = markers
+    else:
+        inputs["model"] = f"{base}/pretrain/model.pt"
     if experiment_cfg(wildcards, "self_train")["teacher"] == "offline":
         inputs["teacher"] = EXP.teacher_folder(wildcards.dataset, wildcards.experiment)
     return {**inputs, **thr_auto_input("self_train", "teacher")(wildcards)}

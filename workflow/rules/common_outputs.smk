@@ -39,15 +39,18 @@ def figure_seed_inputs(wildcards):
     ds, run = wildcards.dataset, wildcards.experiment
     return {
         "index": data_path(wildcards),
-        "eps": seeds_folder(ds, run, "eps"),
+        "eps": seeds_folder(ds, run, EXP.base),  # the base's: EPS or CLIP
         "smaf": seeds_folder(ds, run, "smaf"),
     }
 
 
 def curve_histories(wildcards):
     """Training histories of one experiment: EPS pretraining, self-training, DeepLab."""
+    pretrain = (
+        [] if CLIP_BASE else [f"results/{wildcards.dataset}/pretrain/history.csv"]
+    )
     return [
-        f"results/{wildcards.dataset}/pretrain/history.csv",
+        *pretrain,
         f"results/{wildcards.dataset}/{wildcards.experiment}/self_train/history.csv",
         f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab/history.csv",
     ]

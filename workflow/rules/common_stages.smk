@@ -12,6 +12,20 @@ def classifier_path(dataset, experiment, model):
     return f"results/{dataset}/{experiment}/self_train/model.pt"
 
 
+def clip_weights(wildcards=None):
+    """The CLIP base's weights file: pretrain.clip.weights, a `downloads:` item's name
+    (resources/downloads/<name>, fetched by the download rule) or a path."""
+    weights = config["pretrain"]["clip"]["weights"]
+    if weights in config["downloads"]:
+        return f"resources/downloads/{weights}"
+    return weights
+
+
+def clip_weights_input(wildcards):
+    """What provides the CLIP weights (the download, a manual item's marker, or the file)."""
+    return weights_input(clip_weights(wildcards))
+
+
 def classifier_model(wildcards):
     """Trained classifier behind {model} (see classifier_path)."""
     return classifier_path(wildcards.dataset, wildcards.experiment, wildcards.model)
@@ -141,7 +155,7 @@ DEEPLAB_LOGITS = "results/{dataset}/{experiment}/deeplab/logits_{pred_split}"
 
 #: An evaluation record's name: <model>_<seed|crf>_<split>_<gt> or <deeplab|deeplab_crf>_val_<gt>.
 RECORD = re.compile(
-    r"^(?:(?P<model>eps|smaf)_(?P<stage>seed|crf)|(?P<deeplab>deeplab(?:_crf)?))_"
+    r"^(?:(?P<model>eps|smaf|clip)_(?P<stage>seed|crf)|(?P<deeplab>deeplab(?:_crf)?))_"
     r"(?P<split>train_aug|train|val)_(?P<gt>SegmentationClass|SegmentationClassAug)$"
 )
 

@@ -14,7 +14,7 @@ rule crf:
     benchmark:
         CRF.per_job("benchmarks/{dataset}/{experiment}/crf/{model}.tsv")
     wildcard_constraints:
-        model="eps|smaf",
+        model="eps|smaf|clip",
     conda:
         "../../envs/smaf.yaml"
     threads: 8
@@ -39,7 +39,7 @@ if not ONE_JOB:
         log:
             "logs/{dataset}/{experiment}/crf/{model}.gather.log",
         wildcard_constraints:
-            model="eps|smaf",
+            model="eps|smaf|clip",
         localrule: True
         conda:
             "../../envs/smaf.yaml"

@@ -32,7 +32,7 @@ rule evaluate:
     log:
         "logs/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.log",
     wildcard_constraints:
-        model="eps|smaf",
+        model="eps|smaf|clip",
         stage="seed|crf",
         gt="SegmentationClass|SegmentationClassAug",
     localrule: True

@@ -36,6 +36,39 @@ rule seeds:
         "../scripts/seeds.py"
 
 
+# The CLIP base's seeds (pretrain.method clip): CLIP-ES CAMs of the pretrain.clip weights at
+# the pretrain.clip settings, in the seeds' layout (maps/<id>.npz, <id>.png, seeds.json), so
+# CRF, evaluation and (when the settings agree) SMAF's offline teacher read them as EPS seeds.
+# Shared by every run with the same seeds.thr (seeds_folder); sharded and gathered the same way.
+rule clip_maps:
+    input:
+        weights=clip_weights_input,
+        index="results/{dataset}/data/index.csv",
+    output:
+        **SEEDS.job_outputs(),
+    log:
+        SEEDS.per_job("logs/{dataset}/{experiment}/seeds/{model}.log"),
+    benchmark:
+        SEEDS.per_job("benchmarks/{dataset}/{experiment}/seeds/{model}.tsv")
+    wildcard_constraints:
+        model="clip",
+    conda:
+        "../../envs/smaf.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        code=script_code("clip_maps.py"),
+        weights=clip_weights,
+        roles=seeds_roles,
+        settings=lambda wildcards: EXP.clip_settings(wildcards.experiment),
+        thr=experiment_field("seeds", "thr"),
+        out_dir=SEEDS.out,
+        work_dir=SEEDS.work_dir,
+    script:
+        "../scripts/clip_maps.py"
+
+
 if not ONE_JOB:
 
     rule seeds_gather:
@@ -46,7 +79,7 @@ if not ONE_JOB:
         log:
             "logs/{dataset}/{experiment}/seeds/{model}.gather.log",
         wildcard_constraints:
-            model="eps|smaf",
+            model="eps|smaf|clip",
         localrule: True
         conda:
             "../../envs/smaf.yaml"

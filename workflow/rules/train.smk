@@ -32,8 +32,7 @@ rule pretrain:
 
 rule teacher_maps:
     input:
-        index="results/{dataset}/data/index.csv",
-        model="results/{dataset}/pretrain/model.pt",
+        unpack(teacher_maps_inputs),
     output:
         **TEACHER_MAPS.job_outputs(),
     log:
@@ -48,9 +47,16 @@ rule teacher_maps:
         gpu=1,
     params:
         code=script_code("teacher_maps.py"),
-        # The seed computation's settings (smaf.settings.SeedsSettings) with the teacher's
-        # CAM; it follows seeds.amp (bf16 on CUDA).
+        # A classifier teacher's pass: the seed computation's settings
+        # (smaf.settings.SeedsSettings) with the teacher's CAM; it follows seeds.amp (bf16 on
+        # CUDA). None on the CLIP base.
         settings=teacher_settings,
+        # The CLIP base (pretrain.method clip): its weights and the teacher's CLIP settings
+        # (pretrain.clip at teacher_cam's scales and flip); None for a classifier teacher.
+        weights=lambda wildcards: clip_weights(wildcards) if CLIP_BASE else None,
+        clip=lambda wildcards: (
+            EXP.clip_settings(wildcards.experiment, "teacher") if CLIP_BASE else None
+        ),
         out_dir=TEACHER_MAPS.out,
         work_dir=TEACHER_MAPS.work_dir,
     script:
@@ -95,6 +101,8 @@ rule self_train:
     params:
         code=script_code("self_train.py"),
         settings=stage_settings("self_train"),  # smaf.settings.SelfTrainSettings
+        # The CLIP base has no pretrained classifier: the student is built from `model:`.
+        model=config["model"] if CLIP_BASE else None,
         state_dir="results/{dataset}/state/{experiment}/self_train",
     script:
         "../scripts/self_train.py"

@@ -17,7 +17,8 @@ run_training(
     snakemake.log[0],
     self_train,
     index=snakemake.input.index,
-    init_model=snakemake.input.model,
+    init_model=snakemake.input.get("model"),  # None: the CLIP base (a fresh student)
+    model=snakemake.params.model,
     teacher_dir=snakemake.input.get("teacher"),
     settings=SelfTrainSettings.from_dict(values),
     out_model=snakemake.output.model,

@@ -37,6 +37,7 @@ from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError
 from smaf.io import load_image, save_maps, save_mask
 from smaf.perimage import PerImageRun, run_per_image
+from smaf.settings import PREVIEW_THR  # the teacher previews' background score
 from smaf.staging import file_identity, select_shard
 from smaf.train import resolve_device, use_threads
 
@@ -170,3 +171,33 @@ def clip_maps(
         log_every=log_every,
     )
     return stats
+
+
+def clip_teacher_maps(
+    weights: str | os.PathLike[str],
+    index: DatasetIndex | str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: dict[str, Any] | ClipCAMConfig | None,
+    *,
+    work_dir: str | os.PathLike[str] | None = None,
+    shard: str | tuple[int, int] | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    role: str = "train_aug",
+) -> dict[str, Any]:
+    """SMAF's offline teacher on the CLIP base: the CLIP maps of split ``role`` at the teacher's
+    ``settings`` (``pretrain.clip`` with ``self_train.teacher_cam``'s scales and flip), in the
+    layout of :func:`smaf.stages.teacher.teacher_maps` (PNG previews at :data:`PREVIEW_THR`).
+    Only where those settings differ from the seeds' (else the seeds pass is the teacher's)."""
+    return clip_maps(
+        weights,
+        index,
+        role,
+        out_dir,
+        settings,
+        PREVIEW_THR,
+        device,
+        work_dir=work_dir,
+        num_threads=threads,
+        shard=shard,
+    )
