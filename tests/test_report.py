@@ -110,6 +110,14 @@ def test_paper_columns_for_voc_and_explicit_group() -> None:
     assert (t2.loc["EPS", "paper seed"], t2.loc["EPS", "paper +CRF"]) == ("69.5", "71.4")
 
 
+def test_the_clip_base_has_table2_rows_before_smaf_and_no_paper_value() -> None:
+    stages = {"clip_seed": 0.5, "clip_crf": 0.6, "smaf_seed": 0.55, "smaf_crf": 0.65}
+    t2 = pseudo_label_table(pd.DataFrame(_rows("voc2012", "clip", stages)))
+    assert t2["method"].tolist() == ["CLIP", "SMAF"]
+    clip = t2.set_index("method").loc["CLIP"]
+    assert (clip["seed"], clip["+CRF"], clip["paper seed"]) == ("50.0", "60.0", "–")
+
+
 def test_paper_ablation_rows() -> None:
     assert paper_ablation_miou("table3", "{0.5, 1}") == 71.1
     assert paper_ablation_miou("table3", "{1, 2}") == 70.5

@@ -45,7 +45,8 @@ def figure_seed_inputs(wildcards):
 
 
 def curve_histories(wildcards):
-    """Training histories of one experiment: EPS pretraining, self-training, DeepLab."""
+    """Training histories of one experiment: EPS pretraining (none on the CLIP base),
+    self-training, DeepLab."""
     pretrain = (
         [] if CLIP_BASE else [f"results/{wildcards.dataset}/pretrain/history.csv"]
     )

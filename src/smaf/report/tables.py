@@ -56,8 +56,10 @@ ABLATION_TITLES = {
 
 #: Table 1 columns: the DeepLab stages of summary.csv (val split).
 TABLE1_STAGES = {"deeplab": "DeepLab (MSC)", "deeplab_crf": "DeepLab (MSC) + CRF"}
-#: Table 2: seed stages of summary.csv → (method, column).
+#: Table 2: seed stages of summary.csv → (method, column); CLIP is the CLIP base (no paper value).
 TABLE2_STAGES = {
+    "clip_seed": ("CLIP", "seed"),
+    "clip_crf": ("CLIP", "+CRF"),
     "eps_seed": ("EPS", "seed"),
     "eps_crf": ("EPS", "+CRF"),
     "smaf_seed": ("SMAF", "seed"),
@@ -224,7 +226,7 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
     if _wants_paper(summary, paper):
         for col, field in (("paper seed", "seed"), ("paper +CRF", "crf")):
             out[col] = [
-                _paper_value(PAPER["table2"][m.lower()][field])
+                _paper_value(PAPER["table2"].get(m.lower(), {}).get(field))
                 if is_voc(d) and s == "train"
                 else NA
                 for d, s, m in zip(out["dataset"], out["split"], out["method"], strict=True)
