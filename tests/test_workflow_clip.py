@@ -77,4 +77,7 @@ def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
     assert {"clip_seed", "clip_crf", "smaf_seed", "smaf_crf", "deeplab"} <= stages
     assert set(summary.loc[summary["stage"].str.startswith("clip"), "model"]) == {"clip"}
     assert set(summary.loc[summary["stage"] == "deeplab", "model"]) == {"smaf"}
+    # Every number stands on the CLIP base; the tiny student has no init weights of its own.
+    assert set(summary["base"]) == {"clip"}
+    assert set(summary["supervision"]) == {"CLIP image-text pretraining"}
     assert not (tmp_path / "work" / "results" / "synthetic" / "pretrain").exists()
