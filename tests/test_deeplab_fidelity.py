@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from smaf.experiments import deeplab_init
 from smaf.models.deeplab import MSC, scale_input
+from smaf.provenance import deeplab_init
 from smaf.transforms import DeepLabAugment, _resize, augment_pair
 
 

@@ -18,10 +18,10 @@ from test_convert_published import eps_resnet38d_shapes
 from smaf.config import checkpoint_problems
 from smaf.data.index import DatasetIndex
 from smaf.errors import ConfigError, DataError, SmafError
-from smaf.experiments import deeplab_init
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import load_model, save_model
 from smaf.models.deeplab import DeepLabConfig, build_deeplab, load_deeplab, save_deeplab
+from smaf.provenance import deeplab_init
 from smaf.report.tables import segmentation_table
 from smaf.stages.published import adopt_classifier, adopt_deeplab, is_project_model
 

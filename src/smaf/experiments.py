@@ -55,37 +55,6 @@ BASE_MODELS = {"eps": "eps", "cam": "eps", "clip": "clip"}
 CLIP_WORKFLOW_KEYS = ("weights",)
 
 
-#: What the weights of each DeepLab backbone's ``pretrained`` file were trained on.
-_PRETRAINED_KIND = {
-    "resnet101_caffe": "DeepLab-v2 Caffe init",
-    "resnet101": "torchvision ImageNet",
-    "resnet50": "torchvision ImageNet",
-    "resnet38d": "ResNet38d ImageNet",
-}
-
-
-def deeplab_init(deeplab: Mapping[str, Any]) -> str:
-    """Where a run's DeepLab weights come from, in words (Table 1's ``init`` column).
-
-    ``deeplab`` is the run's merged ``deeplab:`` section. E.g. ``"resnet101_caffe: DeepLab-v2
-    Caffe init (init.caffemodel)"``, ``"resnet38d: smaf classifier's backbone"``,
-    ``"checkpoint deeplabv2_resnet101_msc-vocaug-20000.pth (not trained here)"``.
-    """
-    if deeplab.get("init_checkpoint"):
-        name = Path(deeplab["init_checkpoint"]).name
-        if name.startswith("train2_iter"):
-            # The DeepLab authors' second step (solver2.prototxt): fine-tuned on trainval_aug.
-            return f"checkpoint {name} (not trained here; fine-tuned on val: no val score)"
-        return f"checkpoint {name} (not trained here)"
-    backbone = deeplab.get("backbone", "resnet101")
-    if deeplab.get("init_from"):
-        return f"{backbone}: {deeplab['init_from']} classifier's backbone"
-    if deeplab.get("pretrained"):
-        kind = _PRETRAINED_KIND.get(backbone, "weights")
-        return f"{backbone}: {kind} ({Path(deeplab['pretrained']).name})"
-    return f"{backbone}: random init"
-
-
 def eps_is_trained(config: Mapping[str, Any]) -> bool:
     """Whether EPS pretraining runs, and so needs a saliency map per training image (not with
     pretrain.method cam, nor when pretrain.init_checkpoint replaces the training)."""

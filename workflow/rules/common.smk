@@ -17,8 +17,9 @@ from smaf.data.sources import coco as coco_source
 from smaf.data.sources import source_fingerprint
 from smaf.errors import ConfigError
 from smaf.config import is_auto
-from smaf.experiments import Experiments, canonical_config, deeplab_init
+from smaf.experiments import Experiments, canonical_config
 from smaf.experiments import eps_is_trained as experiments_eps_is_trained
+from smaf.provenance import deeplab_init
 
 # Snakemake compares params by their text: with every dict of the config key-sorted once here,
 # the same settings written in another key order (another config file, a --configfile

@@ -146,7 +146,7 @@ def train_deeplab(
         "class_names": index.class_names,
         "iterations": loop.iterations,
         "labels": str(label_dir),
-        # Where the backbone started (Table 1 names it from the config: deeplab_init).
+        # Where the backbone started (Table 1 names it from the config: deeplab_init in smaf.provenance).
         "init": str(init_backbone) if init_backbone is not None else model_cfg.pretrained,
     }
     save_deeplab(out_model, net.cpu(), meta)  # written last: its presence means done
