@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -69,15 +70,25 @@ def find_images(
             rel = PurePosixPath((here / name).relative_to(root).as_posix())
             found.append(ImageFile(rel, here / name))
     found.sort(key=lambda f: str(f.rel))
+    clash = stem_clash(found)
+    if clash:
+        first, second = clash
+        raise DataError(
+            f"{first.rel} and {second.rel} in {root} would both be written as {second.stem}.png; "
+            "rename one of them."
+        )
+    return found
+
+
+def stem_clash(files: Sequence[ImageFile]) -> tuple[ImageFile, ImageFile] | None:
+    """The first two of ``files`` whose outputs would share a name (the same ``stem``), or
+    None: ``a.jpg`` and ``a.png`` both become ``a.png``."""
     by_stem: dict[PurePosixPath, ImageFile] = {}
-    for f in found:
+    for f in files:
         other = by_stem.setdefault(f.stem, f)
         if other is not f:
-            raise DataError(
-                f"{other.rel} and {f.rel} in {root} would both be written as {f.stem}.png; "
-                "rename one of them."
-            )
-    return found
+            return other, f
+    return None
 
 
 def folder_fingerprint(

@@ -10,7 +10,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from smaf.data.images import IMAGE_SUFFIXES, ImageFile, find_images
+from smaf.data.images import IMAGE_SUFFIXES, ImageFile, find_images, stem_clash
 from smaf.errors import ConfigError, DataError, SmafError
 
 PathLike = str | os.PathLike[str]
@@ -61,12 +61,11 @@ def gather_images(
                 f"--images {path}: no such file or folder (give a folder of images, an image "
                 "file, or several)."
             )
-    by_stem: dict[PurePosixPath, ImageFile] = {}
-    for f in found:
-        other = by_stem.setdefault(f.stem, f)
-        if other is not f:
-            raise DataError(
-                f"{other.path} and {f.path} would both be written as masks/{f.stem}.png; "
-                "predict them into separate --out folders, or rename one."
-            )
+    clash = stem_clash(found)
+    if clash:
+        first, second = clash
+        raise DataError(
+            f"{first.path} and {second.path} would both be written as masks/{second.stem}.png; "
+            "predict them into separate --out folders, or rename one."
+        )
     return found
