@@ -8,12 +8,15 @@ does not decode stops the dataset stage, naming it.
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 from folder_data import write_noise_images
 from PIL import Image
+from workflow_utils import REPO_ROOT
 
 from smaf.data.files import FileChecks, cache_path_for, check_file
 from smaf.data.index import DatasetIndex
@@ -114,3 +117,46 @@ def test_mask_values_above_the_classes_stop_the_dataset_stage(own) -> None:
     Image.fromarray(mask, mode="L").save(victim)
     with pytest.raises(DataError, match=rf"1 masks .* above the 2 classes .*{victim} holds \[7\]"):
         _prepare(tmp_path, settings)
+
+
+def _smk() -> list[Path]:
+    return sorted((REPO_ROOT / "workflow" / "rules").glob("*.smk"))
+
+
+def _rule_blocks() -> dict[str, str]:
+    """Each rule (and checkpoint) of the workflow → its text."""
+    blocks = {}
+    for path in _smk():
+        parts = re.split(r"^\s*(?:rule|checkpoint) (\w+):\n", path.read_text(), flags=re.M)
+        blocks.update(zip(parts[1::2], parts[2::2], strict=True))
+    return blocks
+
+
+def _index_readers() -> set[str]:
+    """Input functions of the workflow that return the index (index_input, or a function that
+    calls one that does)."""
+    text = "".join(p.read_text() for p in _smk())
+    bodies = dict(re.findall(r"^def (\w+)\(.*?\n((?:(?!def ).*\n|\n)*)", text, flags=re.M))
+    readers, grown = {"index_input"}, True
+    while grown:
+        found = {f for f, body in bodies.items() if any(f"{r}(" in body for r in readers)}
+        grown = not found <= readers
+        readers |= found
+    return readers - {"index_input", "rows_of"}
+
+
+def test_every_job_that_reads_the_index_names_the_rows_it_reads() -> None:
+    """The index is an ancient input (rewriting it reruns nothing by itself), so a rule that
+    reads it without an `index_rows` parameter would miss every edit of its rows (issue 21,
+    item 9). Input functions that return the index count as reading it."""
+    readers = _index_readers()
+    assert {"pretrain_inputs", "deeplab_train_inputs", "deeplab_predict_inputs"} <= readers
+    missing = []
+    for rule, block in _rule_blocks().items():
+        inputs = block.split("output:")[0]
+        if re.search(r"(test_)?index\.csv\"", inputs):
+            missing.append(f"{rule} (a literal index path: use INDEX or index_input)")
+        names = {"INDEX", "index_input", *readers}
+        if any(re.search(rf"\b{f}\b", inputs) for f in names) and "index_rows=" not in block:
+            missing.append(rule)
+    assert not missing

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from smaf.data.index import (
+    ALL_ROLES,
     BASE_COLUMNS,
     DIGEST_COLUMNS,
     ROLES,
@@ -16,6 +17,7 @@ from smaf.data.index import (
     ImageRecord,
     info_path_for,
     read_index,
+    rows_fingerprint,
 )
 from smaf.errors import DataError
 
@@ -177,3 +179,39 @@ def test_info_path_for(tmp_path):
     assert info_path_for(tmp_path / "index.csv") == tmp_path / "dataset.json"
     assert info_path_for(tmp_path / "test_index.csv") == tmp_path / "test_index.json"
     assert str(info_path_for("a/index.csv")) == "a/dataset.json"
+
+
+def test_rows_fingerprint_sees_only_the_rows_of_the_roles_a_job_reads(tmp_path):
+    """What the workflow gives each job as `index_rows` (issue 21 item 9): an added val image
+    changes val's fingerprint only; a label edit of a train_aug image changes train_aug's (and
+    train's, the image is in both); the dataset.json counts change none."""
+
+    def fingerprints(records, info=None):
+        path = tmp_path / f"v{len(list(tmp_path.glob('v*')))}" / "index.csv"
+        DatasetIndex.build(records, NAMES, info or {"name": "toy"}).write(path)
+        return {r: rows_fingerprint(path, [r]) for r in ROLES} | {
+            "all": rows_fingerprint(path, ALL_ROLES),
+            "both": rows_fingerprint(path, ["train_aug", "val"]),
+        }
+
+    records = _records()
+    before = fingerprints(records)
+    assert len(set(before.values())) == len(before)  # every role reads other rows
+
+    added = [*records, ImageRecord("new", "img/new.jpg", roles={"val"}, labels=np.ones(3))]
+    after = fingerprints(added)
+    assert [k for k in before if before[k] != after[k]] == ["val", "all", "both"]
+
+    relabelled = _records()
+    relabelled[0].labels = np.array([1, 1, 1], np.float32)  # 0042: train_aug and train
+    after = fingerprints(relabelled)
+    assert [k for k in before if before[k] != after[k]] == ["train_aug", "train", "all", "both"]
+
+    # Counts and warnings are not what a job reads; a class name is.
+    counted = fingerprints(records, {"name": "toy", "images": {"val": 9}, "warnings": ["x"]})
+    assert counted == before
+    assert fingerprints(records, {"name": "toy", "source": "other"})["val"] != before["val"]
+    # A role no image has: the same (empty) rows whatever else changes.
+    assert rows_fingerprint(tmp_path / "v0" / "index.csv", ["nothing"]) == rows_fingerprint(
+        tmp_path / "v1" / "index.csv", ["nothing"]
+    )

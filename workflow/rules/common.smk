@@ -11,7 +11,7 @@ from pathlib import Path
 from smaf.codehash import code_hash
 from smaf.staging import shard_names
 from smaf.config import check_config, settings_dict
-from smaf.data.index import role_count
+from smaf.data.index import ALL_ROLES, role_count, rows_fingerprint
 from smaf.data.images import folder_fingerprint
 from smaf.data.sources import coco as coco_source
 from smaf.data.sources import source_fingerprint
@@ -130,7 +130,7 @@ def eps_is_trained():
 
 def teacher_maps_inputs(wildcards):
     """Dataset index and the teacher: the pretrained classifier, or the CLIP weights."""
-    inputs = {"index": data_path(wildcards)}
+    inputs = {"index": index_input(wildcards)}
     if CLIP_BASE:
         inputs["weights"] = clip_weights_input(wildcards)
     else:
@@ -141,7 +141,7 @@ def teacher_maps_inputs(wildcards):
 def pretrain_inputs(wildcards):
     """Dataset index, plus saliency maps / ImageNet weights when they are manual downloads;
     with pretrain.init_checkpoint the checkpoint instead (no training, no saliency)."""
-    inputs = {"index": data_path(wildcards)}
+    inputs = {"index": index_input(wildcards)}
     trained = config["pretrain"].get("init_checkpoint")
     if trained:
         inputs["checkpoint"] = weights_input(trained)
@@ -160,7 +160,7 @@ def self_train_inputs(wildcards):
     `model:`, and its `model.pretrained` weights when a manual item) and (offline teacher) the
     teacher's maps."""
     base = f"results/{wildcards.dataset}"
-    inputs = {"index": data_path(wildcards)}
+    inputs = {"index": index_input(wildcards)}
     if CLIP_BASE:
         markers = manual_markers(config["model"].get("pretrained"))
         if markers:

@@ -63,6 +63,37 @@ def data_path(wildcards, name="index.csv"):
     return f"results/{wildcards.dataset}/data/{name}"
 
 
+#: The dataset index as a rule's input: `ancient`, so that rewriting it reruns nothing by itself.
+#: Each job that reads it says which rows it reads with an `index_rows` params entry
+#: (rows_of), and only a change in those rows reruns it: adding a val image reruns evaluation,
+#: not training (smaf.data.index.rows_fingerprint).
+INDEX = ancient("results/{dataset}/data/index.csv")
+
+
+def index_input(wildcards, name="index.csv"):
+    """The dataset index `name` (or test_index.csv) as an input function's `ancient` value."""
+    return ancient(data_path(wildcards, name))
+
+
+def rows_of(roles, name="index.csv"):
+    """An `index_rows` params function: the fingerprint of the rows of `roles` (a list, or a
+    function of the wildcards; ALL_ROLES: every row) of index `name` (or a function of the
+    wildcards giving it). It waits for the dataset stage (a checkpoint) like shard_count.
+    """
+
+    def get(wildcards):
+        index = name(wildcards) if callable(name) else name
+        stage = (
+            checkpoints.test_index
+            if index == "test_index.csv"
+            else checkpoints.prepare_dataset
+        )
+        path = stage.get(dataset=wildcards.dataset).output.index
+        return rows_fingerprint(path, roles(wildcards) if callable(roles) else roles)
+
+    return get
+
+
 def test_index_inputs(wildcards):
     """What must exist before the test images are indexed: generated data or a manual item."""
     ds = dataset_cfg(wildcards)

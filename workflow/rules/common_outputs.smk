@@ -28,7 +28,7 @@ def figure_pred_dirs(wildcards):
 def figure_label_inputs(wildcards):
     """Index and every label folder of Fig. 5a/5b."""
     return {
-        "index": data_path(wildcards),
+        "index": index_input(wildcards),
         "labels": list(figure_label_dirs(wildcards).values()),
         "preds": list(figure_pred_dirs(wildcards).values()),
     }
@@ -38,7 +38,7 @@ def figure_seed_inputs(wildcards):
     """Fig. 3: the index and the EPS and SMAF seeds of the figure split (their maps/ are read)."""
     ds, run = wildcards.dataset, wildcards.experiment
     return {
-        "index": data_path(wildcards),
+        "index": index_input(wildcards),
         "eps": seeds_folder(ds, run, EXP.base),  # the base's: EPS or CLIP
         "smaf": seeds_folder(ds, run, "smaf"),
     }

@@ -320,11 +320,11 @@ def deeplab_train_inputs(wildcards):
     cfg = deeplab_cfg(wildcards)
     if cfg.get("init_checkpoint"):
         return {
-            "index": data_path(wildcards),
+            "index": index_input(wildcards),
             "checkpoint": weights_input(cfg["init_checkpoint"]),
         }
     inputs = {
-        "index": data_path(wildcards),
+        "index": index_input(wildcards),
         "labels": crf_folder(
             wildcards.dataset, wildcards.experiment, cfg["labels_from"]
         ),
@@ -341,7 +341,7 @@ def deeplab_train_inputs(wildcards):
 def split_index(wildcards):
     """Index of the split DeepLab predicts (`pred_split`): the test images' own index for
     test, the dataset index for val."""
-    return data_path(
+    return index_input(
         wildcards, "test_index.csv" if wildcards.pred_split == "test" else "index.csv"
     )
 
@@ -386,7 +386,7 @@ def deeplab_submission_inputs(wildcards):
     base = f"results/{wildcards.dataset}/{wildcards.experiment}/deeplab"
     return {
         "pred": f"{base}/pred_test{suffix}",
-        "index": data_path(wildcards, "test_index.csv"),
+        "index": index_input(wildcards, "test_index.csv"),
     }
 
 

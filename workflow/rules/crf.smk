@@ -6,7 +6,7 @@
 rule crf:
     input:
         seeds=crf_seeds,
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
     output:
         **CRF.job_outputs(),
     log:
@@ -20,6 +20,7 @@ rule crf:
     threads: 8
     params:
         code=script_code("crf.py"),
+        index_rows=rows_of(crf_roles),
         roles=crf_roles,
         # smaf.settings.CRFSettings: the method and its own parameters.
         settings=stage_settings("crf"),

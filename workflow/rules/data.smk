@@ -75,7 +75,7 @@ checkpoint test_index:
 # on every training image, written where the index says; the stats file marks the end.
 rule saliency:
     input:
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
         model=config["saliency"]["model"],
     output:
         "results/{dataset}/data/saliency.json",
@@ -88,6 +88,7 @@ rule saliency:
         gpu=1,
     params:
         code=script_code("saliency.py"),
+        index_rows=rows_of(["train_aug"]),
         size=config["saliency"]["size"],
     script:
         "../scripts/saliency.py"

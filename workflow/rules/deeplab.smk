@@ -21,6 +21,7 @@ rule deeplab_train:
         gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("deeplab_train.py"),
+        index_rows=rows_of(["train_aug"]),
         # smaf.settings.DeepLabSettings without `test` (inference's); init_checkpoint:
         # evaluation only, a trained DeepLab used instead of training.
         settings=stage_settings("deeplab"),
@@ -52,6 +53,7 @@ rule deeplab_predict:
         gpu=1,
     params:
         code=script_code("deeplab_predict.py"),
+        index_rows=rows_of(pred_split_roles, pred_split_index),
         flip=stage_settings("deeplab", "test.flip"),
         pred_dir=DEEPLAB_PRED.out,
         logits_dir=DEEPLAB_LOGITS,
@@ -101,6 +103,7 @@ rule deeplab_crf:
     threads: 8
     params:
         code=script_code("deeplab_crf.py"),
+        index_rows=rows_of(pred_split_roles, pred_split_index),
         crf=stage_settings("deeplab", "test.crf"),  # smaf.settings.DenseCRFConfig
         out_dir=DEEPLAB_CRF.out,
         work_dir=DEEPLAB_CRF.work_dir,
@@ -133,7 +136,7 @@ if not ONE_JOB:
 rule deeplab_evaluate:
     input:
         shards=eval_shards,
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
     output:
         csv="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.csv",
         json="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.json",
@@ -148,6 +151,7 @@ rule deeplab_evaluate:
         "../../envs/smaf.yaml"
     params:
         code=script_code("evaluate.py"),
+        index_rows=rows_of(lambda wildcards: [wildcards.split]),
         gt="{gt}",
         pred=deeplab_eval_predictions,
         meta=deeplab_eval_meta,
@@ -168,5 +172,6 @@ rule deeplab_submission:
         "../../envs/smaf.yaml"
     params:
         code=script_code("deeplab_submission.py"),
+        index_rows=rows_of(["test"], "test_index.csv"),
     script:
         "../scripts/deeplab_submission.py"

@@ -15,7 +15,7 @@ rule thr_sweep:
 rule sweep_thr:
     input:
         unpack(thr_sweep_seed_dirs),
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
     output:
         csv="results/{dataset}/{experiment}/thr_sweep.csv",
         json="results/{dataset}/{experiment}/thr_sweep.json",
@@ -25,6 +25,7 @@ rule sweep_thr:
         "../../envs/smaf.yaml"
     params:
         code=script_code("thr_sweep.py"),
+        index_rows=rows_of(ALL_ROLES),
         models=config["thr_sweep"]["models"],
         values=config["thr_sweep"]["values"],
         holdout=config["thr_sweep"]["holdout"],
@@ -42,7 +43,7 @@ rule sweep_thr:
 rule thr_auto:
     input:
         unpack(thr_auto_maps),
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
     output:
         "results/{dataset}/{experiment}/thr_auto/{target}.json",
     log:
@@ -56,6 +57,7 @@ rule thr_auto:
         gpu=1,
     params:
         code=script_code("thr_auto.py"),
+        index_rows=rows_of(ALL_ROLES),
         settings=thr_auto_settings,
         values=config["thr_sweep"]["values"],
         holdout=config["thr_sweep"]["holdout"],

@@ -6,7 +6,7 @@
 rule evaluate_shard:
     input:
         pred=record_predictions,
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
     output:
         temp("results/{dataset}/{experiment}/eval/{record}.shards/{shard}.npz"),
     log:
@@ -15,6 +15,7 @@ rule evaluate_shard:
         "../../envs/smaf.yaml"
     params:
         code=script_code("evaluate_shard.py"),
+        index_rows=rows_of(lambda wildcards: [record_role(wildcards)]),
         role=record_role,
         gt=record_gt,
     script:
@@ -25,7 +26,7 @@ rule evaluate_shard:
 rule evaluate:
     input:
         shards=eval_shards,
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
     output:
         csv="results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.csv",
         json="results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.json",
@@ -40,6 +41,7 @@ rule evaluate:
         "../../envs/smaf.yaml"
     params:
         code=script_code("evaluate.py"),
+        index_rows=rows_of(lambda wildcards: [wildcards.split]),
         gt="{gt}",
         pred=eval_predictions,
         meta=eval_meta,

@@ -47,7 +47,7 @@ REPORT_TABLES = {
 rule figure_scales:
     input:
         unpack(thr_auto_input("self_train", "teacher")),
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
         eps_model="results/{dataset}/pretrain/model.pt",
         smaf_model="results/{dataset}/{experiment}/self_train/model.pt",
     output:
@@ -76,6 +76,7 @@ rule figure_scales:
         gpu=1,
     params:
         code=script_code("figure_scales.py"),
+        index_rows=rows_of(lambda wildcards: [figure_split(wildcards)]),
         # What the teacher computes (Fig. 4 shows its target).
         cam=experiment_field("self_train", "teacher_cam"),
         thr=experiment_field("self_train", "thr"),
@@ -102,6 +103,7 @@ rule figure_eps_smaf:
         "../../envs/smaf.yaml"
     params:
         code=script_code("figure_eps_smaf.py"),
+        index_rows=rows_of(lambda wildcards: [figure_split(wildcards)]),
         role=figure_split,
     script:
         "../scripts/figure_eps_smaf.py"
@@ -132,6 +134,7 @@ rule figure_labels:
         "../../envs/smaf.yaml"
     params:
         code=script_code("figure_labels.py"),
+        index_rows=rows_of(lambda wildcards: [figure_split(wildcards), "val"]),
         label_dirs=figure_label_dirs,
         pred_dirs=figure_pred_dirs,
         train_role=figure_split,

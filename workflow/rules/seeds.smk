@@ -10,7 +10,7 @@ rule seeds:
     input:
         unpack(thr_auto_input("seeds")),
         model=classifier_model,
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
     output:
         **SEEDS.job_outputs(),
     log:
@@ -26,6 +26,7 @@ rule seeds:
         gpu=1,
     params:
         code=script_code("seeds.py"),
+        index_rows=rows_of(seeds_roles),
         roles=seeds_roles,
         settings=stage_settings("seeds"),  # smaf.settings.SeedsSettings
         # Per-image results survive a failed or killed job here (outside the outputs); the
@@ -43,7 +44,7 @@ rule seeds:
 rule clip_maps:
     input:
         weights=clip_weights_input,
-        index="results/{dataset}/data/index.csv",
+        index=INDEX,
     output:
         **SEEDS.job_outputs(),
     log:
@@ -59,6 +60,7 @@ rule clip_maps:
         gpu=1,
     params:
         code=script_code("clip_maps.py"),
+        index_rows=rows_of(seeds_roles),
         weights=clip_weights,
         roles=seeds_roles,
         settings=lambda wildcards: EXP.clip_settings(wildcards.experiment),

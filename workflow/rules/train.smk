@@ -22,6 +22,7 @@ rule pretrain:
         gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("pretrain.py"),
+        index_rows=rows_of(["train_aug"]),
         model=config["model"],
         # smaf.settings.PretrainSettings (init_checkpoint: a trained classifier used instead).
         settings=stage_settings("pretrain"),
@@ -47,6 +48,7 @@ rule teacher_maps:
         gpu=1,
     params:
         code=script_code("teacher_maps.py"),
+        index_rows=rows_of(["train_aug"]),
         # A classifier teacher's pass: the seed computation's settings
         # (smaf.settings.SeedsSettings) with the teacher's CAM; it follows seeds.amp (bf16 on
         # CUDA). None on the CLIP base.
@@ -100,6 +102,7 @@ rule self_train:
         gpu=TRAIN_GPUS,  # DDP processes (train.gpus)
     params:
         code=script_code("self_train.py"),
+        index_rows=rows_of(["train_aug"]),
         settings=stage_settings("self_train"),  # smaf.settings.SelfTrainSettings
         # The CLIP base has no pretrained classifier: the student is built from `model:`.
         model=config["model"] if CLIP_BASE else None,

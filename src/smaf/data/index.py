@@ -355,6 +355,51 @@ def require_saliency(index: DatasetIndex, ids: list[str], role: str) -> None:
         )
 
 
+#: ``dataset.json`` keys that count or check the whole index (images per role, per class,
+#: warnings): what no stage's result depends on, so :func:`rows_fingerprint` leaves them out.
+INFO_COUNTS = (
+    "images",
+    "images_per_class_train_aug",
+    "classes_per_image_train_aug",
+    "saliency_maps_train_aug",
+    "aug_masks_train",
+    "warnings",
+)
+#: All rows of an index (:func:`rows_fingerprint`), for the jobs that read every split.
+ALL_ROLES = ("*",)
+
+_ROWS: dict[tuple[str, int, int], tuple[pd.DataFrame, dict[str, Any]]] = {}
+
+
+def rows_fingerprint(path: str | os.PathLike[str], roles: Sequence[str]) -> str:
+    """sha256 of what a job reading the rows of ``roles`` of the index at ``path`` sees: those
+    rows (paths, file digests, sizes, labels and their ``roles`` columns; not the other split
+    columns) and ``dataset.json`` without its counts (:data:`INFO_COUNTS`). :data:`ALL_ROLES`:
+    every row and column.
+
+    The workflow gives it to each job as a parameter and the index as an ``ancient`` input, so
+    an edit reruns only the jobs whose rows changed: adding a val image reruns no training
+    (issue 21). Read files are cached by path, mtime and size (the planner asks per job).
+    """
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _ROWS:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        info = json.loads(info_path_for(path).read_text())
+        _ROWS[key] = (table, {k: v for k, v in info.items() if k not in INFO_COUNTS})
+    table, info = _ROWS[key]
+    if tuple(roles) != ALL_ROLES:
+        splits = [c for c in table.columns if c.startswith(SPLIT_PREFIX)]
+        wanted = [SPLIT_PREFIX + r for r in roles if SPLIT_PREFIX + r in table.columns]
+        rows = table[wanted].eq("1").any(axis=1) if wanted else pd.Series(False, table.index)
+        drop = [c for c in splits if c not in wanted]
+        table = table.loc[rows, [c for c in table.columns if c not in drop]]
+    digest = hashlib.sha256(json.dumps(info, sort_keys=True).encode())
+    digest.update(table.to_csv(index=False, lineterminator="\n").encode())
+    return digest.hexdigest()
+
+
 _ROLE_COUNTS: dict[tuple[str, int], pd.DataFrame] = {}
 
 
