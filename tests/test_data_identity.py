@@ -155,8 +155,8 @@ def test_every_job_that_reads_the_index_names_the_rows_it_reads() -> None:
     for rule, block in _rule_blocks().items():
         inputs = block.split("output:")[0]
         if re.search(r"(test_)?index\.csv\"", inputs):
-            missing.append(f"{rule} (a literal index path: use INDEX or index_input)")
-        names = {"INDEX", "index_input", *readers}
+            missing.append(f"{rule} (a literal index path: use index_input)")
+        names = {"index_input", *readers}
         if any(re.search(rf"\b{f}\b", inputs) for f in names) and "index_rows=" not in block:
             missing.append(rule)
     assert not missing

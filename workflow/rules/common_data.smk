@@ -63,16 +63,24 @@ def data_path(wildcards, name="index.csv"):
     return f"results/{wildcards.dataset}/data/{name}"
 
 
-#: The dataset index as a rule's input: `ancient`, so that rewriting it reruns nothing by itself.
-#: Each job that reads it says which rows it reads with an `index_rows` params entry
-#: (rows_of), and only a change in those rows reruns it: adding a val image reruns evaluation,
-#: not training (smaf.data.index.rows_fingerprint).
-INDEX = ancient("results/{dataset}/data/index.csv")
-
-
 def index_input(wildcards, name="index.csv"):
-    """The dataset index `name` (or test_index.csv) as an input function's `ancient` value."""
-    return ancient(data_path(wildcards, name))
+    """The dataset index `name` (or test_index.csv) as a job's input: `ancient`, so that
+    rewriting the index reruns nothing by itself. Each job that reads it says which rows it
+    reads with an `index_rows` params entry (rows_of), and only a change in those rows reruns
+    it: adding a val image reruns evaluation, not training (smaf.data.index.rows_fingerprint).
+    Through the checkpoint, so that Snakemake weighs the job's params only once the index is
+    final (a job with a pending checkpoint input is re-evaluated after it)."""
+    return ancient(index_checkpoint(wildcards.dataset, name).output.index)
+
+
+def index_checkpoint(dataset, name="index.csv"):
+    """The finished dataset stage that wrote index `name` of `dataset` (waits for it)."""
+    stage = (
+        checkpoints.test_index
+        if name == "test_index.csv"
+        else checkpoints.prepare_dataset
+    )
+    return stage.get(dataset=dataset)
 
 
 def rows_of(roles, name="index.csv"):
@@ -83,12 +91,7 @@ def rows_of(roles, name="index.csv"):
 
     def get(wildcards):
         index = name(wildcards) if callable(name) else name
-        stage = (
-            checkpoints.test_index
-            if index == "test_index.csv"
-            else checkpoints.prepare_dataset
-        )
-        path = stage.get(dataset=wildcards.dataset).output.index
+        path = index_checkpoint(wildcards.dataset, index).output.index
         return rows_fingerprint(path, roles(wildcards) if callable(roles) else roles)
 
     return get

@@ -6,7 +6,7 @@
 rule crf:
     input:
         seeds=crf_seeds,
-        index=INDEX,
+        index=index_input,
     output:
         **CRF.job_outputs(),
     log:

@@ -75,7 +75,7 @@ checkpoint test_index:
 # on every training image, written where the index says; the stats file marks the end.
 rule saliency:
     input:
-        index=INDEX,
+        index=index_input,
         model=config["saliency"]["model"],
     output:
         "results/{dataset}/data/saliency.json",

@@ -136,7 +136,7 @@ if not ONE_JOB:
 rule deeplab_evaluate:
     input:
         shards=eval_shards,
-        index=INDEX,
+        index=index_input,
     output:
         csv="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.csv",
         json="results/{dataset}/{experiment}/eval/{stage}_{split}_{gt}.json",

@@ -15,7 +15,7 @@ rule thr_sweep:
 rule sweep_thr:
     input:
         unpack(thr_sweep_seed_dirs),
-        index=INDEX,
+        index=index_input,
     output:
         csv="results/{dataset}/{experiment}/thr_sweep.csv",
         json="results/{dataset}/{experiment}/thr_sweep.json",
@@ -43,7 +43,7 @@ rule sweep_thr:
 rule thr_auto:
     input:
         unpack(thr_auto_maps),
-        index=INDEX,
+        index=index_input,
     output:
         "results/{dataset}/{experiment}/thr_auto/{target}.json",
     log:

@@ -6,7 +6,7 @@
 rule evaluate_shard:
     input:
         pred=record_predictions,
-        index=INDEX,
+        index=index_input,
     output:
         temp("results/{dataset}/{experiment}/eval/{record}.shards/{shard}.npz"),
     log:
@@ -26,7 +26,7 @@ rule evaluate_shard:
 rule evaluate:
     input:
         shards=eval_shards,
-        index=INDEX,
+        index=index_input,
     output:
         csv="results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.csv",
         json="results/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.json",

@@ -47,7 +47,7 @@ REPORT_TABLES = {
 rule figure_scales:
     input:
         unpack(thr_auto_input("self_train", "teacher")),
-        index=INDEX,
+        index=index_input,
         eps_model="results/{dataset}/pretrain/model.pt",
         smaf_model="results/{dataset}/{experiment}/self_train/model.pt",
     output:

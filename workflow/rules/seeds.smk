@@ -10,7 +10,7 @@ rule seeds:
     input:
         unpack(thr_auto_input("seeds")),
         model=classifier_model,
-        index=INDEX,
+        index=index_input,
     output:
         **SEEDS.job_outputs(),
     log:
@@ -44,7 +44,7 @@ rule seeds:
 rule clip_maps:
     input:
         weights=clip_weights_input,
-        index=INDEX,
+        index=index_input,
     output:
         **SEEDS.job_outputs(),
     log:
