@@ -64,7 +64,15 @@ TABLE2_STAGES = {
     "eps_crf": ("EPS", "+CRF"),
     "smaf_seed": ("SMAF", "seed"),
     "smaf_crf": ("SMAF", "+CRF"),
+    "clip_sam": ("CLIP", "+SAM"),
+    "clip_sam_crf": ("CLIP", "+SAM+CRF"),
+    "eps_sam": ("EPS", "+SAM"),
+    "eps_sam_crf": ("EPS", "+SAM+CRF"),
+    "smaf_sam": ("SMAF", "+SAM"),
+    "smaf_sam_crf": ("SMAF", "+SAM+CRF"),
 }
+#: Table 2 columns shown only when the summary has them (config `refine:`).
+TABLE2_OPTIONAL = ("+SAM", "+SAM+CRF")
 #: Ablation columns: stage of ablations.csv → column title.
 ABLATION_STAGES = {"smaf_seed": "seed mIoU", "smaf_crf": "+CRF mIoU"}
 
@@ -187,7 +195,8 @@ def segmentation_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
 
 
 def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> pd.DataFrame:
-    """Table 2: mIoU of the EPS / SMAF seeds and their CRF refinement per experiment group.
+    """Table 2: mIoU of the EPS / SMAF seeds and their CRF refinement per experiment group
+    (and their SAM / SAM + CRF refinements, columns ``+SAM`` / ``+SAM+CRF``, where scored).
 
     Args:
         summary: rows of results/summary.csv.
@@ -216,7 +225,9 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
                 row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
         rows.append({**row, **_provenance(g, used)})
     columns = ["dataset", "experiment", "split", "gt", "method", *(["thr"] if with_thr else [])]
-    out = pd.DataFrame(rows, columns=[*columns, "seed", "+CRF", *used])
+    present = {TABLE2_STAGES[s][1] for s in pd.unique(df["stage"])}
+    extra = [c for c in TABLE2_OPTIONAL if c in present]
+    out = pd.DataFrame(rows, columns=[*columns, "seed", "+CRF", *extra, *used])
     if len(out):
         # EPS before SMAF inside each (dataset, experiment, split, gt), first-seen order kept.
         block = out[["dataset", "experiment", "split", "gt"]].astype(str).agg("|".join, axis=1)
