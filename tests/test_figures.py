@@ -302,3 +302,20 @@ def test_snakemake_report_has_the_figures_and_tables(tiny_run: Path, tmp_path: P
     ):
         assert name in report
     assert "Computed exactly as the offline teacher computes its maps" in report  # a caption
+
+
+def test_sam_masks_are_drawn_largest_first_in_cycling_colours() -> None:
+    from smaf.report.figures import sam_segments
+    from smaf.sam import SamMasks
+
+    big = np.zeros((4, 6), bool)
+    big[:, :4] = True
+    small = np.zeros((4, 6), bool)
+    small[1:3, 1:3] = True  # nested in the big one: painted after it, stays visible
+    other = np.zeros((4, 6), bool)
+    other[0, 5] = True
+    masks = SamMasks.from_stack(np.stack([small, big, other]), [0.9] * 3, [0.9] * 3)
+    out = sam_segments(masks, colours=2)
+    assert out[0, 0] == 1 and out[1, 1] == 2  # big first (1), then small (2)
+    assert out[0, 5] == 1  # the third mask cycles back to colour 1
+    assert out[3, 5] == 0  # no mask
