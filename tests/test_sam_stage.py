@@ -5,6 +5,7 @@ seeds folder, and bad input in one line."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -91,3 +92,10 @@ def test_not_a_sam_checkpoint_is_one_line(tiny_index, sam):
     assert "\n" not in str(err.value) and str(bad) in str(err.value)
     with pytest.raises(SmafError, match="not found"):
         make_sam_masks(tiny_index, "train", sam["tmp"] / "nope.pth", sam["tmp"] / "x")
+
+
+def test_a_missing_extra_is_one_line_naming_the_install(tiny_index, sam, monkeypatch):
+    monkeypatch.setitem(sys.modules, "segment_anything", None)  # as without smaf[sam]
+    with pytest.raises(SmafError) as err:
+        make_sam_masks(tiny_index, "train", sam["ckpt"], sam["tmp"] / "y", SETTINGS)
+    assert "\n" not in str(err.value) and "pip install 'smaf[sam]'" in str(err.value)

@@ -6,7 +6,9 @@ sharded, gathered by :func:`gather_sam`.
 - ``sam_masks``: ``<out>/<id>.sam.json`` (:func:`smaf.sam.save_masks`: RLEs + scores) and
   ``sam_masks.json`` (settings, checkpoint identity, architecture, counts). The staging
   fingerprint holds the generator settings and the checkpoint's content digest: another
-  checkpoint or setting recomputes every image, an interrupted run resumes.
+  checkpoint or setting recomputes every image, an interrupted run resumes; each image is
+  journaled with its index row's identity (``DatasetIndex.row_identity``), so a changed image
+  is redone and a finished one never.
 - ``sam_refine``: ``<out>/<id>.png`` labels (0 background, 1..C, 255 ignored) and
   ``sam_refine.json``.
 """
