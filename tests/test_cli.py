@@ -161,6 +161,20 @@ def test_check_config_reports_each_problem_on_its_own_line(tmp_path, capsys):
     assert len(lines) == 2 and "'flipp'" in lines[0] and "'thrr'" in lines[1]
 
 
+def test_check_config_names_what_sam_needs(tmp_path, capsys, monkeypatch):
+    (tmp_path / "sam.yaml").write_text("refine: [crf, sam]\n")
+    assert main(["check-config", *BASE, *SCHEMA, str(tmp_path / "sam.yaml")]) == 1
+    assert "sam.checkpoint: refine: or deeplab.pseudo_labels uses SAM" in capsys.readouterr().err
+    (tmp_path / "sam.yaml").write_text("deeplab: {pseudo_labels: sam}\nsam: {checkpoint: no.pth}\n")
+    monkeypatch.setitem(sys.modules, "segment_anything", None)  # as without the extra
+    assert main(["check-config", *BASE, *SCHEMA, str(tmp_path / "sam.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "sam.checkpoint: no.pth not found" in err and "pip install 'smaf[sam]'" in err
+    (tmp_path / "sam.yaml").write_text("refine: [sam]\nsam: {checkpoint: sam_vit_b_01ec64.pth}\n")
+    monkeypatch.delitem(sys.modules, "segment_anything")
+    assert main(["check-config", *BASE, *SCHEMA, str(tmp_path / "sam.yaml")]) == 0
+
+
 def test_check_config_missing_base_is_one_line(tmp_path, capsys):
     assert main(["check-config", "--base", str(tmp_path / "config.yaml"), *SCHEMA]) == 1
     assert "config file not found" in _one_error_line(capsys)

@@ -212,3 +212,61 @@ def test_the_clip_base_is_shared_like_eps_and_its_teacher_pass_is_the_seeds_when
     # The CLIP settings are in an EPS run's config column only when they are used.
     assert "clip" in exp.run_config("default", ds)["pretrain"]
     assert "clip" not in _exp(demo_config).run_config("default", ds)["pretrain"]
+
+
+def test_refinements_pick_what_is_scored_and_what_deeplab_trains_on(demo_config) -> None:
+    ds = "synthetic"
+    default = _exp(demo_config)
+    assert default.refinements() == ["crf"]
+    assert default.sam_mask_roles(ds) == []  # no SAM pass unless asked for
+    assert not any("_sam_" in r for r in default.seed_records(ds, "default"))
+
+    deeplab = {**demo_config["deeplab"], "pseudo_labels": "sam"}
+    exp = _exp(demo_config, refine=["crf", "sam"], deeplab=deeplab)
+    records = exp.seed_records(ds, "default")
+    assert "results/synthetic/default/eval/smaf_sam_train_SegmentationClass.json" in records
+    assert "results/synthetic/default/eval/eps_crf_train_SegmentationClass.json" in records
+    # DeepLab's pseudo labels are SAM's: train_aug is SAM-refined, CRF only scored.
+    assert exp.sam_roles(ds, "default", "smaf") == ["train", "train_aug"]
+    assert exp.crf_roles(ds, "default", "smaf") == ["train"]
+    assert exp.sam_roles(ds, "default", "eps") == ["train"]
+    # One dataset-level SAM pass covers every split any run refines, whatever the classifier.
+    assert exp.sam_mask_roles(ds) == ["train", "train_aug"]
+    # SAM-refined EPS labels are shared like the EPS seeds; SMAF's are the run's own.
+    assert exp.refined_owner("single_2", "eps", "sam") == "default"
+    assert exp.refined_owner("single_2", "smaf", "sam") == "single_2"
+    # DeepLab on SAM labels alone: only train_aug is refined, nothing scored with SAM.
+    only = _exp(demo_config, deeplab=deeplab)
+    assert only.sam_mask_roles(ds) == ["train_aug"]
+    assert not any("_sam_" in r for r in only.seed_records(ds, "default"))
+    assert only.sam_crf_roles(ds, "default", "smaf") == []
+
+
+def test_an_unknown_refinement_is_named(demo_config) -> None:
+    with pytest.raises(ConfigError, match="refine: 'sma'.*did you mean 'sam'"):
+        _exp(demo_config, refine=["crf", "sma"])
+
+
+def test_sam_settings_and_provenance_appear_only_where_sam_made_the_number(demo_config) -> None:
+    ds = "synthetic"
+    default = _exp(demo_config, deeplab={**demo_config["deeplab"], "pseudo_labels": "crf"})
+    cfg = default.run_config("default", ds)
+    # The demo's summary rows are unchanged by the SAM keys (pseudo_labels: crf is the old way).
+    assert "sam" not in cfg and "refine" not in cfg and "pseudo_labels" not in cfg["deeplab"]
+    assert "SAM" not in default.provenance("default", "smaf", "deeplab")["supervision"]
+    assert "pseudo_labels" not in default.settings("default", "deeplab").params()
+
+    deeplab = {**demo_config["deeplab"], "pseudo_labels": "sam"}
+    sam = {"checkpoint": "sam.pth", "points_per_side": 4}
+    exp = _exp(demo_config, refine=["crf", "sam"], deeplab=deeplab, sam=sam)
+    cfg = exp.run_config("default", ds)
+    assert cfg["refine"] == ["crf", "sam"] and cfg["sam"]["points_per_side"] == 4
+    assert "SAM" in exp.provenance("default", "smaf", "smaf_sam")["supervision"]
+    assert "SAM" not in exp.provenance("default", "smaf", "smaf_crf")["supervision"]
+    assert "SAM" in exp.provenance("default", "smaf", "deeplab_crf")["supervision"]
+    # sam_masks' params: the generator and model, not the refinement (its own rule's part).
+    params = exp.settings(None, "sam").params()
+    assert params["points_per_side"] == 4 and "unclaimed" not in params
+    assert "checkpoint" not in params
+    # SAM then CRF: the run's CRF on hard labels.
+    assert exp.sam_crf_settings("default").method == "labels"

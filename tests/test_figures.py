@@ -302,3 +302,54 @@ def test_snakemake_report_has_the_figures_and_tables(tiny_run: Path, tmp_path: P
     ):
         assert name in report
     assert "Computed exactly as the offline teacher computes its maps" in report  # a caption
+
+
+def test_sam_masks_are_drawn_largest_first_in_cycling_colours() -> None:
+    from smaf.report.figures import sam_segments
+    from smaf.sam import SamMasks
+
+    big = np.zeros((4, 6), bool)
+    big[:, :4] = True
+    small = np.zeros((4, 6), bool)
+    small[1:3, 1:3] = True  # nested in the big one: painted after it, stays visible
+    other = np.zeros((4, 6), bool)
+    other[0, 5] = True
+    masks = SamMasks.from_stack(np.stack([small, big, other]), [0.9] * 3, [0.9] * 3)
+    out = sam_segments(masks, colours=2)
+    assert out[0, 0] == 1 and out[1, 1] == 2  # big first (1), then small (2)
+    assert out[0, 5] == 1  # the third mask cycles back to colour 1
+    assert out[3, 5] == 0  # no mask
+
+
+def test_fig5a_draws_the_sam_masks_and_the_sam_refined_labels_beside_the_crf(
+    tmp_path: Path,
+) -> None:
+    """The columns the workflow gives Fig. 5a with refine [crf, sam] (figure_label_dirs): a
+    folder of SAM masks (<id>.sam.json) is drawn as segments, a label folder as labels."""
+    from smaf.report.figures import label_rows, sam_segments
+    from smaf.sam import SamMasks, save_masks
+
+    index = DatasetIndex.read(_dataset(tmp_path))
+    masks_dir, refined, crf = tmp_path / "sam_masks", tmp_path / "sam", tmp_path / "crf"
+    for i in ("im0", "im1"):
+        stack = np.zeros((2, 40, 48), bool)
+        stack[0, :20], stack[1, 20:, :10] = True, True
+        save_masks(masks_dir / f"{i}.sam.json", SamMasks.from_stack(stack, [0.9] * 2, [0.9] * 2))
+        save_mask(refined / f"{i}.png", _image(0)[1])
+        save_mask(crf / f"{i}.png", _image(1)[1])
+    columns = {"SMAF seed + CRF": crf, "SAM masks": masks_dir, "SMAF seed + SAM": refined}
+    rows = label_rows(index, ["im0", "im1"], columns)
+    (_, _, labels) = rows[0]
+    assert list(labels)[-3:] == list(columns)
+    drawn = sam_segments(SamMasks.from_stack(stack, [0.9] * 2, [0.9] * 2), C)
+    np.testing.assert_array_equal(labels["SAM masks"], drawn)
+    assert set(np.unique(drawn)) == {0, 1, 2}
+    np.testing.assert_array_equal(labels["SMAF seed + SAM"], _image(0)[1])
+    figs = make_label_figures(
+        index=index,
+        label_dirs=columns,
+        pred_dirs={},
+        out_train=tmp_path / "fig5a.png",
+        out_val=tmp_path / "fig5b.png",
+    )
+    assert (tmp_path / "fig5a.png").is_file() and "fig5a" in figs

@@ -24,6 +24,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
             "smaf.config",
             "smaf.provenance",
             "smaf.settings",
+            "smaf.sam_settings",
             "smaf.runner",
             "smaf.transforms",
             "smaf.archives",
@@ -63,7 +64,7 @@ LAYERS: list[dict[str, tuple[str, ...]]] = [
         "report": ("smaf.report",),
         "saliency": ("smaf.saliency",),
     },
-    {"entry": ("smaf.cli", "smaf.launch", "smaf.experiments")},
+    {"entry": ("smaf.cli", "smaf.launch", "smaf.experiments", "smaf.refinements")},
 ]
 
 #: Imports that go up today (none: the planner's settings left the stages, smaf.settings;

@@ -291,3 +291,20 @@ def test_write_tables_pages_and_csvs(tmp_path: Path) -> None:
     ablations = written["ablations.html"].read_text()
     assert "Table 5. Reactivation" in ablations and "55.0" in ablations and "71.1" in ablations
     assert "per-class IoU: not available" in written["per_class_iou.html"].read_text()
+
+
+def test_table2_has_sam_columns_only_where_sam_was_scored() -> None:
+    plain = pseudo_label_table(pd.DataFrame(_rows("synthetic", "a", ALL_STAGES)))
+    assert "+SAM" not in plain.columns and "+SAM+CRF" not in plain.columns
+    stages = {**ALL_STAGES, "eps_sam": 0.57, "smaf_sam": 0.67}
+    t2 = pseudo_label_table(pd.DataFrame(_rows("synthetic", "a", stages))).set_index("method")
+    assert list(t2.columns[-3:]) == ["seed", "+CRF", "+SAM"]
+    assert (t2.loc["EPS", "+SAM"], t2.loc["SMAF", "+SAM"]) == ("57.0", "67.0")
+
+
+def test_table2_supervision_names_sam_for_its_columns_in_one_cell() -> None:
+    rows = _rows("synthetic", "a", ALL_STAGES, base="clip", supervision="CLIP")
+    rows += _rows("synthetic", "a", {"smaf_sam": 0.67}, base="clip", supervision="CLIP; SAM")
+    t2 = pseudo_label_table(pd.DataFrame(rows)).set_index("method")
+    assert t2.loc["SMAF", "supervision"] == "CLIP; SAM (+SAM columns)"
+    assert t2.loc["EPS", "supervision"] == "CLIP"  # no SAM column of its own here

@@ -1,6 +1,7 @@
 """The CLIP base through the workflow (pretrain.method clip): CLIP seeds and SMAF's teacher
 from one pass when their settings agree, no pretraining job, and (slow) the whole run to
-summary.csv on the tiny synthetic dataset with a tiny random CLIP checkpoint."""
+summary.csv on the tiny synthetic dataset with a tiny random CLIP checkpoint, with the SAM
+refinement (a tiny random SAM) in the same run."""
 
 from __future__ import annotations
 
@@ -11,7 +12,11 @@ import pandas as pd
 import pytest
 import torch
 from clip_checkpoint import tiny_clip_state
+from sam_utils import TINY_SAM, write_tiny_sam
 from workflow_utils import TINY_CONFIG, planned_rules, snakemake
+
+from smaf.data.index import DatasetIndex
+from smaf.models.deeplab import load_deeplab
 
 pytestmark = pytest.mark.slow
 
@@ -67,17 +72,44 @@ def test_an_eps_model_under_the_clip_base_is_a_config_error(tmp_path) -> None:
 
 def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
     """dataset → CLIP seeds (= the teacher's maps) → CRF → SMAF → seeds → CRF → DeepLab →
-    summary.csv, with a tiny random OpenAI-format CLIP checkpoint."""
+    summary.csv, with a tiny random OpenAI-format CLIP checkpoint; and the SAM refinement
+    (issue 23) in the same run: refine [crf, sam] with a tiny random SAM, DeepLab trained on
+    the SAM-refined labels (one whole-workflow run for both: `make test`'s time)."""
     weights = tmp_path / "tiny_clip.pt"
     torch.save(tiny_clip_state(**SMALL_CLIP), weights)
     config = clip_config(str(weights), scales=[0.5, 1.0], flip=True)
-    snakemake(tmp_path / "work", "--cores", "2", "results/summary.csv", config=config)
-    summary = pd.read_csv(tmp_path / "work" / "results" / "summary.csv")
+    config["refine"] = ["crf", "sam"]
+    # SAM's quality thresholds at 0: the random tiny SAM's masks survive, the seeds name some.
+    config["sam"] = {
+        "checkpoint": str(write_tiny_sam(tmp_path / "tiny_sam.pth", TINY_SAM)),
+        "points_per_side": 4,
+        "max_side": 64,
+        "pred_iou_thresh": 0,
+        "stability_score_thresh": 0,
+    }
+    config["deeplab"] = {**config["deeplab"], "pseudo_labels": "sam"}
+    work = tmp_path / "work"
+    snakemake(work, "--cores", "2", "results/summary.csv", config=config)
+    summary = pd.read_csv(work / "results" / "summary.csv")
     stages = set(summary["stage"])
     assert {"clip_seed", "clip_crf", "smaf_seed", "smaf_crf", "deeplab"} <= stages
+    assert {"clip_sam", "smaf_sam"} <= stages and not stages & {"clip_sam_crf", "smaf_sam_crf"}
     assert set(summary.loc[summary["stage"].str.startswith("clip"), "model"]) == {"clip"}
     assert set(summary.loc[summary["stage"] == "deeplab", "model"]) == {"smaf"}
     # Every number stands on the CLIP base; the tiny student has no init weights of its own.
+    # SAM is named where its masks made the number: +SAM rows and DeepLab on SAM labels.
     assert set(summary["base"]) == {"clip"}
-    assert set(summary["supervision"]) == {"CLIP image-text pretraining"}
-    assert not (tmp_path / "work" / "results" / "synthetic" / "pretrain").exists()
+    sam_used = summary["stage"].str.contains("sam") | summary["stage"].str.startswith("deeplab")
+    assert set(summary.loc[sam_used, "supervision"]) == {"CLIP image-text pretraining; SAM"}
+    assert set(summary.loc[~sam_used, "supervision"]) == {"CLIP image-text pretraining"}
+    results = work / "results" / "synthetic"
+    assert not (results / "pretrain").exists()
+    # SAM's masks: once per image any refinement reads (both classifiers' scored train split,
+    # DeepLab's train_aug), in one dataset-level folder.
+    refined = DatasetIndex.read(results / "data" / "index.csv").ids(["train", "train_aug"])
+    masks = sorted(p.name[: -len(".sam.json")] for p in (results / "sam_masks").glob("*.sam.json"))
+    assert masks == sorted(refined)
+    assert sorted(p.stem for p in (results / "default" / "sam" / "smaf").glob("*.png"))
+    # DeepLab trained on the SAM-refined SMAF labels.
+    _, meta = load_deeplab(results / "default" / "deeplab" / "model.pt")
+    assert meta["labels"] == "results/synthetic/default/sam/smaf"

@@ -120,7 +120,27 @@ def config_problems(
         cfg = experiments.merged_config(name)
         found = schema_problems(cfg, schema) or combination_problems(cfg)
         problems += [f"experiment '{name}': {p}" for p in found]
-    return problems + dataset_problems(merged), merged
+    sam = sam_problems(merged) if experiments.uses_sam() else []
+    return problems + dataset_problems(merged) + sam, merged
+
+
+def sam_problems(config: dict[str, Any]) -> list[str]:
+    """SAM is used: ``sam.checkpoint`` set (a download item, or a file that exists) and the
+    extra installed."""
+    from importlib.util import find_spec
+
+    ckpt = (config.get("sam") or {}).get("checkpoint")
+    if not ckpt:
+        return [
+            "sam.checkpoint: refine: or deeplab.pseudo_labels uses SAM; give a SAM checkpoint's "
+            "path or a downloads: item (sam_vit_b_01ec64.pth)"
+        ]
+    problems = []
+    if ckpt not in (config.get("downloads") or {}) and not Path(ckpt).is_file():
+        problems.append(f"sam.checkpoint: {ckpt} not found (a path, or a downloads: item)")
+    if find_spec("segment_anything") is None:
+        problems.append("sam: segment-anything is not installed: pip install 'smaf[sam]'")
+    return problems
 
 
 def dataset_problems(config: dict[str, Any]) -> list[str]:

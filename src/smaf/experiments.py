@@ -29,6 +29,7 @@ from smaf.config import (
 )
 from smaf.errors import ConfigError
 from smaf.provenance import provenance
+from smaf.refinements import RefinementPlan
 from smaf.settings import PREVIEW_THR, SECTIONS, TRAINING, SeedsSettings
 
 #: Run name of an experiment's extra seeds: ``<name>_seed<k>``.
@@ -37,7 +38,7 @@ REPLICATE = re.compile(r"^(?P<name>.+)_seed(?P<seed>[0-9]+)$")
 OVERRIDABLE = ("self_train", "seeds", "crf", "evaluation", "deeplab")
 #: What an ablation row reports: the SMAF model's seeds and their CRF, on the train split.
 ABLATION_STAGES = ("seed", "crf")
-#: What is evaluated of each classifier: its CAM seeds and their CRF refinement.
+#: What is evaluated of each classifier by default: its CAM seeds and their CRF refinement.
 SEED_STAGES = ("seed", "crf")
 #: How DeepLab's val predictions are scored: MSC alone and MSC + CRF (stages in summary.csv).
 DEEPLAB_STAGES = ("deeplab", "deeplab_crf")
@@ -77,7 +78,7 @@ def canonical_config(config: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class Experiments:
+class Experiments(RefinementPlan):
     """The experiments, runs and ablation rows of one (validated, canonical) config."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
@@ -101,6 +102,7 @@ class Experiments:
                     f": experiments can override {', '.join(OVERRIDABLE)} only (the dataset, "
                     "the model and pretraining are shared by every run)."
                 )
+        self.check_refinements()
         for table, rows in self.ablations.items():
             for row in rows:
                 if row["experiment"] not in self.all:
@@ -146,7 +148,7 @@ class Experiments:
     def section(self, run: str, section: str) -> dict[str, Any]:
         """Config section ``section`` with the overrides of run ``run``'s experiment applied."""
         name, _ = self.parse_run(run)
-        return deep_merge(self.config[section], (self.all[name] or {}).get(section, {}))
+        return deep_merge(self.config.get(section) or {}, (self.all[name] or {}).get(section, {}))
 
     def merged_config(self, name: str) -> dict[str, Any]:
         """The whole config as experiment ``name`` sees it (for validating overrides)."""
@@ -165,19 +167,26 @@ class Experiments:
         train = {k: cfg["train"][k] for k in result_train_keys(cfg["train"])}
         if self.base != "clip":  # the CLIP settings change no number of an EPS base
             cfg["pretrain"] = {k: v for k, v in cfg["pretrain"].items() if k != "clip"}
+        sam = {}
+        if self.uses_sam():  # SAM's settings and checkpoint, only where SAM made numbers
+            sam = {"refine": self.refinements(), "sam": self.settings(run, "sam").to_dict()}
+        elif cfg.get("deeplab", {}).get("pseudo_labels") == "crf":  # as before the key was
+            cfg["deeplab"] = {k: v for k, v in cfg["deeplab"].items() if k != "pseudo_labels"}
         return canonical(
             {
                 "dataset": dataset,
                 "datasets": {dataset: self.config["datasets"][dataset]},
                 "train": {**train, "seed": seed},
                 **{k: cfg[k] for k in RESULT_SECTIONS if k in cfg},
+                **sam,
             }
         )
 
     def provenance(self, run: str, model: str, stage: str) -> dict[str, str]:
         """``base`` and ``supervision`` of a record of run ``run`` (classifier or DeepLab
         labels ``model``, ``stage``): :func:`smaf.provenance.provenance` of its merged config."""
-        return provenance(self.merged_config(self.parse_run(run)[0]), model, stage)._asdict()
+        cfg = self.merged_config(self.parse_run(run)[0])
+        return provenance(cfg, model, stage, sam=self.stage_uses_sam(run, stage))._asdict()
 
     def settings(self, run: str | None, section: str) -> Settings:
         """The typed settings (:mod:`smaf.settings`) of config section ``section`` for run
@@ -189,7 +198,7 @@ class Experiments:
         nothing); its script rebuilds them with ``from_dict``.
         """
         if run is None:
-            seed, values = self.seeds[0], dict(self.config[section])
+            seed, values = self.seeds[0], dict(self.config.get(section) or {})
         else:
             seed, values = self.parse_run(run)[1], self.section(run, section)
         if section in TRAINING:
@@ -226,7 +235,7 @@ class Experiments:
         return [
             f"results/{dataset}/{run}/eval/{model}_{stage}_{split}_{gt}.json"
             for model, stage, split, gt in itertools.product(
-                ev["models"], SEED_STAGES, ev["splits"], self._gts(dataset, run)
+                ev["models"], ("seed", *self.refinements()), ev["splits"], self._gts(dataset, run)
             )
         ]
 
@@ -358,21 +367,12 @@ class Experiments:
 
     def _crf_roles_of(self, dataset: str, run: str, model: str) -> set[str]:
         """Splits whose CRF labels run needs from ``model``: scored, DeepLab's, figures'."""
-        roles = set()
-        ev = self.section(run, "evaluation")
-        if self.has_masks(dataset) and model in ev["models"]:
-            roles |= set(ev["splits"])
-        deeplab = self.section(run, "deeplab")
-        if deeplab["labels_from"] == model and not deeplab.get("init_checkpoint"):
-            roles.add("train_aug")
-        if run in self.runs() and model in ev["models"]:
-            roles.add(self.figure_split(dataset, run))
-        return roles
+        return self._refined_roles_of(dataset, run, model, "crf")
 
     def _seeds_roles_of(self, dataset: str, run: str, model: str) -> set[str]:
         """Splits whose seeds run needs from ``model``: its CRF's, the merged teacher's, the
         threshold sweep's."""
-        roles = self._crf_roles_of(dataset, run, model)
+        roles = self._crf_roles_of(dataset, run, model) | self._sam_roles_of(dataset, run, model)
         if run in self.runs():  # Fig. 3 shows both classifiers' fused maps
             roles.add(self.figure_split(dataset, run))
         self_train = self.section(run, "self_train")

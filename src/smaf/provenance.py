@@ -117,7 +117,8 @@ def provenance(
             the source of its pseudo labels (``deeplab.labels_from``).
         stage: the record's stage (``eps_seed``, ``smaf_crf``, ``deeplab``, ``deeplab_crf``...);
             a ``deeplab*`` stage adds DeepLab's init.
-        sam: the maps were refined with SAM (a refinement to come; adds ``SAM``).
+        sam: the labels were refined with SAM's masks (a ``*_sam*`` stage, or DeepLab trained
+            on them: ``deeplab.pseudo_labels`` sam / sam_crf); adds ``SAM``.
 
     Returns:
         E.g. ``Provenance("eps", "saliency maps (EPS); ImageNet init; DeepLab COCO init (COCO

@@ -19,6 +19,7 @@ from typing import Any
 
 from smaf.config import FLAT, RuntimeConfig, Settings, is_auto
 from smaf.errors import ConfigError
+from smaf.sam_settings import SamStageSettings
 
 #: Background score of the offline teacher's preview PNGs (its maps do not depend on it).
 PREVIEW_THR = 0.2
@@ -288,6 +289,9 @@ class DeepLabSettings(Settings):
 
     # Whose CRF-refined train_aug seeds are the pseudo labels: smaf, or the base (eps; clip).
     labels_from: str = "smaf"
+    # Which refinement of them: crf | sam | sam_crf. It picks the labels folder (the rule's
+    # input), so it is no param: the default reruns nothing that was trained before the key.
+    pseudo_labels: str = field(default="crf", metadata={"params": False})
     # Initialise the backbone from this classifier's (its model file is the rule's input).
     init_from: str | None = None
     # Evaluation only: a trained DeepLab adopted instead of training; None = train.
@@ -300,6 +304,10 @@ class DeepLabSettings(Settings):
     test: DeepLabTest = field(default_factory=DeepLabTest, metadata={"params": False})
 
     def __post_init__(self) -> None:
+        if self.pseudo_labels not in ("crf", "sam", "sam_crf"):
+            raise ConfigError(
+                f"deeplab.pseudo_labels must be crf, sam or sam_crf, got {self.pseudo_labels!r}"
+            )
         labels = ("smaf", "eps", "clip")
         if self.labels_from not in labels or self.init_from not in ("smaf", "eps", None):
             raise ConfigError(
@@ -395,4 +403,4 @@ TRAINING = {
     "deeplab": DeepLabSettings,
 }
 #: The settings class of every config section a stage reads.
-SECTIONS = {**TRAINING, "seeds": SeedsSettings, "crf": CRFSettings}
+SECTIONS = {**TRAINING, "seeds": SeedsSettings, "crf": CRFSettings, "sam": SamStageSettings}

@@ -9,13 +9,22 @@ def figure_split(wildcards):
 
 
 def figure_label_dirs(wildcards):
-    """Fig. 5a columns: title -> label folder (seeds of each evaluated classifier, then CRF)."""
+    """Fig. 5a columns: title -> label folder (seeds of each evaluated classifier, then CRF,
+    then SAM's masks and the SAM / SAM + CRF labels when `refine:` lists them)."""
     ds, run = wildcards.dataset, wildcards.experiment
     models = experiment_cfg(wildcards, "evaluation")["models"]
     crf = "smaf" if "smaf" in models else models[-1]
+    refined = [k for k in ("sam", "sam_crf") if k in EXP.refinements()]
+    titles = {"sam": "SAM", "sam_crf": "SAM + CRF"}
+    masks = {"SAM masks": f"results/{ds}/sam_masks"} if refined else {}
     return {
         **{f"{m.upper()} seed": seeds_folder(ds, run, m) for m in models},
         f"{crf.upper()} seed + CRF": crf_folder(ds, run, crf),
+        **masks,
+        **{
+            f"{crf.upper()} seed + {titles[k]}": refined_folder(ds, run, crf, k)
+            for k in refined
+        },
     }
 
 

@@ -149,13 +149,34 @@ DEEPLAB_CRF = PerImage(
     pred_split_roles,
     pred_split_index,
 )
+
+
+def sam_mask_roles(wildcards):
+    """Splits the dataset's SAM masks cover: every split any SAM refinement needs."""
+    return EXP.sam_mask_roles(wildcards.dataset)
+
+
+def sam_roles(wildcards):
+    """Splits a SAM-refined folder covers (shared like the seeds)."""
+    return EXP.sam_roles(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def sam_crf_roles(wildcards):
+    """Splits a SAM-then-CRF folder covers (shared like the CRF)."""
+    return EXP.sam_crf_roles(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+#: SAM's masks: one folder per dataset (they depend on the image alone), read by every run.
+SAM_MASKS = PerImage("results/{dataset}/sam_masks", sam_mask_roles)
+SAM = PerImage("results/{dataset}/{experiment}/sam/{model}", sam_roles)
+SAM_CRF = PerImage("results/{dataset}/{experiment}/sam_crf/{model}", sam_crf_roles)
 #: DeepLab's MSC logits of a split (written beside its predictions, read by its CRF).
 DEEPLAB_LOGITS = "results/{dataset}/{experiment}/deeplab/logits_{pred_split}"
 
 
 #: An evaluation record's name: <model>_<seed|crf>_<split>_<gt> or <deeplab|deeplab_crf>_val_<gt>.
 RECORD = re.compile(
-    r"^(?:(?P<model>eps|smaf|clip)_(?P<stage>seed|crf)|(?P<deeplab>deeplab(?:_crf)?))_"
+    r"^(?:(?P<model>eps|smaf|clip)_(?P<stage>seed|crf|sam|sam_crf)|(?P<deeplab>deeplab(?:_crf)?))_"
     r"(?P<split>train_aug|train|val)_(?P<gt>SegmentationClass|SegmentationClassAug)$"
 )
 
@@ -184,8 +205,7 @@ def record_predictions(wildcards):
     if m["deeplab"]:
         suffix = "_crf" if m["deeplab"] == "deeplab_crf" else ""
         return f"results/{ds}/{run}/deeplab/pred_{m['split']}{suffix}"
-    folder = seeds_folder if m["stage"] == "seed" else crf_folder
-    return folder(ds, run, m["model"])
+    return stage_folder(ds, run, m["model"], m["stage"])
 
 
 def eval_shards(wildcards):
@@ -213,10 +233,59 @@ def crf_folder(dataset, run, model):
     return f"results/{dataset}/{EXP.crf_owner(run, model)}/crf/{model}"
 
 
+def refined_folder(dataset, run, model, kind):
+    """The folder holding run's `kind` refinement (crf, sam, sam_crf) of `model`'s seeds."""
+    return f"results/{dataset}/{EXP.refined_owner(run, model, kind)}/{kind}/{model}"
+
+
+def stage_folder(dataset, run, model, stage):
+    """The label folder of evaluation stage `stage`: the seeds or one of their refinements."""
+    if stage == "seed":
+        return seeds_folder(dataset, run, model)
+    return refined_folder(dataset, run, model, stage)
+
+
 def eval_predictions(wildcards):
-    """Label PNG folder scored by the evaluate rule, i.e. the seeds ({stage}=seed) or their CRF."""
-    folder = seeds_folder if wildcards.stage == "seed" else crf_folder
-    return folder(wildcards.dataset, wildcards.experiment, wildcards.model)
+    """Label PNG folder scored by the evaluate rule: the seeds ({stage}=seed) or a refinement."""
+    return stage_folder(
+        wildcards.dataset, wildcards.experiment, wildcards.model, wildcards.stage
+    )
+
+
+def sam_checkpoint(wildcards=None):
+    """The SAM checkpoint file: `sam.checkpoint`, a path or a `downloads:` item's name
+    (resources/downloads/<name>, fetched by the download rule)."""
+    ckpt = EXP.settings(None, "sam").checkpoint
+    if not ckpt:
+        raise ConfigError(
+            "refine: or deeplab.pseudo_labels uses SAM but sam.checkpoint is not set: give a "
+            "SAM checkpoint's path or a downloads: item (sam_vit_b_01ec64.pth)"
+        )
+    if ckpt in config["downloads"]:
+        return f"resources/downloads/{ckpt}"
+    return ckpt
+
+
+def sam_checkpoint_input(wildcards):
+    """What provides the SAM checkpoint (the download, a manual item's marker, or the file)."""
+    return weights_input(sam_checkpoint(wildcards))
+
+
+def sam_crf_settings(wildcards):
+    """The CRF of SAM-refined labels (smaf.settings.CRFSettings, method labels)."""
+    return EXP.sam_crf_settings(wildcards.experiment).params()
+
+
+def sam_refine_seeds(wildcards):
+    """The seeds folder a SAM-refined folder refines (EPS: possibly another run's)."""
+    return seeds_folder(wildcards.dataset, wildcards.experiment, wildcards.model)
+
+
+def sam_crf_input(wildcards):
+    """The SAM-refined labels a SAM-then-CRF folder refines with the CRF."""
+    return refined_folder(
+        wildcards.dataset, wildcards.experiment, wildcards.model, "sam"
+    )
 
 
 def eval_meta(wildcards):
@@ -325,8 +394,11 @@ def deeplab_train_inputs(wildcards):
         }
     inputs = {
         "index": index_input(wildcards),
-        "labels": crf_folder(
-            wildcards.dataset, wildcards.experiment, cfg["labels_from"]
+        "labels": refined_folder(
+            wildcards.dataset,
+            wildcards.experiment,
+            cfg["labels_from"],
+            cfg.get("pseudo_labels", "crf"),
         ),
     }
     if cfg.get("pretrained"):

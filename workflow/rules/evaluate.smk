@@ -1,4 +1,4 @@
-# Seed / CRF evaluation against SegmentationClass (and SegmentationClassAug when the dataset
+# Seed / CRF / SAM evaluation against SegmentationClass (and SegmentationClassAug when the dataset
 # has it), in shards whose confusion matrices are summed, and the summary tables gathering every
 # evaluation: results/{dataset}/summary.csv, and results/summary.csv of every dataset run.
 
@@ -34,7 +34,8 @@ rule evaluate:
         "logs/{dataset}/{experiment}/eval/{model}_{stage}_{split}_{gt}.log",
     wildcard_constraints:
         model="eps|smaf|clip",
-        stage="seed|crf",
+        stage="seed|crf|sam|sam_crf",
+        split="train_aug|train|val",
         gt="SegmentationClass|SegmentationClassAug",
     localrule: True
     conda:

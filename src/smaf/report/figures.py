@@ -39,6 +39,7 @@ from smaf.report.samples import (
     seed_maps,
     student_attention,
 )
+from smaf.sam import SamMasks, load_masks
 from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,17 @@ def make_eps_smaf_figure(
     return fig
 
 
+def sam_segments(masks: SamMasks, colours: int) -> np.ndarray:
+    """SAM's masks of one image as a label map to draw: each mask its own colour (1..colours,
+    cycling; the colours name no class), painted largest first so nested parts stay visible;
+    0 where no mask is."""
+    out = np.zeros((masks.height, masks.width), np.uint8)
+    order = sorted(range(len(masks)), key=lambda i: -int(masks.mask(i).sum()))
+    for k, i in enumerate(order):
+        out[masks.mask(i)] = k % max(colours, 1) + 1
+    return out
+
+
 def label_rows(
     index: DatasetIndex, ids: list[str], columns: Mapping[str, PathLike]
 ) -> list[tuple[str, np.ndarray, dict[str, np.ndarray | None]]]:
@@ -193,7 +205,13 @@ def label_rows(
         }
         for title, folder in columns.items():
             path = Path(folder) / f"{image_id}.png"
-            labels[title] = load_mask(path) if path.is_file() else None
+            masks = Path(folder) / f"{image_id}.sam.json"  # smaf.stages.sam_stage's masks
+            if path.is_file():
+                labels[title] = load_mask(path)
+            elif masks.is_file():
+                labels[title] = sam_segments(load_masks(masks), index.num_classes)
+            else:
+                labels[title] = None
         rows.append((image_id, load_image(index.image_path(image_id)), labels))
     return rows
 

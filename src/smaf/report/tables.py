@@ -22,6 +22,7 @@ import pandas as pd
 
 from smaf.errors import DataError
 from smaf.io import PathLike
+from smaf.provenance import SAM
 
 # ------------------------------------------------------------------------- the paper's numbers
 #: mIoU (%) published in the SMAF paper (Yang, Zhu, Zhang, "A Self-Training Framework Based on
@@ -64,7 +65,15 @@ TABLE2_STAGES = {
     "eps_crf": ("EPS", "+CRF"),
     "smaf_seed": ("SMAF", "seed"),
     "smaf_crf": ("SMAF", "+CRF"),
+    "clip_sam": ("CLIP", "+SAM"),
+    "clip_sam_crf": ("CLIP", "+SAM+CRF"),
+    "eps_sam": ("EPS", "+SAM"),
+    "eps_sam_crf": ("EPS", "+SAM+CRF"),
+    "smaf_sam": ("SMAF", "+SAM"),
+    "smaf_sam_crf": ("SMAF", "+SAM+CRF"),
 }
+#: Table 2 columns shown only when the summary has them (config `refine:`).
+TABLE2_OPTIONAL = ("+SAM", "+SAM+CRF")
 #: Ablation columns: stage of ablations.csv → column title.
 ABLATION_STAGES = {"smaf_seed": "seed mIoU", "smaf_crf": "+CRF mIoU"}
 
@@ -135,6 +144,16 @@ def _provenance(rows: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
     return {c: " | ".join(str(v) for v in pd.unique(rows[c].dropna())) or NA for c in columns}
 
 
+def _table2_provenance(rows: pd.DataFrame, columns: Sequence[str]) -> dict[str, str]:
+    """:func:`_provenance` of a Table 2 row: its seed / CRF rows', with ``SAM`` added for the
+    ``+SAM`` columns when they are there (one cell, not the two chains joined by " | ")."""
+    sam = rows["stage"].str.contains("_sam")
+    out = _provenance(rows[~sam] if (~sam).any() else rows, columns)
+    if sam.any() and "supervision" in columns and (~sam).any():
+        out["supervision"] = f"{out['supervision']}; {SAM} (+SAM columns)"
+    return out
+
+
 def _paper_value(value: float | None) -> str:
     return NA if value is None else f"{value:.1f}"
 
@@ -187,7 +206,8 @@ def segmentation_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
 
 
 def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> pd.DataFrame:
-    """Table 2: mIoU of the EPS / SMAF seeds and their CRF refinement per experiment group.
+    """Table 2: mIoU of the EPS / SMAF seeds and their CRF refinement per experiment group
+    (and their SAM / SAM + CRF refinements, columns ``+SAM`` / ``+SAM+CRF``, where scored).
 
     Args:
         summary: rows of results/summary.csv.
@@ -214,9 +234,11 @@ def pseudo_label_table(summary: pd.DataFrame, *, paper: bool | None = None) -> p
         for stage, (method, col) in TABLE2_STAGES.items():
             if method == row["method"]:
                 row[col] = format_miou(g.loc[g["stage"] == stage, "miou"])
-        rows.append({**row, **_provenance(g, used)})
+        rows.append({**row, **_table2_provenance(g, used)})
     columns = ["dataset", "experiment", "split", "gt", "method", *(["thr"] if with_thr else [])]
-    out = pd.DataFrame(rows, columns=[*columns, "seed", "+CRF", *used])
+    present = {TABLE2_STAGES[s][1] for s in pd.unique(df["stage"])}
+    extra = [c for c in TABLE2_OPTIONAL if c in present]
+    out = pd.DataFrame(rows, columns=[*columns, "seed", "+CRF", *extra, *used])
     if len(out):
         # EPS before SMAF inside each (dataset, experiment, split, gt), first-seen order kept.
         block = out[["dataset", "experiment", "split", "gt"]].astype(str).agg("|".join, axis=1)

@@ -34,45 +34,16 @@ SEPL's loop also lets a class j > i keep seed-j pixels inside a mask class i too
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
-from typing import Any
 
 import numpy as np
 
-from smaf.errors import ConfigError, DataError
+from smaf.errors import DataError
 from smaf.sam.masks import SamMasks
+from smaf.sam_settings import UNCLAIMED, SamRefineSettings
 
 __all__ = ["UNCLAIMED", "SamRefineSettings", "assign_masks", "refine_with_masks", "sam_refine"]
 
-UNCLAIMED = ("seed", "ignore", "background")
-
 MaskSource = SamMasks | np.ndarray | Iterable[np.ndarray]
-
-
-@dataclass(frozen=True)
-class SamRefineSettings:
-    """How seeds and SAM masks combine (config ``sam.unclaimed``, ``sam.seed_cover``)."""
-
-    unclaimed: str = "seed"  # pixels no SAM mask covers: seed | ignore | background (SEPL paper)
-    seed_cover: float | None = (
-        None  # also join when covering this share of a seed (SEPL imp2: 0.85)
-    )
-    background: int = 0  # the seeds' background label
-    ignore: int = 255  # the seeds' ignore label (never a class)
-
-    def __post_init__(self) -> None:
-        if self.unclaimed not in UNCLAIMED:
-            raise ConfigError(
-                f"sam.unclaimed must be one of {', '.join(UNCLAIMED)}, got {self.unclaimed!r}"
-            )
-        if self.seed_cover is not None and not 0.0 < self.seed_cover <= 1.0:
-            raise ConfigError(f"sam.seed_cover must be in (0, 1] or null, got {self.seed_cover!r}")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SamRefineSettings:
-        """From the config's ``sam:`` mapping (generator and model keys are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def _iter_masks(masks: MaskSource) -> Iterable[np.ndarray]:

@@ -23,15 +23,15 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from smaf.errors import ConfigError, DataError, SmafError
+from smaf.errors import DataError, SmafError
 from smaf.io import atomic_write
 from smaf.sam.model import require_segment_anything
+from smaf.sam_settings import SamSettings
 
 __all__ = [
     "SamMasks",
@@ -44,59 +44,6 @@ __all__ = [
 
 FORMAT = "smaf-sam-masks"
 VERSION = 1
-
-
-@dataclass(frozen=True)
-class SamSettings:
-    """Settings of SAM's automatic mask generator (config ``sam:``); defaults are SAM's own."""
-
-    points_per_side: int = 32  # a points_per_side² grid of point prompts
-    points_per_batch: int = 64  # prompts run together (memory: see estimate_peak_bytes)
-    pred_iou_thresh: float = 0.88  # keep masks whose predicted IoU is above this
-    stability_score_thresh: float = 0.95  # keep masks at least this stable
-    stability_score_offset: float = 1.0  # logit shift of the stability score
-    box_nms_thresh: float = 0.7  # box IoU above which duplicate masks are dropped
-    crop_n_layers: int = 0  # extra passes on image crops (0: the whole image only)
-    crop_nms_thresh: float = 0.7  # box NMS between crops
-    crop_overlap_ratio: float = 512 / 1500  # overlap of neighbouring crops
-    crop_n_points_downscale_factor: int = 1  # fewer points per side in deeper crop layers
-    min_mask_region_area: int = 0  # remove holes / islands below this area (needs opencv)
-    max_side: int | None = 1024  # downscale larger images before SAM (None: never)
-
-    def __post_init__(self) -> None:
-        positive = ("points_per_side", "points_per_batch", "crop_n_points_downscale_factor")
-        for name in positive:
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ConfigError(
-                    f"sam.{name} must be an integer >= 1, got {getattr(self, name)!r}"
-                )
-        for name in ("crop_n_layers", "min_mask_region_area"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ConfigError(
-                    f"sam.{name} must be an integer >= 0, got {getattr(self, name)!r}"
-                )
-        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh",
-                     "crop_nms_thresh", "crop_overlap_ratio"):  # fmt: skip
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise ConfigError(f"sam.{name} must be a number in [0, 1], got {value!r}")
-        if self.max_side is not None and (not isinstance(self.max_side, int) or self.max_side < 16):
-            raise ConfigError(
-                f"sam.max_side must be an integer >= 16 or null, got {self.max_side!r}"
-            )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> SamSettings:
-        """From the config's ``sam:`` mapping; keys that are not generator settings are ignored
-        (``checkpoint``, ``model`` belong to the model)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
-
-    def generator_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``SamAutomaticMaskGenerator`` (everything but ``max_side``)."""
-        d = asdict(self)
-        d.pop("max_side")
-        return d
 
 
 class SamMasks:
