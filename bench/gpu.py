@@ -15,6 +15,9 @@ random / synthetic data, at the sizes of ``config/voc2012.yaml`` (the paper's):
   the CRF of each image run by the pool while the GPU computes the next image's seeds;
   ``teacher_pass``: the offline teacher's per-image work (maps + their files, as
   :func:`smaf.stages.teacher.teacher_maps` does it);
+* ``clip_cams`` / ``sam_masks`` (groups ``clip``, ``sam``; bench/gpu_bases.py): the CLIP base's
+  CAMs (random ViT-B/16, 500×375, one forward + one backward per present class) and SAM's
+  automatic masks (random ViT-B and ViT-H, 32 × 32 points, 500×375), in fp32 as the stages run;
 * ``matmul_bf16``: the device's measured bf16 matmul rate (the "peak" of ``pct_peak_*``).
 
 Every step and pass runs in several variants (``fp32``: no autocast, torch's default math

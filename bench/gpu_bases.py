@@ -153,6 +153,8 @@ def bench_clip(setup: BasesSetup, device: torch.device, warmup: int, peak: float
     rows: list[Row] = [
         ("clip_cams", "tflop_per_image", tflop, f"TFLOP ({what}; {w}×{h}; 1 fwd + {k} bwd)"),
         ("clip_cams", "classes_per_image", k, "present classes"),
+        ("clip_cams", "vision_width", arch.vision_width, "channels"),
+        ("clip_cams", "patch_size", arch.patch_size, "px"),
         ("clip_cams", "s_per_image", s, f"s/image (fp32, median of {len(images)})"),
         ("clip_cams", "images_per_s", 1 / s, "images/s"),
         ("clip_cams", "tflops", tflop / s, "TFLOP/s"),
@@ -313,7 +315,9 @@ def render_bases(rows: Sequence[Row]) -> list[str]:
         s = get["clip_cams", "s_per_image"]
         cells = [get["clip_cams", "tflop_per_image"], s, 1 / s, get["clip_cams", "pct_peak"]]
         cells.append(get.get(("clip_cams", "peak_mem_mb")))
-        lines.append("| clip_cams | ViT-B/16 | " + " | ".join(fmt(c) for c in cells) + " | |")
+        width, patch = get["clip_cams", "vision_width"], get["clip_cams", "patch_size"]
+        model = "ViT-B/16" if (width, patch) == (768, 16) else f"ViT {width:.0f}/{patch:.0f}"
+        lines.append(f"| clip_cams | {model} | " + " | ".join(map(fmt, cells)) + " | |")
         per_dataset.append(("CLIP CAMs", s))
     models = sorted({m.removeprefix("tflop_per_image_") for b, m in get if b == "sam_masks"
                      and m.startswith("tflop_per_image_")})  # fmt: skip
@@ -327,6 +331,11 @@ def render_bases(rows: Sequence[Row]) -> list[str]:
             lines.append(f"| sam_masks ({label}) | {m} | " + " | ".join(map(fmt, cells)) + " |")
             per_dataset.append((f"SAM {m} ({label})", s))
     lines.append("")
+    lines.append(
+        f"- CLIP and SAM run in fp32, as the stages do (float32 matmul precision "
+        f"`{torch.get_float32_matmul_precision()}`); SAM at "
+        f"{fmt(get.get(('sam_masks', 'points_per_side')))} points per side; masks: kept per image."
+    )
     for name, n in DATASETS:
         lines.append(
             f"- {name} ({n:,} images) on this device at these rates: "

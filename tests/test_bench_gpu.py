@@ -251,3 +251,17 @@ def test_replace_section():
     )
     other = f"{start}\nkeep\n{end}\n"  # another section's markers are left alone
     assert replace_section(other, "cpu", "## CPU", ["x"]).startswith(other)
+
+
+def test_bases_benchmark_imports_only_public_modules():
+    """bench/gpu_bases.py times what the stages call, through smaf.clip's and smaf.sam's public
+    names, never stage internals (a stage's refactoring must not break the benchmark)."""
+    import ast
+
+    tree = ast.parse((SCRIPT.parent / "gpu_bases.py").read_text())
+    smaf = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smaf")
+    }
+    assert smaf == {"smaf.clip", "smaf.sam"}
