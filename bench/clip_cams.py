@@ -6,8 +6,10 @@ about 1.5), CLIP-ES's settings (one scale, no flip): per image one forward, one 
 present class, the affinity refinement and the resize to image size. The text features are
 computed once before timing, as a run does once per dataset.
 
-Prints one JSON line ``{"images_per_s": ..., "peak_rss_mb": ..., "images": ...}``; the peak RSS
-is this process's (model, activations, Python). bench/cpu.py runs it as a child.
+Prints one JSON line ``{"images_per_s": ..., "cpu_s_per_image": ..., "peak_rss_mb": ...,
+"images": ...}``; ``cpu_s_per_image`` is the process's CPU time (all threads) per timed image,
+which other processes on a shared machine change much less than the wall rate; the peak RSS
+is this process's (model, activations, Python). bench/cpu.py runs it as a child (2 images).
 
     .venv/bin/python bench/clip_cams.py [--images 4] [--threads N]
 """
@@ -69,12 +71,17 @@ def measure(
     rng = np.random.default_rng(0)
     batch = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(images + 1)]
     image_cams(model, batch[0], [0, 14], class_text, bg_text, cfg)  # warm-up
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for img in batch[1:]:
         image_cams(model, img, [0, 14], class_text, bg_text, cfg)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"images_per_s": images / seconds, "peak_rss_mb": peak, "images": images}
+    return {
+        "images_per_s": images / seconds,
+        "cpu_s_per_image": cpu_seconds / images,
+        "peak_rss_mb": peak,
+        "images": images,
+    }
 
 
 def main() -> None:

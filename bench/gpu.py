@@ -15,6 +15,9 @@ random / synthetic data, at the sizes of ``config/voc2012.yaml`` (the paper's):
   the CRF of each image run by the pool while the GPU computes the next image's seeds;
   ``teacher_pass``: the offline teacher's per-image work (maps + their files, as
   :func:`smaf.stages.teacher.teacher_maps` does it);
+* ``clip_cams`` / ``sam_masks`` (groups ``clip``, ``sam``; bench/gpu_bases.py): the CLIP base's
+  CAMs (random ViT-B/16, 500×375, one forward + one backward per present class) and SAM's
+  automatic masks (random ViT-B and ViT-H, 32 × 32 points, 500×375), in fp32 as the stages run;
 * ``matmul_bf16``: the device's measured bf16 matmul rate (the "peak" of ``pct_peak_*``).
 
 Every step and pass runs in several variants (``fp32``: no autocast, torch's default math
@@ -47,14 +50,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import datetime as dt
 import functools
 import gc
 import math
 import multiprocessing
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -63,13 +64,24 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import gpu_bases
 import numpy as np
 import torch
 import yaml
+from gpu_common import (
+    Row,
+    count_flops,
+    device_name,
+    fmt,
+    matmul_peak,
+    median_time,
+    peak_mb,
+    reset_peak,
+    write_csv,
+)
 from markdown_section import replace_section
 from PIL import Image
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from smaf.cam import CAMConfig, class_maps, seed_labels
 from smaf.config import dataclass_from, deep_merge
@@ -97,16 +109,15 @@ HEADING = "## GPU (`bench/gpu.py`)"
 C = 20  # VOC foreground classes
 #: The issue's targets, repeated in the Markdown table.
 TARGETS = "≤ 0.08 s/iter for EPS/SMAF steps, ≤ 0.15 s/img for seeds + CRF amortised"
-#: Benchmark groups of ``--benchmarks``: training step kinds, then the inference passes.
+#: Benchmark groups of ``--benchmarks``: training step kinds, the inference passes, then the
+#: CLIP and SAM bases (bench/gpu_bases.py).
 TRAIN_GROUPS = {
     "eps": "eps_step",
     "smaf_offline": "smaf_step_offline",
     "smaf_online": "smaf_step_online",
     "deeplab": "deeplab_step",
 }
-GROUPS = (*TRAIN_GROUPS, "seeds")
-
-Row = tuple[str, str, float, str]  # benchmark, metric, value, unit
+GROUPS = (*TRAIN_GROUPS, "seeds", *gpu_bases.GROUPS)
 
 
 @dataclass(frozen=True)
@@ -210,12 +221,6 @@ def make_setup(smoke: bool, images: int | None = None) -> Setup:
     )
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work (no-op on the CPU)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def prepare(model: nn.Module, variant: Variant, device: torch.device) -> nn.Module:
     """A copy of ``model`` on ``device`` in the variant's memory layout, compiled if asked."""
     model = copy.deepcopy(model).to(device)
@@ -253,39 +258,10 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return teacher
 
 
-def median_time(fn: Callable[[], Any], warmup: int, steps: int, device: torch.device) -> float:
-    """Median wall time (s) of ``steps`` calls of ``fn`` after ``warmup`` calls, each synced."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def count_flops(fn: Callable[[], Any]) -> float:
-    """TFLOP of the matmuls / convolutions (forward and backward) that ``fn`` runs."""
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops() / 1e12
-
-
-def reset_peak(device: torch.device) -> None:
-    """Start a new peak-memory window (CUDA only)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
 def peak_rows(bench: str, variant: Variant, device: torch.device) -> list[Row]:
     """The peak allocated memory since :func:`reset_peak` (CUDA only: none on the CPU)."""
-    if device.type != "cuda":
-        return []
-    mb = torch.cuda.max_memory_allocated(device) / 2**20
-    return [(bench, f"peak_mem_mb_{variant.name}", mb, "MB")]
+    mb = peak_mb(device)
+    return [] if mb is None else [(bench, f"peak_mem_mb_{variant.name}", mb, "MB")]
 
 
 def free_memory(variant: Variant, device: torch.device) -> None:
@@ -302,19 +278,6 @@ def error_row(bench: str, variant: Variant, exc: Exception) -> Row:
     message = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
     print(f"  {bench} {variant.name}: skipped ({message})", flush=True)
     return (bench, f"error_{variant.name}", math.nan, message)
-
-
-def matmul_peak(device: torch.device, n: int, reps: int = 10, repeats: int = 5) -> float:
-    """Measured bf16 matmul rate (TFLOP/s): median of ``repeats`` runs of ``reps`` n³ matmuls."""
-    gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=gen)
-
-    def run() -> None:
-        for _ in range(reps):
-            torch.mm(a, b)
-
-    return 2 * n**3 * reps / median_time(run, 1, repeats, device) / 1e12
 
 
 # ------------------------------------------------------------------------ training steps
@@ -710,11 +673,6 @@ def bench_seeds(
 # ------------------------------------------------------------------------------ output
 
 
-def fmt(value: float | None, digits: int = 3) -> str:
-    """A table cell: ``—`` for missing values, else ``digits`` significant digits."""
-    return "—" if value is None or math.isnan(value) else f"{value:.{digits}g}"
-
-
 def render_section(rows: Sequence[Row], header: str, variants: Sequence[str]) -> list[str]:
     """The Markdown between the markers: ``header``, then a table per kind of benchmark."""
     get = {(b, m): v for b, m, v, _ in rows}
@@ -789,23 +747,7 @@ def render_section(rows: Sequence[Row], header: str, variants: Sequence[str]) ->
                 f"- CRF (`labels`): {fmt(get['crf', 'images_per_s'])} "
                 f"{unit['crf', 'images_per_s']}; seeds + CRF overlapped, s/image: {amortised}."
             )
-    return lines
-
-
-def write_csv(path: Path, rows: Sequence[Row]) -> None:
-    """``benchmark,metric,value,unit`` rows, values to 6 significant digits."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["benchmark", "metric", "value", "unit"])
-        writer.writerows((b, m, f"{v:.6g}", u) for b, m, v, u in rows)
-
-
-def device_name(device: torch.device) -> str:
-    """The accelerator's name, or the CPU's."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU ({platform.processor() or platform.machine()})"
+    return [*lines, *gpu_bases.render_bases(rows)]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -819,7 +761,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--steps", type=int, default=None, help="timed steps (20; smoke 1)")
     ap.add_argument("--warmup", type=int, default=None, help="warm-up steps (5; smoke 1)")
-    ap.add_argument("--images", type=int, default=None, help="seed / CRF images (32; smoke 2)")
+    ap.add_argument(
+        "--images", type=int, default=None, help="seed / CRF images (32), CLIP images (16); smoke 2"
+    )
     ap.add_argument(
         "--crf-processes",
         type=int,
@@ -860,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows += bench_train(setup, groups, variants, args, device, peak)
     if "seeds" in groups:
         rows += bench_seeds(setup, variants, args, device, peak)
+    rows += gpu_bases.bench_bases(groups, args.smoke, args.images, device, args.warmup, peak)
     write_csv(args.out, rows)
     width = max(len(b) + len(m) for b, m, _, _ in rows) + 2
     for b, m, v, u in rows:

@@ -62,6 +62,8 @@ def test_smoke_covers_every_benchmark(smoke):
         "crf",
         "seeds_crf_amortised",
         "teacher_pass",
+        "clip_cams",
+        "sam_masks",
     }
     assert _value(smoke, "matmul_bf16", "tflops") > 0
     assert not any(m.startswith(("peak_mem", "error")) for _, m in smoke)  # CPU: no CUDA memory
@@ -116,6 +118,55 @@ def test_smoke_seeds_crf_teacher(smoke):
 
 
 @pytest.mark.slow
+def test_smoke_clip_cams(smoke):
+    """A tiny CLIP on a 64×48 image: one forward and a backward per present class."""
+    assert _value(smoke, "clip_cams", "classes_per_image") == 2
+    assert _value(smoke, "clip_cams", "tflop_per_image") > 0
+    s = _value(smoke, "clip_cams", "s_per_image")
+    assert s > 0
+    assert _value(smoke, "clip_cams", "images_per_s") == pytest.approx(1 / s, rel=1e-3)
+    tflop = _value(smoke, "clip_cams", "tflop_per_image")
+    assert _value(smoke, "clip_cams", "tflops") == pytest.approx(tflop / s, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_smoke_sam_masks(smoke):
+    """A tiny SAM, 4 × 4 points, with SAM's thresholds and with every mask kept."""
+    assert _value(smoke, "sam_masks", "points_per_side") == 4
+    encoder, decoder = (
+        _value(smoke, "sam_masks", f"tflop_{p}_tiny") for p in ("encoder", "decoder")
+    )
+    assert encoder > 0 and decoder > 0
+    assert _value(smoke, "sam_masks", "tflop_per_image_tiny") == pytest.approx(
+        encoder + decoder, rel=1e-4
+    )
+    assert _value(smoke, "sam_masks", "encoder_s_tiny") > 0
+    for kept in ("", "all_kept_"):
+        s = _value(smoke, "sam_masks", f"s_per_image_{kept}tiny")
+        assert s > 0
+        assert _value(smoke, "sam_masks", f"images_per_s_{kept}tiny") == pytest.approx(
+            1 / s, rel=1e-3
+        )
+        assert _value(smoke, "sam_masks", f"masks_{kept}tiny") >= 0
+    # Thresholds at 0 keep at least the masks SAM's thresholds keep.
+    assert _value(smoke, "sam_masks", "masks_all_kept_tiny") >= _value(
+        smoke, "sam_masks", "masks_tiny"
+    )
+
+
+def test_sam_flops_of_the_official_models():
+    """Counted on the meta device (no weights): ViT-H's encoder ~6 TFLOP (3 TMAC), ViT-B's ~1;
+    the decoder's 1024 prompts cost the same for both (same decoder)."""
+    bases = gpu.gpu_bases
+    vit_b = bases.sam_arch("vit_b")
+    b_enc, b_dec = bases.sam_flops(vit_b, 32)
+    h_enc, h_dec = bases.sam_flops(bases.sam_arch("vit_h"), 32)
+    assert 0.8 < b_enc < 1.2 and 5.0 < h_enc < 7.0
+    assert b_dec == pytest.approx(h_dec) and 1.0 < b_dec < 10.0
+    assert bases.sam_flops(vit_b, 16)[1] == pytest.approx(b_dec / 4)
+
+
+@pytest.mark.slow
 def test_render_section_of_smoke_rows(smoke):
     rows = [(b, m, v, u) for (b, m), (v, u) in smoke.items()]
     lines = gpu.render_section(rows, "header", ["fp32", "bf16"])
@@ -126,6 +177,21 @@ def test_render_section_of_smoke_rows(smoke):
     assert sum(line.startswith("| seeds |") for line in table) == 2
     assert any("teacher" in line for line in lines if line.startswith("- smaf_step_online"))
     assert any(line.startswith("- CRF (`labels`)") for line in lines)
+    assert sum(line.startswith("| clip_cams |") for line in table) == 1
+    assert sum(line.startswith("| sam_masks (") for line in table) == 2  # SAM's, all kept
+    assert any(line.startswith("- COCO train (82,783 images)") for line in lines)
+
+
+def test_real_run_takes_the_base_models_at_voc_size():
+    setup = gpu.gpu_bases.make_bases_setup(smoke=False)
+    assert setup.clip_arch.vision_width == 768 and setup.clip_arch.patch_size == 16
+    assert setup.image_hw == (375, 500) and setup.points_per_side == 32
+    assert setup.sam_models == ("vit_b", "vit_h")
+
+
+def test_hours():
+    assert gpu.gpu_bases.hours(1.0, 10_582) == "2.9 h"
+    assert gpu.gpu_bases.hours(0.1, 10_582) == "18 min"
 
 
 def test_real_run_takes_the_voc_preset_sizes():
@@ -185,3 +251,17 @@ def test_replace_section():
     )
     other = f"{start}\nkeep\n{end}\n"  # another section's markers are left alone
     assert replace_section(other, "cpu", "## CPU", ["x"]).startswith(other)
+
+
+def test_bases_benchmark_imports_only_public_modules():
+    """bench/gpu_bases.py times what the stages call, through smaf.clip's and smaf.sam's public
+    names, never stage internals (a stage's refactoring must not break the benchmark)."""
+    import ast
+
+    tree = ast.parse((SCRIPT.parent / "gpu_bases.py").read_text())
+    smaf = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smaf")
+    }
+    assert smaf == {"smaf.clip", "smaf.sam"}

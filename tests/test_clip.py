@@ -192,3 +192,4 @@ def test_cpu_benchmark_measures_clip_cams(tiny_model):
     assert bench.VIT_B16.heads(bench.VIT_B16.vision_width) == 12
     result = bench.measure(images=1, size=(40, 48), arch=tiny_model.arch)
     assert result["images"] == 1 and result["images_per_s"] > 0 and result["peak_rss_mb"] > 0
+    assert result["cpu_s_per_image"] > 0
