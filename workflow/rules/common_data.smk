@@ -68,9 +68,13 @@ def index_input(wildcards, name="index.csv"):
     rewriting the index reruns nothing by itself. Each job that reads it says which rows it
     reads with an `index_rows` params entry (rows_of), and only a change in those rows reruns
     it: adding a val image reruns evaluation, not training (smaf.data.index.rows_fingerprint).
-    Through the checkpoint, so that Snakemake weighs the job's params only once the index is
-    final (a job with a pending checkpoint input is re-evaluated after it)."""
-    return ancient(index_checkpoint(wildcards.dataset, name).output.index)
+    """
+    return ancient(data_path(wildcards, name))
+
+
+def dataset_index(dataset):
+    """index_input of the configured dataset, for rules without a {dataset} wildcard."""
+    return ancient(f"results/{dataset}/data/index.csv")
 
 
 def index_checkpoint(dataset, name="index.csv"):
@@ -83,15 +87,20 @@ def index_checkpoint(dataset, name="index.csv"):
     return stage.get(dataset=dataset)
 
 
-def rows_of(roles, name="index.csv"):
+def rows_of(roles, name="index.csv", dataset=None):
     """An `index_rows` params function: the fingerprint of the rows of `roles` (a list, or a
     function of the wildcards; ALL_ROLES: every row) of index `name` (or a function of the
-    wildcards giving it). It waits for the dataset stage (a checkpoint) like shard_count.
+    wildcards giving it) of `dataset` (default: the {dataset} wildcard's).
+
+    It waits for the dataset stage (a checkpoint), so Snakemake weighs it once the index is
+    final. Every rule after the dataset stage has one, the summaries and the report too: a
+    rule without it would keep what Snakemake's first pass (before the checkpoint is known)
+    thought of its inputs' jobs, and a finished run would plan it again.
     """
 
     def get(wildcards):
         index = name(wildcards) if callable(name) else name
-        path = index_checkpoint(wildcards.dataset, index).output.index
+        path = index_checkpoint(dataset or wildcards.dataset, index).output.index
         return rows_fingerprint(path, roles(wildcards) if callable(roles) else roles)
 
     return get

@@ -102,7 +102,8 @@ def predict_cfg():
 
 
 def predict_inputs(wildcards):
-    """The model (DeepLab, or the EPS / SMAF classifier for CAMs) and the images folder."""
+    """The model (DeepLab, or the EPS / SMAF classifier for CAMs), the images folder and the
+    index (for index_rows: the rules after the dataset stage all wait for it)."""
     cfg = predict_cfg()
     run = f"results/{wildcards.dataset}/{wildcards.experiment}"
     if cfg.get("model", "deeplab") == "deeplab":
@@ -113,8 +114,13 @@ def predict_inputs(wildcards):
             record = EXP.thr_auto_record(
                 wildcards.dataset, wildcards.experiment, cfg["model"]
             )
-            return {"model": model, "images": cfg["images"], "thr_auto": record}
-    return {"model": model, "images": cfg["images"]}
+            return {
+                "model": model,
+                "images": cfg["images"],
+                "thr_auto": record,
+                "index": index_input(wildcards),
+            }
+    return {"model": model, "images": cfg["images"], "index": index_input(wildcards)}
 
 
 def predict_settings(wildcards):

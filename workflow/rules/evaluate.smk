@@ -54,7 +54,8 @@ rule evaluate:
 # configs themselves in summary_configs.json).
 rule dataset_summary:
     input:
-        summary_inputs,
+        records=summary_inputs,
+        index=index_input,
     output:
         csv="results/{dataset}/summary.csv",
         configs="results/{dataset}/summary_configs.json",
@@ -65,6 +66,7 @@ rule dataset_summary:
         "../../envs/smaf.yaml"
     params:
         code=script_code("dataset_summary.py"),
+        index_rows=rows_of(ALL_ROLES),
         configs=summary_configs,
     script:
         "../scripts/dataset_summary.py"
@@ -75,7 +77,8 @@ rule dataset_summary:
 # not inputs, so they are never rebuilt for another dataset's run.
 rule summary:
     input:
-        f"results/{DATASET}/summary.csv",
+        summary=f"results/{DATASET}/summary.csv",
+        index=dataset_index(DATASET),
     output:
         "results/summary.csv",
     log:
@@ -85,6 +88,7 @@ rule summary:
         "../../envs/smaf.yaml"
     params:
         code=script_code("summary.py"),
+        index_rows=rows_of(ALL_ROLES, dataset=DATASET),
         others=other_summaries(),
         others_mtime=[os.path.getmtime(p) for p in other_summaries()],
     script:
@@ -96,6 +100,7 @@ rule summary:
 rule ablations:
     input:
         [row["record"] for row in ablation_rows()],
+        index=dataset_index(DATASET),
     output:
         f"results/{DATASET}/ablations.csv",
     log:
@@ -105,6 +110,7 @@ rule ablations:
         "../../envs/smaf.yaml"
     params:
         code=script_code("ablations.py"),
+        index_rows=rows_of(ALL_ROLES, dataset=DATASET),
         rows=ablation_rows(),
     script:
         "../scripts/ablations.py"

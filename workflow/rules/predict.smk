@@ -24,6 +24,7 @@ rule predict:
         gpu=1,
     params:
         code=script_code("predict.py"),
+        index_rows=rows_of(["train_aug"]),
         settings=predict_settings,
         images=predict_images_fingerprint,
         work_dir="results/{dataset}/state/{experiment}/predict/{name}",

@@ -105,6 +105,7 @@ rule figure_eps_smaf:
         code=script_code("figure_eps_smaf.py"),
         index_rows=rows_of(lambda wildcards: [figure_split(wildcards)]),
         role=figure_split,
+        base=EXP.base.upper(),  # the titles' EPS, CAM or CLIP
     script:
         "../scripts/figure_eps_smaf.py"
 
@@ -144,7 +145,8 @@ rule figure_labels:
 
 rule figure_curves:
     input:
-        curve_histories,
+        histories=curve_histories,
+        index=index_input,
     output:
         png="results/{dataset}/{experiment}/figures/curves.png",
         svg=report(
@@ -160,6 +162,7 @@ rule figure_curves:
         "../../envs/smaf.yaml"
     params:
         code=script_code("figure_curves.py"),
+        index_rows=rows_of(["train_aug"]),
     script:
         "../scripts/figure_curves.py"
 
@@ -167,6 +170,7 @@ rule figure_curves:
 rule report:
     input:
         summary="results/summary.csv",
+        index=dataset_index(DATASET),
         evals=report_evals(REPORT_EXPERIMENT),
         figures=expand(
             "results/{dataset}/{experiment}/figures/{name}.png",
@@ -205,6 +209,7 @@ rule report:
         "../../envs/smaf.yaml"
     params:
         code=script_code("report.py"),
+        index_rows=rows_of(ALL_ROLES, dataset=DATASET),
         templates=templates_code(),
         dataset=DATASET,
         # Without ground-truth masks nothing is scored: the page says so once.

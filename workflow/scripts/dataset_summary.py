@@ -7,7 +7,7 @@ from smaf.stages.evaluate import write_summary
 run_logged(
     snakemake.log[0],
     write_summary,
-    list(snakemake.input),
+    list(snakemake.input.records),
     snakemake.output.csv,
     configs=dict(snakemake.params.configs),
     configs_json=snakemake.output.configs,

@@ -8,7 +8,7 @@ snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 run_logged(
     snakemake.log[0],
     make_curves,
-    list(snakemake.input),
+    list(snakemake.input.histories),
     snakemake.output.png,
     snakemake.output.svg,
     title=f"Training curves: {snakemake.wildcards.experiment}",

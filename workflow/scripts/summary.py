@@ -7,6 +7,6 @@ from smaf.stages.evaluate import merge_summaries
 run_logged(
     snakemake.log[0],
     merge_summaries,
-    [*snakemake.input, *snakemake.params.others],
+    [snakemake.input.summary, *snakemake.params.others],
     snakemake.output[0],
 )
