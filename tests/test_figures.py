@@ -145,6 +145,10 @@ def test_attention_figures_overlay_jet_with_a_colour_bar(tiny_model) -> None:
     np.testing.assert_allclose(reactivated, expected, rtol=1e-6)
     fig3 = plots.eps_smaf_figure([sample, sample], [fused, fused], [fused, fused], NAMES)
     assert len(_heat_images(fig3)) == 4 and fig3.axes[0].get_title() == "img0"
+    # On the CLIP base the base's row and the title say CLIP, not EPS (issue 22).
+    clip = plots.eps_smaf_figure([sample], [fused], [fused], NAMES, base="CLIP")
+    texts = [t.get_text() for t in clip.texts] + [clip._suptitle.get_text()]
+    assert any("CLIP vs SMAF" in t for t in texts) and not any("EPS" in t for t in texts)
 
 
 def test_label_figure_has_a_legend_of_the_classes_that_occur(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def test_an_eps_model_under_the_clip_base_is_a_config_error(tmp_path) -> None:
 
 def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
     """dataset → CLIP seeds (= the teacher's maps) → CRF → SMAF → seeds → CRF → DeepLab →
-    summary.csv, with a tiny random OpenAI-format CLIP checkpoint; and the SAM refinement
+    summary.csv → report, with a tiny random OpenAI-format CLIP checkpoint; and the SAM refinement
     (issue 23) in the same run: refine [crf, sam] with a tiny random SAM, DeepLab trained on
     the SAM-refined labels (one whole-workflow run for both: `make test`'s time)."""
     weights = tmp_path / "tiny_clip.pt"
@@ -89,7 +89,7 @@ def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
     }
     config["deeplab"] = {**config["deeplab"], "pseudo_labels": "sam"}
     work = tmp_path / "work"
-    snakemake(work, "--cores", "2", "results/summary.csv", config=config)
+    snakemake(work, "--cores", "2", config=config)  # to the report (issue 22's acceptance)
     summary = pd.read_csv(work / "results" / "summary.csv")
     stages = set(summary["stage"])
     assert {"clip_seed", "clip_crf", "smaf_seed", "smaf_crf", "deeplab"} <= stages
@@ -113,3 +113,9 @@ def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
     # DeepLab trained on the SAM-refined SMAF labels.
     _, meta = load_deeplab(results / "default" / "deeplab" / "model.pt")
     assert meta["labels"] == "results/synthetic/default/sam/smaf"
+    # The report: no EPS figures on the CLIP base (Fig. 1 and 4 need a trained base), Fig. 3
+    # of CLIP vs SMAF, Fig. 5a with the SAM columns.
+    figures = {p.stem for p in (results / "default" / "figures").glob("fig*.png")}
+    assert figures == {"fig3_eps_vs_smaf", "fig5a_pseudo_labels", "fig5b_segmentation"}
+    page = (work / "results" / "report.html").read_text()
+    assert "+SAM" in page  # Table 2's +SAM column

@@ -1,4 +1,4 @@
-"""Fig. 3: fused attention of the EPS and the SMAF model from their seed maps (rule figure_eps_smaf)."""
+"""Fig. 3: fused attention of the base (EPS, CAM or CLIP) and the SMAF model from their seed maps (rule figure_eps_smaf)."""
 
 from pathlib import Path
 
@@ -15,4 +15,5 @@ run_logged(
     smaf_maps=Path(snakemake.input.smaf, "maps"),
     out=snakemake.output[0],
     role=snakemake.params.role,
+    base=snakemake.params.base,
 )

@@ -155,13 +155,16 @@ def make_eps_smaf_figure(
     role: str = "train",
     n_images: int = 4,
     scan: int = SCAN,
+    base: str = "EPS",
 ) -> Figure:
     """Fig. 3 from the seeds stage's fused maps (``seeds/<model>_<role>/maps``): the class
     present in the most images of the split, on its first ``n_images`` images.
 
     Args:
-        eps_maps, smaf_maps: the ``maps`` folders of the EPS and SMAF seeds of split ``role``.
+        eps_maps, smaf_maps: the ``maps`` folders of the base's (EPS, CAM or CLIP) and SMAF's
+            seeds of split ``role``.
         out: the PNG to write.
+        base: the base's name in the titles (``EPS``, ``CAM``, ``CLIP``).
     """
     index = read_index(index)
     ids = [i for i in role_ids(index, role)[:scan] if (Path(eps_maps) / f"{i}.npz").is_file()]
@@ -176,7 +179,7 @@ def make_eps_smaf_figure(
             f"({eps_maps}, {smaf_maps}).",
         )
     else:
-        fig = plots.eps_smaf_figure(samples, eps, smaf, index.class_names)
+        fig = plots.eps_smaf_figure(samples, eps, smaf, index.class_names, base)
     plots.save_figure(fig, out)
     return fig
 

@@ -221,19 +221,20 @@ def eps_smaf_figure(
     eps: Sequence[np.ndarray],
     smaf: Sequence[np.ndarray],
     class_names: Sequence[str],
+    base: str = "EPS",
 ) -> Figure:
-    """Fig. 3: one column per sample; rows image, GT, EPS fused map, SMAF fused map.
+    """Fig. 3: one column per sample; rows image, GT, the base's fused map, SMAF fused map.
 
-    ``eps[i]`` / ``smaf[i]``: fused maps ``[C, H, W]`` of ``samples[i]``; each column shows the
-    channel of its sample's class.
+    ``eps[i]`` / ``smaf[i]``: fused maps ``[C, H, W]`` of ``samples[i]`` (the base's: EPS, CAM
+    or CLIP, named ``base``); each column shows the channel of its sample's class.
     """
     name = ", ".join(dict.fromkeys(class_name(class_names, s.cls) for s in samples))
     fig, axes = image_grid(
         4,
         len(samples),
-        title=f"Fig. 3. Fused attention of '{name}': EPS vs SMAF",
+        title=f"Fig. 3. Fused attention of '{name}': {base} vs SMAF",
         col_titles=[s.image_id for s in samples],
-        row_titles=["image", "ground truth", f"EPS: {name}", f"SMAF: {name}"],
+        row_titles=["image", "ground truth", f"{base}: {name}", f"SMAF: {name}"],
         aspect=cell_aspect([s.image for s in samples]),
         bottom=0.5,
     )
