@@ -7,6 +7,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from helpers import (
     synthetic_index,
     tiny_classifier,
 )
+from slurm_cluster import SLURM_PROFILE, WORKFLOW_TIMEOUT, one_node_cluster, tail
 from workflow_utils import TINY_CONFIG, snakemake
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +94,79 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("workflow")
     snakemake(workdir, "--cores", "2", "--resources", "gpu=1", config=TINY_CONFIG)
     return workdir
+
+
+#: The tiny workflow in shards of 6 images: 12 train_aug images → 2 shards for the seeds of
+#: each classifier (eps, smaf) and the SMAF CRF; 4 train images → 1 for the EPS CRF.
+SHARDED = {"shards": {"images_per_shard": 6}}
+
+
+@dataclass
+class ShardedRun:
+    """The session's sharded tiny run: its folder, its log, and whether SLURM ran it."""
+
+    workdir: Path
+    log: str
+    slurm: bool
+    why: str = ""  # why not through SLURM
+    cpus: int = 1
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A one-node SLURM cluster for the session (tests/slurm_cluster.py); skips where it
+    cannot run here."""
+    with one_node_cluster(tmp_path_factory) as host:
+        yield host
+
+
+@pytest.fixture(scope="session")
+def sharded_run(request: pytest.FixtureRequest, tmp_path_factory) -> ShardedRun:
+    """TINY_CONFIG in :data:`SHARDED` shards, run to results/summary.csv once per session:
+    through ``--profile profiles/slurm`` on the test cluster where one can run here
+    (tests/test_slurm.py checks its jobs), else locally. tests/test_workflow_shards.py compares
+    its results with the one-shard ``tiny_run`` either way, so one run serves both."""
+    workdir = tmp_path_factory.mktemp("sharded")
+    config = {**TINY_CONFIG, **SHARDED}
+    try:
+        request.getfixturevalue("slurm_cluster")
+    except pytest.skip.Exception as skipped:
+        proc = snakemake(workdir, "--cores", "2", "results/summary.csv", config=config)
+        return ShardedRun(workdir, proc.stdout + proc.stderr, slurm=False, why=str(skipped))
+    cpus = os.cpu_count() or 1
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SMAF_SLURM_PARTITION", "debug")  # read by the profile
+        env.delenv("SMAF_SLURM_ACCOUNT", raising=False)  # no accounting, no account
+        proc = snakemake(
+            workdir,
+            "--profile",
+            str(SLURM_PROFILE),
+            "--workflow-profile",
+            "none",
+            # The test node has only this machine's CPUs (rules ask for up to 8 threads).
+            "--max-threads",
+            str(cpus),
+            # Tiny jobs: poll soon (the profile keeps the plugin's 40 s for real clusters).
+            # (The plugin adds 10 s to the wait after each check that finds nothing finished.)
+            "--slurm-init-seconds-before-status-checks",
+            "1",
+            "--seconds-between-status-checks",
+            "1",
+            # Every stage up to the scores; the figures, report and test submission add jobs
+            # of the same kinds, not new kinds of job.
+            "results/summary.csv",
+            config=config,
+            check=False,
+            timeout=WORKFLOW_TIMEOUT,
+        )
+    log = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        kept = sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+        pytest.fail(
+            f"snakemake --profile profiles/slurm failed ({proc.returncode}):\n{log[-6000:]}\n"
+            + "\n".join(tail(p, 30) for p in kept[-3:])
+        )
+    return ShardedRun(workdir, log, slurm=True, cpus=cpus)
 
 
 @pytest.fixture()
