@@ -369,6 +369,7 @@ INFO_COUNTS = (
 ALL_ROLES = ("*",)
 
 _ROWS: dict[tuple[str, int, int], tuple[pd.DataFrame, dict[str, Any]]] = {}
+_ROWS_DIGESTS: dict[tuple[tuple[str, int, int], tuple[str, ...]], str] = {}
 
 
 def rows_fingerprint(path: str | os.PathLike[str], roles: Sequence[str]) -> str:
@@ -379,11 +380,19 @@ def rows_fingerprint(path: str | os.PathLike[str], roles: Sequence[str]) -> str:
 
     The workflow gives it to each job as a parameter and the index as an ``ancient`` input, so
     an edit reruns only the jobs whose rows changed: adding a val image reruns no training
-    (issue 21). Read files are cached by path, mtime and size (the planner asks per job).
+    (issue 21). The table and each digest are cached by path, mtime and size (the planner
+    asks per job: a COCO-size index is read once and hashed once per set of roles).
     """
     path = Path(path)
     stat = path.stat()
     key = (str(path), stat.st_mtime_ns, stat.st_size)
+    if (key, tuple(roles)) not in _ROWS_DIGESTS:
+        _ROWS_DIGESTS[key, tuple(roles)] = _rows_digest(path, key, roles)
+    return _ROWS_DIGESTS[key, tuple(roles)]
+
+
+def _rows_digest(path: Path, key: tuple[str, int, int], roles: Sequence[str]) -> str:
+    """:func:`rows_fingerprint` of the index at ``path`` (read once per ``key``)."""
     if key not in _ROWS:
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
         info = json.loads(info_path_for(path).read_text())
