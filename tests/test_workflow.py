@@ -311,4 +311,6 @@ def test_summary_is_built_per_dataset_and_gathers_every_dataset(tmp_path):
     out = proc.stdout
     assert {"dataset_summary", "summary"} <= planned_rules(proc)
     assert "output: results/synthetic/summary.csv" in _job_block(out, "dataset_summary")
-    assert "input: results/synthetic/summary.csv\n" in _job_block(out, "summary")
+    # Its inputs: this dataset's summary (and its index, for index_rows), not the other's.
+    inputs = _job_block(out, "summary").split("input: ")[1].split("\n")[0]
+    assert inputs == "results/synthetic/summary.csv, results/synthetic/data/index.csv"

@@ -93,8 +93,8 @@ def rows_of(roles, name="index.csv", dataset=None):
     wildcards giving it) of `dataset` (default: the {dataset} wildcard's).
 
     It waits for the dataset stage (a checkpoint), so Snakemake weighs it once the index is
-    final. Every rule after the dataset stage has one, the summaries and the report too: a
-    rule without it would keep what Snakemake's first pass (before the checkpoint is known)
+    final. Every job after the dataset stage has one (the summaries and the report too); a
+    job without it would keep what Snakemake's first pass (before the checkpoint is known)
     thought of its inputs' jobs, and a finished run would plan it again.
     """
 
