@@ -16,6 +16,7 @@ the shards' staging folders as one output.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +44,16 @@ def file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What identifies a (large) input file cheaply: path, size and modification time."""
     st = Path(path).stat()
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def folder_identity(folder: str | os.PathLike[str], manifest: str) -> str:
+    """What identifies the run that wrote an input folder (seeds, SAM masks): the digest of
+    its ``manifest`` (each run writes a new one), else the folder's inode and mtime."""
+    path = Path(folder) / manifest
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    st = Path(folder).stat()
+    return f"{st.st_ino}:{st.st_mtime_ns}"
 
 
 def content_identity(path: str | os.PathLike[str] | None) -> str | None:

@@ -30,7 +30,6 @@ module imports only numpy/PIL at load time so spawned workers start fast.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -47,7 +46,13 @@ from smaf.errors import ConfigError, DataError
 from smaf.io import load_image, load_mask, save_mask
 from smaf.perimage import PerImageRun, run_per_image
 from smaf.settings import CRFSettings, LabelCRFParams, ProbCRFParams
-from smaf.staging import file_identity, gather_shards, merge_counts, select_shard
+from smaf.staging import (
+    file_identity,
+    folder_identity,
+    gather_shards,
+    merge_counts,
+    select_shard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,15 +155,6 @@ class _Refine:
         return int(np.count_nonzero(out != seeds)), int(out.size)
 
 
-def _seeds_identity(seeds_dir: Path) -> str:
-    """Fingerprint of a seeds folder: its manifest (new run id each run), else its listing."""
-    manifest = seeds_dir / "seeds.json"
-    if manifest.is_file():
-        return hashlib.sha256(manifest.read_bytes()).hexdigest()
-    st = seeds_dir.stat()
-    return f"{st.st_ino}:{st.st_mtime_ns}"
-
-
 def refine_seeds(
     index: Any,
     role: str | Sequence[str],
@@ -214,7 +210,11 @@ def refine_seeds(
             f"{missing[0]}.png); rerun the seeds rule for this split."
         )
     recorded = {"method": method, "params": asdict(p), "num_classes": num_classes}
-    fingerprint = {**recorded, "seeds": _seeds_identity(seeds_dir), "shard": str(shard)}
+    fingerprint = {
+        **recorded,
+        "seeds": folder_identity(seeds_dir, "seeds.json"),
+        "shard": str(shard),
+    }
     log.info("crf: %d images, method %s %s, %d process(es)", len(ids), method, asdict(p), processes)
     fn = _Refine(method, p, num_classes, {i: str(index.image_path(i)) for i in ids}, str(seeds_dir))
 

@@ -15,7 +15,6 @@ sharded, gathered by :func:`gather_sam`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -36,7 +35,13 @@ from smaf.sam import (
 )
 from smaf.sam.model import architecture_dict
 from smaf.sam_settings import SamRefineSettings, SamStageSettings
-from smaf.staging import content_identity, gather_shards, merge_counts, select_shard
+from smaf.staging import (
+    content_identity,
+    folder_identity,
+    gather_shards,
+    merge_counts,
+    select_shard,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,14 +128,6 @@ def make_sam_masks(
     return stats
 
 
-def _folder_identity(folder: Path, manifest: str) -> str:
-    path = folder / manifest
-    if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    st = folder.stat()
-    return f"{st.st_ino}:{st.st_mtime_ns}"
-
-
 def refine_seeds_with_sam(
     index: Any,
     role: str | Sequence[str],
@@ -158,8 +155,8 @@ def refine_seeds_with_sam(
     ids = select_shard(index.ids(role, allow_empty=shard is not None), shard, work_dir)
     fingerprint = {
         "settings": asdict(refine),
-        "seeds": _folder_identity(seeds_dir, "seeds.json"),
-        "masks": _folder_identity(masks_dir, MASKS_MANIFEST),
+        "seeds": folder_identity(seeds_dir, "seeds.json"),
+        "masks": folder_identity(masks_dir, MASKS_MANIFEST),
         "shard": str(shard),
     }
 
