@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -69,27 +71,6 @@ TINY_CLIP = ClipArch(
     vocab_size=49408,
     text_width=64,
     text_layers=2,
-)
-#: A tiny SAM (tests/sam_utils.py's TINY_SAM): 64 px input, width 32, two blocks.
-TINY_SAM = SamArchitecture(
-    name="custom",
-    embed_dim=32,
-    depth=2,
-    num_heads=2,
-    global_attn_indexes=(1,),
-    window_size=4,
-    patch_size=8,
-    image_size=64,
-    mlp_ratio=2.0,
-    qkv_bias=True,
-    use_rel_pos=True,
-    prompt_dim=32,
-    mask_in_chans=8,
-    decoder_depth=1,
-    decoder_mlp_dim=64,
-    num_multimask_outputs=3,
-    iou_head_depth=2,
-    iou_head_hidden_dim=32,
 )
 ALL_KEPT = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
@@ -170,7 +151,10 @@ def bench_clip(setup: BasesSetup, device: torch.device, warmup: int, peak: float
 def sam_arch(model: str) -> SamArchitecture:
     """``tiny`` or an official model's architecture, read from segment_anything's builder on the
     ``meta`` device (no weights, no memory)."""
-    if model == "tiny":
+    if model == "tiny":  # the tests' tiny SAM (tests/sam_utils.py), as bench/sam_speed.py
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        from sam_utils import TINY_SAM
+
         return TINY_SAM
     sa = require_segment_anything()
     with torch.device("meta"):
