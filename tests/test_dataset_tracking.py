@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from workflow_utils import planned_rules, snakemake
+from workflow_utils import own_voc_dataset, planned_rules, snakemake
 
 from smaf.data.sources import fingerprint
 from smaf.data.synthetic_generator import SyntheticConfig, write_dataset
@@ -18,20 +18,7 @@ def own_folder(tmp_path):
     write_dataset(
         SyntheticConfig(n_train_aug=6, n_train=3, n_val=2, n_test=1, min_size=40, max_size=48), root
     )
-    config = {
-        "dataset": "mine",
-        "datasets": {
-            "mine": {
-                "source": "voc",
-                "num_classes": 6,
-                "root": str(root),
-                "download": False,
-                "label_source": "csv",
-                "saliency_dir": str(root / "SALImages"),
-                "splits": {"train_aug": "train_aug", "train": "train", "val": "val"},
-            }
-        },
-    }
+    config = {"dataset": "mine", "datasets": {"mine": own_voc_dataset(root)}}
     return root, config, tmp_path / "work"
 
 

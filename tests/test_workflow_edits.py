@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from workflow_utils import TINY_CONFIG, planned_rules, snakemake
+from workflow_utils import TINY_CONFIG, own_voc_dataset, planned_rules, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +36,7 @@ def _user_config(root: Path) -> dict:
     config = copy.deepcopy(TINY_CONFIG)
     del config["datasets"]
     config["dataset"] = "mine"
-    config["datasets"] = {
-        "mine": {
-            "source": "voc",
-            "num_classes": 6,
-            "root": str(root),
-            "download": False,
-            "label_source": "csv",
-            "saliency_dir": str(root / "SALImages"),
-            "splits": {"train_aug": "train_aug", "train": "train", "val": "val", "test": "test"},
-        }
-    }
+    config["datasets"] = {"mine": own_voc_dataset(root, ("train_aug", "train", "val", "test"))}
     return config
 
 

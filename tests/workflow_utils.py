@@ -39,6 +39,21 @@ TINY_CONFIG = {
 }
 
 
+def own_voc_dataset(root: Path, roles: tuple[str, ...] = ("train_aug", "train", "val")) -> dict:
+    """The `datasets:` entry of a user's own VOC-layout folder at ``root`` (as the synthetic
+    generator writes it: 6 classes, cls_labels.csv, SALImages; download: false), with the
+    split lists of ``roles``."""
+    return {
+        "source": "voc",
+        "num_classes": 6,
+        "root": str(root),
+        "download": False,
+        "label_source": "csv",
+        "saliency_dir": str(root / "SALImages"),
+        "splits": {role: role for role in roles},
+    }
+
+
 def snakemake(
     workdir: Path,
     *args: str,
