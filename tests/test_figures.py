@@ -19,12 +19,14 @@ from workflow_utils import TINY_CONFIG, snakemake
 
 from smaf.cam import CAMConfig, class_maps, class_maps_per_scale
 from smaf.data.index import DatasetIndex, ImageRecord
+from smaf.fusion import reactivate
 from smaf.io import load_image, save_image, save_maps, save_mask
 from smaf.models.build import ModelConfig, build_classifier
 from smaf.models.checkpoint import save_model
 from smaf.report import curves, plots
-from smaf.report.figures import make_eps_smaf_figure, make_label_figures, make_scale_figures
+from smaf.report.figures import make_scale_figures
 from smaf.report.samples import Sample, pick_class_samples, pick_scale_samples, seed_maps
+from smaf.report.saved_figures import make_eps_smaf_figure, make_label_figures
 
 C = 3
 NAMES = ["background", "a", "b", "c"]
@@ -137,7 +139,10 @@ def test_attention_figures_overlay_jet_with_a_colour_bar(tiny_model) -> None:
     colorbars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
     assert len(colorbars) == 1 and colorbars[0].get_xlabel() == "attention"
 
-    fig4 = plots.reactivation_figure([sample], [per_scale[1]], [fused], NAMES, student=[fused])
+    target = reactivate(torch.from_numpy(fused)[None], 0.2)[0].numpy()
+    fig4 = plots.reactivation_figure(
+        [sample], [per_scale[1]], [fused], [target], NAMES, student=[fused]
+    )
     assert len(_heat_images(fig4)) == 4
     reactivated = _heat_images(fig4)[2].get_array()
     # Eq. 8 by hand: class / max(thr, classes) at every pixel.
@@ -309,7 +314,7 @@ def test_snakemake_report_has_the_figures_and_tables(tiny_run: Path, tmp_path: P
 
 
 def test_sam_masks_are_drawn_largest_first_in_cycling_colours() -> None:
-    from smaf.report.figures import sam_segments
+    from smaf.report.saved_figures import sam_segments
     from smaf.sam import SamMasks
 
     big = np.zeros((4, 6), bool)
@@ -330,7 +335,7 @@ def test_fig5a_draws_the_sam_masks_and_the_sam_refined_labels_beside_the_crf(
 ) -> None:
     """The columns the workflow gives Fig. 5a with refine [crf, sam] (figure_label_dirs): a
     folder of SAM masks (<id>.sam.json) is drawn as segments, a label folder as labels."""
-    from smaf.report.figures import label_rows, sam_segments
+    from smaf.report.saved_figures import label_rows, sam_segments
     from smaf.sam import SamMasks, save_masks
 
     index = DatasetIndex.read(_dataset(tmp_path))

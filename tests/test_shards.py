@@ -11,7 +11,8 @@ from smaf.io import load_mask
 from smaf.settings import SeedsSettings
 from smaf.stages.crf_stage import gather_crf, refine_seeds
 from smaf.stages.evaluate import evaluate_gather, evaluate_split
-from smaf.stages.seeds import gather_seeds, make_seeds
+from smaf.stages.gathers import gather_seeds
+from smaf.stages.seeds import make_seeds
 from smaf.staging import parse_shard, shard_ids, shard_names
 
 SEEDS = SeedsSettings.from_dict({"scales": [0.5, 1.0], "flip": True, "thr": 0.2})

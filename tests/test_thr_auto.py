@@ -13,13 +13,13 @@ from conftest import REPO_ROOT
 from test_thr_sweep import _toy_sweep
 from workflow_utils import TINY_CONFIG, snakemake
 
-from smaf.config import is_auto
+from smaf.config import chosen_thr, is_auto
 from smaf.data.index import DatasetIndex
 from smaf.errors import ConfigError, DataError
 from smaf.experiments import Experiments, canonical_config
 from smaf.report.tables import pseudo_label_table, threshold_notes
 from smaf.stages.evaluate import THR_AUTO_SOURCE, write_summary
-from smaf.stages.thr_sweep import EVALUATION_ROLES, auto_thr, chosen_thr
+from smaf.stages.thr_sweep import EVALUATION_ROLES, auto_thr
 
 
 def test_auto_thr_chooses_the_best_held_out_threshold_by_hand(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import os
 import typing
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from smaf.errors import ConfigError
+from smaf.errors import ConfigError, DataError
 
 T = TypeVar("T")
 
@@ -399,3 +400,24 @@ THR_AUTO = "auto"
 def is_auto(thr: Any) -> bool:
     """Whether a ``thr`` setting asks for the held-out sweep's choice (``"auto"``)."""
     return isinstance(thr, str) and thr == THR_AUTO
+
+
+def chosen_thr(thr: float | str, record: str | os.PathLike[str] | None) -> float:
+    """The background score to use: ``thr`` itself, or for ``auto`` the choice that
+    :func:`smaf.stages.thr_sweep.auto_thr` wrote into ``record``.
+
+    Here, not beside ``auto_thr``, so that reading a number back (the evaluations, the
+    summaries) does not import the networks that chose it.
+
+    Raises:
+        DataError: ``auto`` without a readable record.
+    """
+    if not is_auto(thr):
+        return float(thr)
+    try:
+        return float(json.loads(Path(record).read_text())["thr"])
+    except (TypeError, OSError, ValueError, KeyError):
+        raise DataError(
+            f"thr: auto needs the held-out sweep's choice, but {record} is missing or not a "
+            "thr_auto record; rerun the thr_auto rule."
+        ) from None

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from smaf.report.figures import make_eps_smaf_figure
+from smaf.report.saved_figures import make_eps_smaf_figure
 from smaf.runner import run_logged
 
 snakemake = snakemake  # noqa: F821  (injected by Snakemake)

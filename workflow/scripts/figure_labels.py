@@ -1,6 +1,6 @@
 """Fig. 5a/5b: pseudo labels on train and DeepLab's predictions on val (rule figure_labels)."""
 
-from smaf.report.figures import make_label_figures
+from smaf.report.saved_figures import make_label_figures
 from smaf.runner import run_logged
 
 snakemake = snakemake  # noqa: F821  (injected by Snakemake)

@@ -1,9 +1,8 @@
 """Fig. 1 and Fig. 4: the teacher's attention at each scale, fused and reactivated (rule figure_scales)."""
 
-from smaf.config import runtime_settings
+from smaf.config import chosen_thr, runtime_settings
 from smaf.report.figures import make_scale_figures
 from smaf.runner import run_logged
-from smaf.stages.thr_sweep import chosen_thr
 
 snakemake = snakemake  # noqa: F821  (injected by Snakemake)
 

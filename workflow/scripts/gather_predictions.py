@@ -2,7 +2,7 @@
 deeplab_predict_gather)."""
 
 from smaf.runner import run_logged
-from smaf.stages.deeplab import gather_predictions
+from smaf.stages.gathers import gather_predictions
 
 run_logged(
     snakemake.log[0],

@@ -6,6 +6,6 @@ editing smaf/crf.py must not rerun the seeds' gather (whose shards are temporary
 """
 
 from smaf.runner import run_logged
-from smaf.stages.seeds import gather_seeds
+from smaf.stages.gathers import gather_seeds
 
 run_logged(snakemake.log[0], gather_seeds, list(snakemake.params.work_dirs), snakemake.output[0])

@@ -1,10 +1,9 @@
 """Snakemake glue: segment the images of `predict.images` with a trained model (rule predict)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
-from smaf.config import runtime_settings
+from smaf.config import chosen_thr, runtime_settings
 from smaf.predict.folder import predict_folder
 from smaf.runner import run_logged
-from smaf.stages.thr_sweep import chosen_thr
 
 settings = dict(snakemake.params.settings)
 if "thr" in settings:  # CAMs; `auto`: the held-out choice (rule thr_auto)

@@ -1,10 +1,9 @@
 """CAM seeds and fused maps of one trained classifier on one split (rule seeds)."""
 
-from smaf.config import runtime_settings
+from smaf.config import chosen_thr, runtime_settings
 from smaf.runner import run_logged
 from smaf.settings import SeedsSettings
 from smaf.stages.seeds import make_seeds
-from smaf.stages.thr_sweep import chosen_thr
 
 p = snakemake.params
 settings = dict(p.settings)

@@ -1,11 +1,10 @@
 """Snakemake glue: SMAF self-training (rule self_train)."""
 
 # No __future__ import here: Snakemake prepends a preamble, so it could not be the first line.
-from smaf.config import runtime_settings
+from smaf.config import chosen_thr, runtime_settings
 from smaf.distributed import run_training
 from smaf.settings import SelfTrainSettings
 from smaf.stages.self_train import self_train
-from smaf.stages.thr_sweep import chosen_thr
 
 # The rule's settings plus how this job runs (train: device, cadences, gpus...).
 values = {**snakemake.params.settings, **runtime_settings(snakemake.config)}

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
-import torch
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -24,7 +23,6 @@ from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.patches import Patch
 
-from smaf.fusion import reactivate
 from smaf.io import IGNORE_INDEX, PathLike, atomic_write, voc_palette
 from smaf.report.samples import Sample
 
@@ -251,15 +249,18 @@ def reactivation_figure(
     samples: Sequence[Sample],
     single: Sequence[np.ndarray],
     fused: Sequence[np.ndarray],
+    reactivated: Sequence[np.ndarray],
     class_names: Sequence[str],
     *,
     thr: float = 0.2,
     student: Sequence[np.ndarray] | None = None,
 ) -> Figure:
     """Fig. 4: per sample, the teacher's single-scale map, its fused map F, the reactivated
-    target F' (Eq. 8, computed here from F) and, if given, the student's single-scale output.
+    target F' (Eq. 8 of F at ``thr``) and, if given, the student's single-scale output.
 
-    ``single[i]``, ``fused[i]``, ``student[i]``: ``[C, H, W]`` maps of ``samples[i]``.
+    ``single[i]``, ``fused[i]``, ``student[i]``: ``[C, H, W]`` maps of ``samples[i]``;
+    ``reactivated[i]``: its ``[C+1, H, W]`` target, background first
+    (:func:`smaf.fusion.reactivate`).
     """
     cols = [
         "image",
@@ -281,12 +282,11 @@ def reactivation_figure(
     )
     for i, (row, s) in enumerate(zip(axes, samples, strict=True)):
         c = s.cls - 1
-        target = reactivate(torch.from_numpy(np.asarray(fused[i]))[None], thr)[0].numpy()
         show_image(row[0], s.image)
         _gt(row[1], s)
         show_heat(row[2], s.image, single[i][c])
         show_heat(row[3], s.image, fused[i][c])
-        show_heat(row[4], s.image, target[c + 1])  # [C+1, H, W]: background first
+        show_heat(row[4], s.image, reactivated[i][c + 1])  # background first
         if student is not None:
             show_heat(row[5], s.image, student[i][c])
     add_colorbar(fig, axes)

@@ -13,15 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from smaf.cam import attention_maps
 from smaf.data.index import DatasetIndex
 from smaf.errors import DataError
-from smaf.fusion import denoise
 from smaf.io import PathLike, load_image, load_maps, load_mask
-from smaf.models.build import Classifier
-from smaf.transforms import normalize
 
 
 @dataclass
@@ -104,22 +99,6 @@ def load_sample(index: DatasetIndex, image_id: str, cls: int, note: str = "") ->
         cls,
         note,
     )
-
-
-@torch.no_grad()
-def student_attention(model: Classifier, sample: Sample) -> np.ndarray:
-    """The classifier's single-scale attention at image size, denoised: float32 ``[C, H, W]``.
-
-    What the student outputs after self-training and L_mac compares with the teacher's target
-    (Eq. 2: softmax over C+1 for heads with a background, max-normalised ReLU CAM otherwise).
-    """
-    device = next(model.parameters()).device
-    x = normalize(sample.image)[None].to(device)  # [1, 3, H, W]
-    att = attention_maps(
-        model(x)["cam"], model.has_background, size=sample.image.shape[:2], normalize=True
-    )  # [1, C, H, W]
-    lab = torch.as_tensor(sample.labels, dtype=torch.float32, device=device)[None]  # [1, C]
-    return denoise(att, lab)[0].cpu().numpy()
 
 
 def seed_maps(maps_dir: PathLike, sample: Sample) -> np.ndarray | None:

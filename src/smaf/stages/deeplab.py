@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -45,7 +45,8 @@ from smaf.models.deeplab import (
 from smaf.perimage import PerImageRun, run_per_image
 from smaf.settings import DeepLabSettings
 from smaf.stages.common import write_history
-from smaf.staging import content_identity, file_identity, gather_shards, merge_counts, select_shard
+from smaf.stages.gathers import PREDICT_MANIFEST
+from smaf.staging import content_identity, file_identity, select_shard
 from smaf.train import (
     build_optimizer,
     fit,
@@ -240,18 +241,3 @@ def predict_split(
     summary = report(run)
     log.info("predict: %s", json.dumps(summary))
     return summary
-
-
-#: Written by a shard of :func:`predict_split` (its end), merged by :func:`gather_predictions`.
-PREDICT_MANIFEST = "predict.json"
-
-
-def gather_predictions(
-    work_dirs: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    logits_dir: str | os.PathLike[str] | None = None,
-):
-    """Publish the shards of :func:`predict_split` (``shard``) as the prediction folder (and
-    the logits folder)."""
-    outputs = {"pred": out_dir, **({"logits": logits_dir} if logits_dir is not None else {})}
-    return gather_shards(work_dirs, outputs, PREDICT_MANIFEST, merge_counts)

@@ -26,13 +26,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from smaf.config import is_auto
+from smaf.config import chosen_thr, is_auto
 from smaf.data.index import GT_COLUMNS, DatasetIndex, read_index
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_mask
 from smaf.metrics import ConfusionMeter, iou_scores
 from smaf.progress import Progress
-from smaf.stages.thr_sweep import chosen_thr
 from smaf.staging import shard_ids
 
 log = logging.getLogger(__name__)

@@ -37,13 +37,11 @@ from smaf.io import load_image, save_maps, save_mask
 from smaf.models.checkpoint import load_model
 from smaf.perimage import PerImageRun, run_per_image
 from smaf.settings import SeedsSettings
-from smaf.staging import file_identity, gather_shards, merge_counts, select_shard
+from smaf.stages.gathers import SEEDS_MANIFEST
+from smaf.staging import file_identity, select_shard
 from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
-
-#: Written into every finished seeds folder; the CRF stage fingerprints its staging with it.
-MANIFEST = "seeds.json"
 
 
 #: Images whose outputs may wait for the writer thread (bounds the memory they hold).
@@ -94,7 +92,7 @@ def make_seeds(
         num_threads: torch CPU threads (the rule's ``threads``); ``None`` leaves torch's default.
         shard: only shard ``k`` of ``n`` of the images (``"3of8"``, :func:`~smaf.staging.
             shard_ids`), written into ``work_dir`` and left there for
-            :func:`gather_seeds`; the results do not depend on the sharding.
+            :func:`smaf.stages.gathers.gather_seeds`; the results do not depend on the sharding.
 
     Returns:
         Run statistics: ``images``, ``computed`` (not skipped), ``seconds``, ``images_per_s``
@@ -166,7 +164,7 @@ def make_seeds(
         shard=shard,
         write=_write_outputs,
         write_ahead=WRITE_AHEAD,
-        manifest=MANIFEST,
+        manifest=SEEDS_MANIFEST,
         report=report,
         name="seeds",
         log_every=log_every,
@@ -179,15 +177,3 @@ def make_seeds(
         out_dir,
     )
     return stats
-
-
-def gather_seeds(work_dirs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str]):
-    """Publish the shards of a seeds run (:func:`make_seeds` with ``shard``) as one folder,
-    with one manifest (counts summed, a new run id)."""
-
-    def merge(manifests: list[dict[str, Any]]) -> dict[str, Any]:
-        merged = merge_counts(manifests, weighted=("foreground_fraction",))
-        merged["run_id"] = uuid.uuid4().hex
-        return merged
-
-    return gather_shards(work_dirs, {"": out_dir}, MANIFEST, merge)

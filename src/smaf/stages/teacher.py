@@ -45,7 +45,7 @@ def teacher_maps(
     the teacher's CAM (``self_train.teacher_cam``), the previews' background score
     (:data:`~smaf.settings.PREVIEW_THR`) and ``seeds.amp``
     (:meth:`smaf.experiments.Experiments.teacher_settings`). ``shard``: one shard of the
-    images, gathered by :func:`smaf.stages.seeds.gather_seeds`.
+    images, gathered by :func:`smaf.stages.gathers.gather_seeds`.
     """
     stats = make_seeds(
         model_path,

@@ -22,7 +22,7 @@ and ``thr_sweep.json`` (per model: the chosen thr and its mIoU, beside the confi
 one set of maps and the workflow uses it (rule ``thr_auto``, ``thr_auto/<target>.json``). The
 maps come from a folder that does not depend on the choice (the offline teacher's) or are
 computed here from the model (a seeds folder of ``thr: auto`` is made *with* the choice);
-:func:`chosen_thr` reads the value back.
+:func:`smaf.config.chosen_thr` reads the value back.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import pandas as pd
 import torch
 
 from smaf.cam import CAMConfig, class_maps, seed_labels
-from smaf.config import is_auto
 from smaf.data.index import DatasetIndex, read_index
 from smaf.errors import ConfigError, DataError
 from smaf.io import atomic_write, load_image, load_maps, load_mask
@@ -319,21 +318,3 @@ def auto_thr(
     with atomic_write(out_json) as tmp:
         tmp.write_text(json.dumps(record, indent=2) + "\n")
     return record
-
-
-def chosen_thr(thr: float | str, record: str | os.PathLike[str] | None) -> float:
-    """The background score to use: ``thr`` itself, or for ``auto`` the choice written by
-    :func:`auto_thr` into ``record``.
-
-    Raises:
-        DataError: ``auto`` without a readable record.
-    """
-    if not is_auto(thr):
-        return float(thr)
-    try:
-        return float(json.loads(Path(record).read_text())["thr"])
-    except (TypeError, OSError, ValueError, KeyError):
-        raise DataError(
-            f"thr: auto needs the held-out sweep's choice, but {record} is missing or not a "
-            "thr_auto record; rerun the thr_auto rule."
-        ) from None
