@@ -22,7 +22,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 
 from smaf.io import IGNORE_INDEX
 from smaf.settings import (  # noqa: F401 - their home; re-exported
@@ -55,6 +54,8 @@ def normalize(image: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 def color_jitter(image: torch.Tensor, rng: np.random.Generator, strength) -> torch.Tensor:
     """Colour jitter of a uint8 ``[3, H, W]`` tensor, factors drawn from ``rng`` in random order."""
+    import torchvision.transforms.functional as TF  # 1-2 s to import: training jobs only
+
     b, c, s, h = strength
     ops = [
         (TF.adjust_brightness, rng.uniform(max(0.0, 1 - b), 1 + b)) if b > 0 else None,
@@ -110,6 +111,8 @@ def _resize(
 def resize_image(img: torch.Tensor, size: tuple[int, int], mode: str) -> torch.Tensor:
     """Resize a uint8 ``[3, H, W]`` image to ``size`` (antialiased, like PIL) with ``mode``
     (:data:`RESIZE_MODES`)."""
+    import torchvision.transforms.functional as TF  # 1-2 s to import: training jobs only
+
     if mode == "bicubic":
         interpolation = TF.InterpolationMode.BICUBIC
     else:
