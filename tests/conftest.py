@@ -147,9 +147,13 @@ def sharded_run(request: pytest.FixtureRequest, tmp_path_factory) -> ShardedRun:
             "--max-threads",
             str(cpus),
             # Tiny jobs: poll soon (the profile keeps the plugin's 40 s for real clusters).
-            # (The plugin adds 10 s to the wait after each check that finds nothing finished.)
+            # The plugin checks this long after a submission or a finished job, and 10 s
+            # longer after each check that finds nothing finished: at 3 s the checks come at
+            # 3, 16, 39 s, so a job (here 9 s without torch, 13 s with it, mostly the job's
+            # own Snakemake start) is seen at 16 s; at 1 s a torch job waited for the third
+            # check at 33 s (the run took 315 s with 1, on 2026-12-07).
             "--slurm-init-seconds-before-status-checks",
-            "1",
+            "3",
             "--seconds-between-status-checks",
             "1",
             # Every stage up to the scores; the figures, report and test submission add jobs
