@@ -38,13 +38,11 @@ from smaf.errors import ConfigError
 from smaf.io import load_image, save_maps, save_mask
 from smaf.perimage import PerImageRun, run_per_image
 from smaf.settings import PREVIEW_THR  # the teacher previews' background score
+from smaf.stages.gathers import SEEDS_MANIFEST
 from smaf.staging import file_identity, select_shard
 from smaf.train import resolve_device, use_threads
 
 log = logging.getLogger(__name__)
-
-#: The manifest's name, as the classifier seeds' (the CRF stage fingerprints its staging with it).
-MANIFEST = "seeds.json"
 
 
 def clip_config(settings: dict[str, Any] | ClipCAMConfig | None) -> ClipCAMConfig:
@@ -165,7 +163,7 @@ def clip_maps(
         identity=index.row_identity,
         outputs=["{id}.png", "maps/{id}.npz"],
         shard=shard,
-        manifest=MANIFEST,
+        manifest=SEEDS_MANIFEST,  # as the classifier seeds' (the CRF stage reads it)
         report=report,
         name="clip seeds",
         log_every=log_every,

@@ -46,6 +46,7 @@ from smaf.errors import ConfigError, DataError
 from smaf.io import load_image, load_mask, save_mask
 from smaf.perimage import PerImageRun, run_per_image
 from smaf.settings import CRFSettings, LabelCRFParams, ProbCRFParams
+from smaf.stages.gathers import SEEDS_MANIFEST
 from smaf.staging import (
     file_identity,
     folder_identity,
@@ -212,7 +213,7 @@ def refine_seeds(
     recorded = {"method": method, "params": asdict(p), "num_classes": num_classes}
     fingerprint = {
         **recorded,
-        "seeds": folder_identity(seeds_dir, "seeds.json"),
+        "seeds": folder_identity(seeds_dir, SEEDS_MANIFEST),
         "shard": str(shard),
     }
     log.info("crf: %d images, method %s %s, %d process(es)", len(ids), method, asdict(p), processes)

@@ -35,6 +35,7 @@ from smaf.sam import (
 )
 from smaf.sam.model import architecture_dict
 from smaf.sam_settings import SamRefineSettings, SamStageSettings
+from smaf.stages.gathers import SEEDS_MANIFEST
 from smaf.staging import (
     content_identity,
     folder_identity,
@@ -155,7 +156,7 @@ def refine_seeds_with_sam(
     ids = select_shard(index.ids(role, allow_empty=shard is not None), shard, work_dir)
     fingerprint = {
         "settings": asdict(refine),
-        "seeds": folder_identity(seeds_dir, "seeds.json"),
+        "seeds": folder_identity(seeds_dir, SEEDS_MANIFEST),
         "masks": folder_identity(masks_dir, MASKS_MANIFEST),
         "shard": str(shard),
     }

@@ -47,6 +47,7 @@ from smaf.models.build import Classifier, ModelConfig, build_classifier
 from smaf.models.checkpoint import load_model, save_model
 from smaf.settings import CAMConfig, SelfTrainSettings
 from smaf.stages.common import write_history
+from smaf.stages.gathers import SEEDS_MANIFEST
 from smaf.staging import content_identity, file_identity
 from smaf.train import build_optimizer, fit, resolve_device, use_threads
 
@@ -138,7 +139,7 @@ def smaf_step(cfg: SelfTrainSettings, teacher: Classifier | None, cam_cfg: CAMCo
 def _teacher_identity(teacher_dir: str | os.PathLike[str]) -> Any:
     """The offline teacher's maps: their folder's manifest (a new ``run_id`` per finished run)
     when it has one, else its path, size and time."""
-    manifest = Path(teacher_dir) / "seeds.json"
+    manifest = Path(teacher_dir) / SEEDS_MANIFEST
     return content_identity(manifest) if manifest.is_file() else file_identity(teacher_dir)
 
 
