@@ -22,6 +22,7 @@ tiny SAM (64 px input, 4 × 4 points) on a small image: every code path in secon
 
 from __future__ import annotations
 
+import importlib
 import math
 import statistics
 import sys
@@ -43,6 +44,7 @@ from smaf.clip import (
     image_cams,
     text_features,
 )
+from smaf.clip.model import arch_from_state_dict
 from smaf.sam import (
     SamArchitecture,
     SamSettings,
@@ -60,18 +62,6 @@ CLIP_CLASSES = (0, 14)  # aeroplane, person: two present classes per image
 CLIP_IMAGES, SAM_IMAGES = 16, 3
 #: Dataset sizes of the on-paper lines: VOC 2012 train_aug, COCO 2014 train.
 DATASETS = (("VOC train_aug", 10_582), ("COCO train", 82_783))
-#: The tests' tiny CLIP (tests/clip_checkpoint.py's TINY_CLIP).
-TINY_CLIP = ClipArch(
-    embed_dim=32,
-    vision_width=64,
-    vision_layers=9,
-    patch_size=16,
-    grid=7,
-    context_length=77,
-    vocab_size=49408,
-    text_width=64,
-    text_layers=2,
-)
 ALL_KEPT = {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.0}
 
 
@@ -87,10 +77,21 @@ class BasesSetup:
     points_per_side: int
 
 
+def _tests_module(name: str):
+    """A helper module of tests/ (the tests' tiny models), as bench/sam_speed.py imports it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    return importlib.import_module(name)
+
+
+def tiny_clip_arch() -> ClipArch:
+    """The tests' tiny CLIP (tests/clip_checkpoint.py), read from its state dict's shapes."""
+    return arch_from_state_dict(_tests_module("clip_checkpoint").tiny_clip_state())
+
+
 def make_bases_setup(smoke: bool, images: int | None = None) -> BasesSetup:
     """Real runs: ViT-B/16 CLIP, SAM ViT-B and ViT-H, VOC-sized images; smoke runs: tiny ones."""
     if smoke:
-        return BasesSetup(TINY_CLIP, (48, 64), images or 2, ("tiny",), 1, 4)
+        return BasesSetup(tiny_clip_arch(), (48, 64), images or 2, ("tiny",), 1, 4)
     return BasesSetup(VIT_B16, VOC_HW, images or CLIP_IMAGES, ("vit_b", "vit_h"), SAM_IMAGES, 32)
 
 
@@ -151,11 +152,8 @@ def bench_clip(setup: BasesSetup, device: torch.device, warmup: int, peak: float
 def sam_arch(model: str) -> SamArchitecture:
     """``tiny`` or an official model's architecture, read from segment_anything's builder on the
     ``meta`` device (no weights, no memory)."""
-    if model == "tiny":  # the tests' tiny SAM (tests/sam_utils.py), as bench/sam_speed.py
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from sam_utils import TINY_SAM
-
-        return TINY_SAM
+    if model == "tiny":  # the tests' tiny SAM (tests/sam_utils.py)
+        return _tests_module("sam_utils").TINY_SAM
     sa = require_segment_anything()
     with torch.device("meta"):
         return sam_architecture(sa.sam_model_registry[model]().state_dict(), model)

@@ -37,6 +37,23 @@ VOC_MINI_SPLITS = {"train_aug": "subset_train", "train": "subset_train", "val": 
 TINY_MODEL = {"width": 0.125, "head": "eps", "num_classes": 6}
 
 
+def killed_at_call(real: Any, n: int = 3) -> tuple[Any, list]:
+    """A stand-in for a stage's save function: the ``n``-th call raises ``RuntimeError("killed")``
+    (as if the job were killed while writing that image), the others save through ``real``.
+
+    Returns the stand-in and the list of paths it was given (``.clear()`` it to count again).
+    """
+    calls: list = []
+
+    def save(path: Any, *args: Any) -> None:
+        calls.append(path)
+        if len(calls) == n:
+            raise RuntimeError("killed")
+        real(path, *args)
+
+    return save, calls
+
+
 def t(x: Any) -> torch.Tensor:
     """A float32 tensor of ``x`` (nested lists): the hand-computed cases of the method's tests."""
     import torch

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import killed_at_call
 from sam_utils import write_tiny_sam
 
 from smaf.data.index import DatasetIndex
@@ -37,15 +38,8 @@ def _masks(tiny_index, sam, out, **kw):
 def test_masks_resume_after_a_kill_and_restart_on_new_settings(tiny_index, sam, monkeypatch):
     out, work = sam["tmp"] / "masks", sam["tmp"] / "state" / "masks"
     ids = DatasetIndex.read(tiny_index).ids("train")
-    real_save, calls = sam_stage.save_masks, []
-
-    def dies_at_third(path, masks):
-        calls.append(path)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        real_save(path, masks)
-
-    monkeypatch.setattr(sam_stage, "save_masks", dies_at_third)
+    real_save = sam_stage.save_masks
+    monkeypatch.setattr(sam_stage, "save_masks", killed_at_call(real_save)[0])
     with pytest.raises(RuntimeError, match="killed"):
         _masks(tiny_index, sam, out, work_dir=work)
     monkeypatch.setattr(sam_stage, "save_masks", real_save)

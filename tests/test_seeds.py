@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_classifier
+from helpers import killed_at_call, tiny_classifier
 from torch import nn
 
 from smaf.cam import CAMConfig, class_maps, seed_labels
@@ -162,13 +162,7 @@ def test_make_seeds_staging_resume_and_publish(tiny, monkeypatch):
     work = tiny["tmp"] / "state" / "seeds"
     ids = DatasetIndex.read(tiny["index"]).ids("train")
     real_save = seeds_stage.save_mask
-    calls = []
-
-    def dies_at_third(path, mask):
-        calls.append(path)
-        if len(calls) == 3:
-            raise RuntimeError("killed")
-        real_save(path, mask)
+    dies_at_third, calls = killed_at_call(real_save)
 
     # A killed run leaves its finished images in the staging folder, nothing at the output.
     monkeypatch.setattr(seeds_stage, "save_mask", dies_at_third)

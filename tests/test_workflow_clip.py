@@ -6,16 +6,16 @@ refinement (a tiny random SAM) in the same run."""
 from __future__ import annotations
 
 import copy
-import re
 
 import pandas as pd
 import pytest
 import torch
 from clip_checkpoint import tiny_clip_state
 from sam_utils import TINY_SAM, write_tiny_sam
-from workflow_utils import TINY_CONFIG, planned_rules, snakemake
+from workflow_utils import TINY_CONFIG, job_counts, planned_rules, snakemake
 
 from smaf.data.index import DatasetIndex
+from smaf.models.checkpoint import load_model
 from smaf.models.deeplab import load_deeplab
 
 pytestmark = pytest.mark.slow
@@ -36,24 +36,19 @@ def clip_config(weights, **clip) -> dict:
     return config
 
 
-def _jobs(dry_run: str) -> dict[str, int]:
-    """The job counts of a dry run's table (rule → count)."""
-    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", dry_run, flags=re.MULTILINE)}
-
-
 def test_the_clip_base_plans_no_pretraining_and_one_pass_when_seeds_and_teacher_agree(
     tmp_path,
 ) -> None:
     weights = tmp_path / "clip.pt"
     weights.touch()  # a dry run reads no weights
     # CLIP-ES's seeds (scale 1, no flip) and the teacher at teacher_cam: two CLIP passes.
-    jobs = _jobs(snakemake(tmp_path / "two", "-n", config=clip_config(str(weights))).stdout)
+    jobs = job_counts(snakemake(tmp_path / "two", "-n", config=clip_config(str(weights))).stdout)
     assert jobs["clip_maps"] == 1 and jobs["teacher_maps"] == 1
     assert "pretrain" not in jobs and jobs["seeds"] == 1  # seeds: the SMAF student's only
     # The seeds at the teacher's scales with flips: the seeds' pass is the teacher's.
     same = clip_config(str(weights), scales=[0.5, 1.0], flip=True)
     proc = snakemake(tmp_path / "one", "-n", "results/summary.csv", config=same)
-    jobs = _jobs(proc.stdout)
+    jobs = job_counts(proc.stdout)
     assert jobs["clip_maps"] == 1 and "teacher_maps" not in jobs and "pretrain" not in jobs
     assert "results/synthetic/default/seeds/clip" in proc.stdout
     # The default weights are the ViT-B/16 download item.
@@ -72,9 +67,10 @@ def test_an_eps_model_under_the_clip_base_is_a_config_error(tmp_path) -> None:
 
 def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
     """dataset → CLIP seeds (= the teacher's maps) → CRF → SMAF → seeds → CRF → DeepLab →
-    summary.csv → report, with a tiny random OpenAI-format CLIP checkpoint; and the SAM refinement
-    (issue 23) in the same run: refine [crf, sam] with a tiny random SAM, DeepLab trained on
-    the SAM-refined labels (one whole-workflow run for both: `make test`'s time)."""
+    summary.csv → report, with a tiny random OpenAI-format CLIP checkpoint and a timm student
+    (timm's tiny test_resnet, random init: issue 22 §2); and the SAM refinement (issue 23) in
+    the same run: refine [crf, sam] with a tiny random SAM, DeepLab trained on the SAM-refined
+    labels (one whole-workflow run for all three: `make test`'s time)."""
     weights = tmp_path / "tiny_clip.pt"
     torch.save(tiny_clip_state(**SMALL_CLIP), weights)
     config = clip_config(str(weights), scales=[0.5, 1.0], flip=True)
@@ -87,7 +83,10 @@ def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
         "pred_iou_thresh": 0,
         "stability_score_thresh": 0,
     }
-    config["deeplab"] = {**config["deeplab"], "pseudo_labels": "sam"}
+    # The student: any timm backbone; DeepLab then starts from its own init (here random), not
+    # from the student's backbone (init_from smaf needs a resnet38d student).
+    config["model"] = {"backbone": "timm/test_resnet"}
+    config["deeplab"] = {**config["deeplab"], "pseudo_labels": "sam", "init_from": None}
     work = tmp_path / "work"
     snakemake(work, "--cores", "2", config=config)  # to the report (issue 22's acceptance)
     summary = pd.read_csv(work / "results" / "summary.csv")
@@ -104,6 +103,8 @@ def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
     assert set(summary.loc[~sam_used, "supervision"]) == {"CLIP image-text pretraining"}
     results = work / "results" / "synthetic"
     assert not (results / "pretrain").exists()
+    student, _ = load_model(results / "default" / "self_train" / "model.pt")
+    assert student.config.backbone == "timm/test_resnet" and student.num_classes == 6
     # SAM's masks: once per image any refinement reads (both classifiers' scored train split,
     # DeepLab's train_aug), in one dataset-level folder.
     refined = DatasetIndex.read(results / "data" / "index.csv").ids(["train", "train_aug"])

@@ -10,17 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import SHARDED
-from workflow_utils import TINY_CONFIG, snakemake
+from workflow_utils import TINY_CONFIG, job_counts, planning_index, snakemake
 
-from smaf.data.index import DatasetIndex, ImageRecord
 from smaf.io import load_mask
 
 pytestmark = pytest.mark.slow
-
-
-def _jobs(dry_run: str) -> dict[str, int]:
-    """The job counts of a dry run's table (rule → count)."""
-    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", dry_run, flags=re.MULTILINE)}
 
 
 def test_n_shards_give_the_one_shard_results(tiny_run, sharded_run, tmp_path) -> None:
@@ -28,7 +22,7 @@ def test_n_shards_give_the_one_shard_results(tiny_run, sharded_run, tmp_path) ->
     the one-shard run's labels, predictions and scores."""
     one, many = tiny_run, sharded_run.workdir  # one shard: the session's tiny workflow
     sharded = {**copy.deepcopy(TINY_CONFIG), **SHARDED}
-    plan = _jobs(snakemake(tmp_path, "-n", "--cores", "2", config=sharded).stdout)
+    plan = job_counts(snakemake(tmp_path, "-n", "--cores", "2", config=sharded).stdout)
     # Before the index exists, the shard counts wait for it (the dataset stage is a checkpoint).
     assert "seeds" not in plan and "prepare_dataset" in plan
     log = (many / ".snakemake" / "log").glob("*.log")
@@ -53,25 +47,9 @@ def test_n_shards_give_the_one_shard_results(tiny_run, sharded_run, tmp_path) ->
 def test_planning_a_coco_size_index_takes_seconds(tmp_path) -> None:
     """`snakemake -n` on 123,287 images (COCO 2014: 82,783 train + 40,504 val), no image files."""
     work = tmp_path / "work"
-    data = work / "results" / "big" / "data"
-    data.mkdir(parents=True)
-    classes = [f"class_{k}" for k in range(1, 81)]
-    labels = np.zeros(80, np.float32)
-    labels[0] = 1
-    records = [
-        ImageRecord(
-            f"COCO_{'train' if i < 82783 else 'val'}2014_{i:012d}",
-            f"images/{i}.jpg",
-            mask=f"masks/{i}.png",
-            roles={"train_aug", "train"} if i < 82783 else {"val"},
-            labels=labels,
-            width=640,
-            height=480,
-        )
-        for i in range(123287)
-    ]
-    DatasetIndex.build(records, classes, {"name": "big"}).write(data / "index.csv")
-    DatasetIndex.build([], classes, {"name": "big"}).write(data / "test_index.csv")
+    n_train = 82783
+    ids = [f"COCO_{'train' if i < n_train else 'val'}2014_{i:012d}" for i in range(123287)]
+    planning_index(work, ids, [f"class_{k}" for k in range(1, 81)], n_train, (640, 480))
     config = copy.deepcopy(TINY_CONFIG)
     config["dataset"] = "big"
     config["datasets"]["big"] = {"source": "folder", "images": "images", "labels": "labels.csv"}
@@ -79,7 +57,7 @@ def test_planning_a_coco_size_index_takes_seconds(tmp_path) -> None:
     t0 = time.perf_counter()
     proc = snakemake(work, "-n", "--cores", "2", config=config)
     seconds = time.perf_counter() - t0
-    jobs = _jobs(proc.stdout)
+    jobs = job_counts(proc.stdout)
     assert jobs["seeds"] == 2 * 42  # eps and smaf over train (82,783 / 2,000 → 42 shards)
     # val: 40,504 images → 21 shards, and the (empty) test images of a folder dataset: 1.
     assert jobs["deeplab_predict"] == 22 and jobs["deeplab_crf"] == 22

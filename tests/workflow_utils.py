@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
+
+from smaf.data.index import DatasetIndex, ImageRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = REPO_ROOT / "Snakefile"
@@ -114,3 +117,34 @@ def planned_rules(proc: subprocess.CompletedProcess) -> set[str]:
     ``checkpoint <name>:`` for checkpoints such as prepare_dataset)."""
     out = proc.stdout + proc.stderr
     return set(re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):", out, flags=re.MULTILINE))
+
+
+def job_counts(dry_run: str) -> dict[str, int]:
+    """The job counts of a dry run's table (rule → count)."""
+    return {k: int(v) for k, v in re.findall(r"^(\w+)\s+(\d+)$", dry_run, flags=re.MULTILINE)}
+
+
+def planning_index(
+    work: Path, ids: list[str], classes: list[str], n_train: int, size: tuple[int, int]
+) -> None:
+    """The index of folder dataset ``big`` in ``work`` for planning only (no image files): the
+    first ``n_train`` of ``ids`` in train_aug and train, the others in val, each of the first
+    class and ``size`` (width, height); an empty test index."""
+    data = work / "results" / "big" / "data"
+    data.mkdir(parents=True)
+    labels = np.zeros(len(classes), np.float32)
+    labels[0] = 1
+    records = [
+        ImageRecord(
+            image_id,
+            f"images/{i}.jpg",
+            mask=f"masks/{i}.png",
+            roles={"train_aug", "train"} if i < n_train else {"val"},
+            labels=labels,
+            width=size[0],
+            height=size[1],
+        )
+        for i, image_id in enumerate(ids)
+    ]
+    DatasetIndex.build(records, classes, {"name": "big"}).write(data / "index.csv")
+    DatasetIndex.build([], classes, {"name": "big"}).write(data / "test_index.csv")

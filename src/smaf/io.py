@@ -150,6 +150,21 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     return (w, h) if orientation in _TRANSPOSED else (h, w)
 
 
+@contextlib.contextmanager
+def reading_image(path: str | os.PathLike[str], what: str = "image") -> Iterator[None]:
+    """Turn what Pillow raises while reading ``path`` (a ``what``: image, mask, saliency map)
+    into one :class:`DataError` that names the file and the fix."""
+    try:
+        yield
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(
+            f"cannot read {path} ({exc}): the {what} file is corrupt or truncated, or not an "
+            "image. Replace or remove it."
+        ) from None
+    except Image.DecompressionBombError as exc:  # not an OSError
+        raise DataError(f"cannot read {path} ({exc}).") from None
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as uint8 RGB ``[H, W, 3]``: EXIF orientation applied (a phone photo
     taken upright comes out upright, with its displayed size), then :func:`to_rgb`.
@@ -158,21 +173,16 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         DataError: the file is missing, not an image Pillow reads, truncated or too large.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as img:
+    with reading_image(path):
+        try:
+            img = Image.open(path)
+        except FileNotFoundError:
+            raise DataError(
+                f"image not found: {path}. Check the dataset root and the split list."
+            ) from None
+        with img:
             img.load()
             return to_rgb(ImageOps.exif_transpose(img))  # the same pixels when there is no tag
-    except FileNotFoundError:
-        raise DataError(
-            f"image not found: {path}. Check the dataset root and the split list."
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            f"cannot read image {path} ({exc}): the file is corrupt or truncated, or not an image. "
-            "Replace or remove it."
-        ) from None
-    except Image.DecompressionBombError as exc:  # not an OSError
-        raise DataError(f"cannot read image {path} ({exc}).") from None
 
 
 def load_mask(path: str | os.PathLike[str]) -> np.ndarray:

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from smaf.errors import DataError
-from smaf.io import atomic_write
+from smaf.io import atomic_write, reading_image
 
 #: What a file is read as: ``image`` (any Pillow image), ``mask`` (P / L PNG of class indices),
 #: ``saliency`` (grey PNG).
@@ -71,31 +71,23 @@ def cache_path_for(index_path: str | os.PathLike[str]) -> Path:
 
 def _decode(kind: str, data: bytes, path: str) -> FileCheck:
     digest = digest_bytes(data)
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            w, h = img.size
-            if kind == "image":
-                if img.getexif().get(0x0112, 1) in _TRANSPOSED:
-                    w, h = h, w
-                return FileCheck(digest, h, w)
-            if kind == "mask":
-                if img.mode not in ("P", "L"):
-                    raise DataError(
-                        f"mask {path} has mode {img.mode!r} (a colour image); expected a palette "
-                        "('P') or grey ('L') PNG whose pixel values are class indices (0 "
-                        "background, 1..C, 255 ignore). Convert the colours to class indices."
-                    )
-                counts = np.bincount(np.asarray(img, dtype=np.uint8).ravel(), minlength=256)
-                return FileCheck(digest, h, w, tuple(int(v) for v in np.flatnonzero(counts)))
+    with reading_image(path, kind), Image.open(io.BytesIO(data)) as img:
+        img.load()
+        w, h = img.size
+        if kind == "image":
+            if img.getexif().get(0x0112, 1) in _TRANSPOSED:
+                w, h = h, w
             return FileCheck(digest, h, w)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(
-            f"cannot read {path} ({exc}). The file is corrupt or truncated: replace it, or "
-            "remove it from the dataset."
-        ) from None
-    except Image.DecompressionBombError as exc:  # not an OSError
-        raise DataError(f"cannot read {path} ({exc}).") from None
+        if kind == "mask":
+            if img.mode not in ("P", "L"):
+                raise DataError(
+                    f"mask {path} has mode {img.mode!r} (a colour image); expected a palette "
+                    "('P') or grey ('L') PNG whose pixel values are class indices (0 "
+                    "background, 1..C, 255 ignore). Convert the colours to class indices."
+                )
+            counts = np.bincount(np.asarray(img, dtype=np.uint8).ravel(), minlength=256)
+            return FileCheck(digest, h, w, tuple(int(v) for v in np.flatnonzero(counts)))
+        return FileCheck(digest, h, w)
 
 
 def check_file(kind: str, path: str) -> FileCheck:

@@ -18,6 +18,7 @@ from smaf.errors import SmafError
 from smaf.io import atomic_write
 from smaf.models.build import Classifier, ModelConfig, build_classifier
 from smaf.models.convert_mxnet import load_state_dict_checked
+from smaf.models.torch_files import load_torch_file
 
 
 def save_model(path: str | os.PathLike[str], model: Classifier, meta: dict[str, Any]) -> None:
@@ -48,16 +49,12 @@ def read_model_file(
             else "a model.pt of deeplab, self_train or pretrain"
         )
         raise SmafError(f"{path} is a folder, not a model file; give the model file ({which}).")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SmafError(f"model file not found: {path}. Run {producer}.") from None
-    except Exception as exc:
-        raise SmafError(
-            f"cannot read model file {path} ({type(exc).__name__}: {exc}). It is corrupt or not a "
-            "SMAF model file (only tensors and plain values are accepted); delete it and rerun "
-            f"{producer}."
-        ) from None
+    state = load_torch_file(
+        path,
+        missing=f"model file not found: {path}. Run {producer}.",
+        unreadable="It is corrupt or not a SMAF model file (only tensors and plain values are "
+        f"accepted); delete it and rerun {producer}.",
+    )
     if not isinstance(state, dict) or not {"model", "model_config"} <= set(state):
         raise SmafError(f"{path} is not a SMAF model file (no 'model' / 'model_config' entries).")
     return state

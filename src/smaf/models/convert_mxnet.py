@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from smaf.errors import SmafError
+from smaf.models.torch_files import load_torch_file
 
 #: Magic number of an MXNet NDArray list file (``kMXAPINDArrayListMagic``).
 NDARRAY_LIST_MAGIC = 0x112
@@ -230,15 +231,11 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix == ".params":
         return mxnet_to_resnet38d_state_dict(load_mxnet_params(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SmafError(f"weights file not found: {path}.") from None
-    except Exception as exc:  # torch raises many types for corrupt / non-weights-only files
-        raise SmafError(
-            f"cannot read weights file {path} ({type(exc).__name__}: {exc}). Expected a torch "
-            "state dict saved with torch.save, or an MXNet .params file."
-        ) from None
+    obj = load_torch_file(
+        path,
+        missing=f"weights file not found: {path}.",
+        unreadable="Expected a torch state dict saved with torch.save, or an MXNet .params file.",
+    )
     if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), Mapping):

@@ -44,6 +44,7 @@ from smaf.models.deeplab import MSC, DeepLabConfig, build_deeplab, save_deeplab
 from smaf.models.deeplab_weights import load_deeplab_pytorch_model, read_deeplab_weights
 from smaf.models.heads import move_background_first
 from smaf.models.resnet38d import BASE_CHANNELS
+from smaf.models.torch_files import load_torch_file
 
 #: Publishing repository of each checkpoint format.
 SOURCES = {
@@ -69,15 +70,13 @@ def read_published_classifier(path: str | os.PathLike[str]) -> tuple[dict[str, t
     Read with ``weights_only=True``. The format is SMAF's when the file is ``{'Net':
     {'model_state': …}}`` or the state dict has ``cov_feat.weight``; EPS's otherwise.
     """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise DataError(f"checkpoint not found: {path}.") from None
-    except Exception as exc:
-        raise DataError(
-            f"cannot read {path} ({type(exc).__name__}: {exc}); expected the EPS checkpoint_cls.pth "
-            "or SMAF checkpoint_cls_finally.pth from the authors' links."
-        ) from None
+    obj = load_torch_file(
+        path,
+        missing=f"checkpoint not found: {path}.",
+        unreadable="Expected the EPS checkpoint_cls.pth or SMAF checkpoint_cls_finally.pth from "
+        "the authors' links.",
+        error=DataError,
+    )
     if isinstance(obj, Mapping) and isinstance(obj.get("Net"), Mapping):
         obj = obj["Net"].get("model_state")
     if not isinstance(obj, Mapping) or not all(

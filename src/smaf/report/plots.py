@@ -181,6 +181,33 @@ def _gt(ax: Axes, sample: Sample) -> None:
         show_labels(ax, sample.mask)
 
 
+def _sample_grid(
+    samples: Sequence[Sample],
+    shape: tuple[int, int],
+    title: str,
+    col_titles: Sequence[str],
+    row_titles: Sequence[str],
+) -> tuple[Figure, np.ndarray]:
+    """The grid of Fig. 1, 3 and 4: ``shape`` (rows, columns) cells sized for the samples'
+    images, with room below for the colour bar."""
+    return image_grid(
+        *shape,
+        title=title,
+        col_titles=list(col_titles),
+        row_titles=list(row_titles),
+        aspect=cell_aspect([s.image for s in samples]),
+        bottom=0.5,
+    )
+
+
+def _sample_rows(
+    samples: Sequence[Sample], cols: Sequence[str], class_names: Sequence[str], title: str
+) -> tuple[Figure, np.ndarray]:
+    """Fig. 1 and Fig. 4: a row per sample (titled with its id, class and note)."""
+    rows = [_row_title(s, class_names) for s in samples]
+    return _sample_grid(samples, (len(samples), len(cols)), title, cols, rows)
+
+
 def scale_attention_figure(
     samples: Sequence[Sample],
     per_scale: Sequence[np.ndarray],
@@ -195,15 +222,8 @@ def scale_attention_figure(
     (:func:`smaf.cam.class_maps_per_scale`).
     """
     cols = ["image", "ground truth", *[f"scale ×{g:g}" for g in scales], "fused (Eq. 5-6)"]
-    fig, axes = image_grid(
-        len(samples),
-        len(cols),
-        title="Fig. 1. Class attention of the EPS model at each scale, and fused",
-        col_titles=cols,
-        row_titles=[_row_title(s, class_names) for s in samples],
-        aspect=cell_aspect([s.image for s in samples]),
-        bottom=0.5,
-    )
+    title = "Fig. 1. Class attention of the EPS model at each scale, and fused"
+    fig, axes = _sample_rows(samples, cols, class_names, title)
     for row, s, per, fu in zip(axes, samples, per_scale, fused, strict=True):
         c = s.cls - 1
         show_image(row[0], s.image)
@@ -227,15 +247,9 @@ def eps_smaf_figure(
     or CLIP, named ``base``); each column shows the channel of its sample's class.
     """
     name = ", ".join(dict.fromkeys(class_name(class_names, s.cls) for s in samples))
-    fig, axes = image_grid(
-        4,
-        len(samples),
-        title=f"Fig. 3. Fused attention of '{name}': {base} vs SMAF",
-        col_titles=[s.image_id for s in samples],
-        row_titles=["image", "ground truth", f"{base}: {name}", f"SMAF: {name}"],
-        aspect=cell_aspect([s.image for s in samples]),
-        bottom=0.5,
-    )
+    title = f"Fig. 3. Fused attention of '{name}': {base} vs SMAF"
+    rows = ["image", "ground truth", f"{base}: {name}", f"SMAF: {name}"]
+    fig, axes = _sample_grid(samples, (4, len(samples)), title, [s.image_id for s in samples], rows)
     for col, s, e, m in zip(axes.T, samples, eps, smaf, strict=True):
         show_image(col[0], s.image)
         _gt(col[1], s)
@@ -271,15 +285,8 @@ def reactivation_figure(
     ]
     if student is not None:
         cols.append("SMAF student ×1")
-    fig, axes = image_grid(
-        len(samples),
-        len(cols),
-        title="Fig. 4. Single-scale vs fused attention, and the reactivated target",
-        col_titles=cols,
-        row_titles=[_row_title(s, class_names) for s in samples],
-        aspect=cell_aspect([s.image for s in samples]),
-        bottom=0.5,
-    )
+    title = "Fig. 4. Single-scale vs fused attention, and the reactivated target"
+    fig, axes = _sample_rows(samples, cols, class_names, title)
     for i, (row, s) in enumerate(zip(axes, samples, strict=True)):
         c = s.cls - 1
         show_image(row[0], s.image)
