@@ -140,3 +140,10 @@ def test_the_config_accepts_timm_names_and_refuses_deeplab_init_from_them() -> N
         "but model.backbone is timm/convnext_tiny: set deeplab.init_from: null (and "
         "deeplab.pretrained for DeepLab's own init)."
     ]
+    # The demo's width (0.125, resnet38d's multiplier) with a timm backbone: before any job,
+    # not when the student is first built after the teacher's maps.
+    problems = combination_problems(deep_merge(timm_cfg, {"model": {"width": 0.125}}))
+    assert problems == [
+        "model.width is resnet38d's channel multiplier; timm/convnext_tiny has its own widths: "
+        "set model.width: 1.0 (got 0.125)."
+    ]

@@ -85,7 +85,7 @@ def test_smaf_on_clip_runs_to_the_summary(tmp_path) -> None:
     }
     # The student: any timm backbone; DeepLab then starts from its own init (here random), not
     # from the student's backbone (init_from smaf needs a resnet38d student).
-    config["model"] = {"backbone": "timm/test_resnet"}
+    config["model"] = {"backbone": "timm/test_resnet", "width": 1.0}
     config["deeplab"] = {**config["deeplab"], "pseudo_labels": "sam", "init_from": None}
     work = tmp_path / "work"
     snakemake(work, "--cores", "2", config=config)  # to the report (issue 22's acceptance)

@@ -301,7 +301,14 @@ def combination_problems(config: dict[str, Any]) -> list[str]:
             "'smaf' (or pretrain.method to 'cam')."
         )
     model, deeplab = config.get("model") or {}, config.get("deeplab") or {}
-    if str(model.get("backbone", "")).startswith("timm/") and deeplab.get("init_from"):
+    timm = str(model.get("backbone", "")).startswith("timm/")
+    if timm and model.get("width", 1.0) != 1.0:
+        # As smaf.models.build.ModelConfig says it when built (here: before any job runs).
+        problems.append(
+            f"model.width is resnet38d's channel multiplier; {model['backbone']} has its own "
+            f"widths: set model.width: 1.0 (got {model['width']!r})."
+        )
+    if timm and deeplab.get("init_from"):
         problems.append(
             f"deeplab.init_from {deeplab['init_from']!r} starts DeepLab's resnet38d from the "
             f"classifier's backbone, but model.backbone is {model['backbone']}: set "
