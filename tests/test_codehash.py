@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 from workflow_utils import REPO_ROOT
 
+from smaf import codehash
 from smaf.codehash import code_hash, module_files
 from smaf.errors import ConfigError
 
@@ -88,3 +91,39 @@ def test_bad_input_missing_or_broken_script_is_a_clear_error(tmp_path):
     broken.write_text("def (:\n")
     with pytest.raises(ConfigError, match="not valid Python"):
         module_files(broken, tmp_path)
+
+
+def test_a_cached_hash_serves_while_its_files_are_unchanged(tmp_path, monkeypatch):
+    """The cache (what each `snakemake` start reads) gives the computed hash without parsing;
+    an edit of a reached module (a new modification time) computes it again."""
+    monkeypatch.setattr(codehash, "_CACHES", {})
+    script = _package(tmp_path)
+    src, cache = tmp_path / "src", tmp_path / ".snakemake" / "hashes.json"
+    first = code_hash(script, src, cache=cache)
+    assert first == code_hash(script, src) and cache.is_file()
+
+    def no_parsing(*args):
+        raise AssertionError("parsed although cached")
+
+    monkeypatch.setattr(codehash, "_CACHES", {})  # a new process: reads the file
+    monkeypatch.setattr(codehash, "_analyse", no_parsing)
+    assert code_hash(script, src, cache=cache) == first
+    monkeypatch.undo()
+
+    monkeypatch.setattr(codehash, "_CACHES", {})
+    d = src / "smaf" / "d.py"
+    d.write_text("def g():\n    return 1\n")
+    os.utime(d, ns=(d.stat().st_atime_ns, d.stat().st_mtime_ns + 10**9))
+    edited = code_hash(script, src, cache=cache)
+    assert edited != first and edited == code_hash(script, src)
+
+
+def test_a_damaged_cache_is_computed_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(codehash, "_CACHES", {})
+    script = _package(tmp_path)
+    src, cache = tmp_path / "src", tmp_path / "hashes.json"
+    key = next(iter(json.loads((code_hash(script, src, cache=cache), cache.read_text())[1])))
+    for text in ("{half-written", json.dumps({key: {"hash": "stale", "files": [["x", 1, 2]]}})):
+        cache.write_text(text)
+        monkeypatch.setattr(codehash, "_CACHES", {})
+        assert code_hash(script, src, cache=cache) == code_hash(script, src)

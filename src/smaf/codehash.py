@@ -12,6 +12,12 @@ set is a safe over-approximation of what a run can execute. Modules outside ``sm
 numpy, ...) are not followed: upgrading them is the environment's business. What is hashed is
 the code, not the text: comments, docstrings and formatting do not count, so fixing a typo in
 a docstring does not retrain a model.
+
+Parsing every module reached takes about a second, and Snakemake computes the hashes each
+time it starts (every ``snakemake`` command, and every cluster job's own start). With a
+``cache`` file a script's hash is reused while every file it covers has the size and
+modification time it had when hashed (as ``make`` decides); an edit changes the time, so the
+hash is computed again.
 """
 
 from __future__ import annotations
@@ -19,12 +25,15 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import json
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from smaf.errors import ConfigError
+from smaf.io import atomic_write
 
 #: The top-level package whose modules are followed.
 PACKAGE = "smaf"
@@ -149,19 +158,77 @@ def _fingerprint(tree: ast.Module) -> str:
     return ast.dump(tree, annotate_fields=False)
 
 
-def code_hash(script: str | os.PathLike[str], src_root: str | os.PathLike[str]) -> str:
+def code_hash(
+    script: str | os.PathLike[str],
+    src_root: str | os.PathLike[str],
+    cache: str | os.PathLike[str] | None = None,
+) -> str:
     """SHA-256 (hex, 16 digits) of the code of ``script`` and of every ``smaf`` module it reaches.
 
     Module paths enter the hash relative to ``src_root``, so two checkouts of the same code
     in different folders hash alike; see :func:`code_fingerprint` for what counts as code.
+    ``cache``: a JSON file of earlier hashes (created if missing, rewritten when a hash is
+    computed); an entry serves while its files' sizes and modification times are unchanged.
     """
     src_root = Path(src_root).resolve()
+    key = f"{Path(script).resolve()}|{src_root}|{sys.version_info[:2]}"
+    entries = _read_cache(cache) if cache is not None else {}
+    entry = entries.get(key)
+    if isinstance(entry, dict) and _unchanged(entry.get("files")):
+        return str(entry["hash"])
     digest = hashlib.sha256()
     digest.update(code_fingerprint(script).encode())
-    for path in module_files(script, src_root):
+    files = module_files(script, src_root)
+    for path in files:
         digest.update(str(path.relative_to(src_root)).encode() + b"\0")
         digest.update(_analyse(path, _module_name(src_root, path)).fingerprint.encode() + b"\0")
-    return digest.hexdigest()[:16]
+    result = digest.hexdigest()[:16]
+    if cache is not None:
+        stamps = [_stamp(p) for p in [Path(script), *files]]
+        entries[key] = {"hash": result, "files": stamps}
+        _write_cache(cache, entries)
+    return result
+
+
+def _stamp(path: Path) -> list[Any]:
+    """``[path, size, mtime_ns]`` of a file, as the cache records it."""
+    st = path.stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def _unchanged(stamps: Any) -> bool:
+    """Whether every ``[path, size, mtime_ns]`` still describes its file."""
+    if not isinstance(stamps, list) or not stamps:
+        return False
+    try:
+        return all(_stamp(Path(p)) == [p, size, mtime] for p, size, mtime in stamps)
+    except (OSError, TypeError, ValueError):
+        return False  # a file gone, or an entry of another shape: compute again
+
+
+#: The cache files read by this process (path → entries), so that the rules' hashes read it once.
+_CACHES: dict[str, dict[str, Any]] = {}
+
+
+def _read_cache(cache: str | os.PathLike[str]) -> dict[str, Any]:
+    name = str(Path(cache).resolve())
+    if name not in _CACHES:
+        try:
+            entries = json.loads(Path(name).read_text())
+        except (OSError, ValueError):
+            entries = {}  # missing, or half-written by a killed process: start again
+        _CACHES[name] = entries if isinstance(entries, dict) else {}
+    return _CACHES[name]
+
+
+def _write_cache(cache: str | os.PathLike[str], entries: dict[str, Any]) -> None:
+    """Replace the cache file atomically (several Snakemake processes may share it); a cache
+    that cannot be written is skipped: it only saves time."""
+    try:
+        with atomic_write(cache) as tmp:
+            tmp.write_text(json.dumps(entries))
+    except OSError:
+        pass
 
 
 __all__ = ["PACKAGE", "code_fingerprint", "code_hash", "module_files"]

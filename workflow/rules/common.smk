@@ -61,10 +61,16 @@ def script_code(script):
     """Hash of workflow/scripts/`script` and of every smaf module it imports (a params entry).
 
     Snakemake's code trigger sees the script alone; with this, editing e.g. smaf/crf.py reruns
-    the rules whose scripts reach that module, and no others.
+    the rules whose scripts reach that module, and no others. Cached in .snakemake/ of the
+    working folder while the files are unchanged (parsing them takes a second at every start).
     """
     base = Path(workflow.basedir)
-    return code_hash(base / "workflow" / "scripts" / script, base / "src")
+    script_path = base / "workflow" / "scripts" / script
+    return code_hash(script_path, base / "src", cache=CODE_HASH_CACHE)
+
+
+#: The code hashes of the last start (smaf.codehash): reused while their files are unchanged.
+CODE_HASH_CACHE = Path(".snakemake") / "smaf-code-hashes.json"
 
 
 wildcard_constraints:
