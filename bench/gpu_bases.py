@@ -39,12 +39,12 @@ from gpu_common import Row, count_flops, fmt, median_time, peak_mb, reset_peak, 
 from smaf.clip import (
     ClipArch,
     ClipCAMConfig,
+    arch_from_state_dict,
     background_words,
     class_prompts,
     image_cams,
     text_features,
 )
-from smaf.clip.model import arch_from_state_dict
 from smaf.sam import (
     SamArchitecture,
     SamSettings,

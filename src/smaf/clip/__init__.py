@@ -6,7 +6,7 @@ prompts and defaults, :mod:`.cams` computes the CAMs and their affinity refineme
 """
 
 from smaf.clip.cams import ImageCAMs, image_cams, text_features
-from smaf.clip.model import Clip, ClipArch, build_clip, load_clip
+from smaf.clip.model import Clip, ClipArch, arch_from_state_dict, build_clip, load_clip
 from smaf.clip.settings import ClipCAMConfig, background_words, class_prompts
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ClipArch",
     "ClipCAMConfig",
     "ImageCAMs",
+    "arch_from_state_dict",
     "background_words",
     "build_clip",
     "class_prompts",
