@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from smaf.errors import DataError
-from smaf.io import atomic_write, default_mode, read_id_list, save_mask
+from smaf.io import (
+    atomic_write,
+    default_mode,
+    load_image,
+    load_mask,
+    load_saliency,
+    read_id_list,
+    save_mask,
+)
 
 
 @pytest.fixture()
@@ -54,3 +62,23 @@ def test_duplicate_id_in_a_split_list_is_an_error_naming_both_lines(tmp_path) ->
     path.write_text("a\nb\nc\nb\n")
     with pytest.raises(DataError, match=r"val\.txt.*line 4.*'b'.*line 2"):
         read_id_list(path)
+
+
+@pytest.mark.parametrize(
+    ("reader", "missing", "fix"),
+    [
+        (load_image, r"image not found: .*Check the dataset root", "Replace or remove it."),
+        (load_mask, r"mask not found: .*Check the dataset root", "Replace or remove it."),
+        (load_saliency, r"saliency map not found: .*prepare_dataset", "Re-download or re-extract"),
+    ],
+)
+def test_each_reader_names_a_missing_or_unreadable_file_with_its_fix(
+    tmp_path, reader, missing, fix
+) -> None:
+    path = tmp_path / "x.png"
+    with pytest.raises(DataError, match=missing):
+        reader(path)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n not the rest of a PNG")
+    with pytest.raises(DataError, match=r"cannot read .*x\.png .*corrupt or truncated") as info:
+        reader(path)
+    assert fix in str(info.value)

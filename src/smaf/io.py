@@ -151,15 +151,24 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def reading_image(path: str | os.PathLike[str], what: str = "image") -> Iterator[None]:
+def reading_image(
+    path: str | os.PathLike[str],
+    what: str = "image",
+    *,
+    missing: str | None = None,
+    fix: str = "Replace or remove it.",
+) -> Iterator[None]:
     """Turn what Pillow raises while reading ``path`` (a ``what``: image, mask, saliency map)
-    into one :class:`DataError` that names the file and the fix."""
+    into one :class:`DataError` that names the file: ``missing`` (default ``<what> not found:
+    <path>.``) when it does not exist, else that it is unreadable, and ``fix``."""
     try:
         yield
+    except FileNotFoundError:
+        raise DataError(missing or f"{what} not found: {path}.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(
             f"cannot read {path} ({exc}): the {what} file is corrupt or truncated, or not an "
-            "image. Replace or remove it."
+            f"image. {fix}"
         ) from None
     except Image.DecompressionBombError as exc:  # not an OSError
         raise DataError(f"cannot read {path} ({exc}).") from None
@@ -173,62 +182,41 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         DataError: the file is missing, not an image Pillow reads, truncated or too large.
     """
     path = Path(path)
-    with reading_image(path):
-        try:
-            img = Image.open(path)
-        except FileNotFoundError:
-            raise DataError(
-                f"image not found: {path}. Check the dataset root and the split list."
-            ) from None
-        with img:
-            img.load()
-            return to_rgb(ImageOps.exif_transpose(img))  # the same pixels when there is no tag
+    missing = f"image not found: {path}. Check the dataset root and the split list."
+    with reading_image(path, missing=missing), Image.open(path) as img:
+        img.load()
+        return to_rgb(ImageOps.exif_transpose(img))  # the same pixels when there is no tag
 
 
 def load_mask(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a label PNG as uint8 ``[H, W]`` of raw palette indices (no colour conversion)."""
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("P", "L"):
-                raise DataError(
-                    f"mask {path} has mode {img.mode!r}; expected a palette ('P') or grey ('L') "
-                    "PNG of class indices, as in VOC's SegmentationClass."
-                )
-            return np.asarray(img, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(
-            f"mask not found: {path}. Check the dataset root and the split list."
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(
-            f"cannot read mask {path} ({exc}): the file is corrupt or truncated, or not a PNG. "
-            "Replace or remove it."
-        ) from None
+    missing = f"mask not found: {path}. Check the dataset root and the split list."
+    with reading_image(path, "mask", missing=missing), Image.open(path) as img:
+        img.load()
+        if img.mode not in ("P", "L"):
+            raise DataError(
+                f"mask {path} has mode {img.mode!r}; expected a palette ('P') or grey ('L') "
+                "PNG of class indices, as in VOC's SegmentationClass."
+            )
+        return np.asarray(img, dtype=np.uint8)
 
 
 def load_saliency(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a saliency map as uint8 ``[H, W]`` (0 = background .. 255 = salient)."""
     path = Path(path)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            if img.mode not in ("L", "P", "RGB", "RGBA", "LA", "1"):
-                raise DataError(
-                    f"saliency map {path} has mode {img.mode!r}; expected an 8-bit grey PNG."
-                )
-            return np.asarray(img.convert("L"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(
-            f"saliency map not found: {path}. Rerun the prepare_dataset rule if the saliency "
-            "folder changed."
-        ) from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(
-            f"cannot read saliency map {path} ({exc}). The file is corrupt or truncated: "
-            "re-download or re-extract it."
-        ) from None
+    missing = (
+        f"saliency map not found: {path}. Rerun the prepare_dataset rule if the saliency "
+        "folder changed."
+    )
+    fix = "Re-download or re-extract it."
+    with reading_image(path, "saliency map", missing=missing, fix=fix), Image.open(path) as img:
+        img.load()
+        if img.mode not in ("L", "P", "RGB", "RGBA", "LA", "1"):
+            raise DataError(
+                f"saliency map {path} has mode {img.mode!r}; expected an 8-bit grey PNG."
+            )
+        return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
 #: A line of the field's train_aug lists: "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png".
