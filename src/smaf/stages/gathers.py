@@ -1,9 +1,9 @@
 """Gathers of the sharded per-image stages that run a network: publish the shards' folders as
 the stage's output folder with one manifest (:func:`smaf.staging.gather_shards`).
 
-Apart from the stages, which import torch, so that a gather job (a file move and a manifest)
-starts in a fraction of a second and its code hash covers only the code it runs. The CRF and
-SAM stages, which import no network, keep their gathers beside them.
+They live apart from those stages, which import torch, so that a gather job (a file move and
+a manifest) starts in a fraction of a second and its code hash covers only the code it runs.
+The CRF and SAM stages import no network and keep their gathers beside them.
 """
 
 from __future__ import annotations
